@@ -1,0 +1,48 @@
+#pragma once
+// JSON encoding of the protocol's documents (docs/protocol.md). Decoders take untrusted bytes: they never
+// throw, they check every field's presence, type and size, and say what was wrong in `why`.
+#include "protocol/errors.h"
+#include "protocol/message.h"
+
+#include <string>
+#include <string_view>
+
+namespace lifeline::protocol {
+
+/// Limits a decoder enforces beyond the body size the server caps.
+inline constexpr std::size_t kMaxMessagesPerBatch = 1000;
+inline constexpr std::size_t kMaxTextBytes = 8192;
+inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
+
+std::string EncodeBatch(const Batch& batch);
+[[nodiscard]] Result<Batch> DecodeBatch(std::string_view json, std::string* why);
+
+std::string EncodeReply(const BatchReply& reply);
+[[nodiscard]] Result<BatchReply> DecodeReply(std::string_view json, std::string* why);
+
+/// The body of every refusal: {"error": "<wire name>", "message": "<sentence>"}.
+std::string EncodeError(Reject reason, std::string_view message);
+/// Reads a refusal body; unknown or unreadable bodies come back as kInternal with the raw text in `message`.
+Reject DecodeError(std::string_view json, std::string* message);
+
+struct EnrollRequest {
+  int version = kProtocolVersion;
+  std::string token;
+  DeviceIdentity device;
+  std::string csr_pem;
+  std::string signing_public_key;  // Ed25519, base64
+};
+std::string EncodeEnrollRequest(const EnrollRequest& request);
+[[nodiscard]] Result<EnrollRequest> DecodeEnrollRequest(std::string_view json, std::string* why);
+
+struct EnrollResponse {
+  std::string certificate_pem;
+  DeviceIdentity device;
+};
+std::string EncodeEnrollResponse(const EnrollResponse& response);
+[[nodiscard]] Result<EnrollResponse> DecodeEnrollResponse(std::string_view json, std::string* why);
+
+/// Device identity as a JSON object, for other documents (admin API) to embed.
+std::string EncodeIdentity(const DeviceIdentity& identity);
+
+}  // namespace lifeline::protocol
