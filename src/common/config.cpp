@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -17,7 +18,7 @@ class Node {
   const toml::table& table;
 };
 
-enum class Kind { kString, kRequiredString, kInt, kBool, kDuration, kStringList, kSecret, kTableArray };
+enum class Kind { kChoice, kString, kRequiredString, kInt, kBool, kDuration, kStringList, kSecret, kTableArray };
 
 struct Schema::Option {
   std::string key;  // dotted path, e.g. "smtp.port"
@@ -30,6 +31,7 @@ struct Schema::Option {
   std::vector<std::string>* list_target = nullptr;
   std::int64_t min = 0;
   std::int64_t max = 0;
+  std::vector<std::string> allowed;
   std::string default_text;
   std::function<void()> reset_items;
   std::function<void(Schema&)> add_item;
@@ -106,6 +108,15 @@ Schema& Schema::String(std::string key, std::string* target, std::string help) {
   Option o{.key = std::move(key), .kind = Kind::kString, .help = std::move(help)};
   o.string_target = target;
   o.default_text = "\"" + *target + "\"";
+  return Add(std::move(o));
+}
+
+Schema& Schema::Choice(std::string key, std::string* target, std::vector<std::string> allowed,
+                       std::string help) {
+  Option o{.key = std::move(key), .kind = Kind::kChoice, .help = std::move(help)};
+  o.string_target = target;
+  o.default_text = fmt::format("\"{}\" (one of: {})", *target, fmt::join(allowed, ", "));
+  o.allowed = std::move(allowed);
   return Add(std::move(o));
 }
 
@@ -236,6 +247,20 @@ void Schema::Apply(const Node& node, const std::string& origin, const std::strin
         }
         *o.string_target = value->as_string()->get();
         break;
+      case Kind::kChoice: {
+        if (value == nullptr) {
+          break;
+        }
+        if (!value->is_string()) {
+          Fail(origin, name, "must be a string");
+        }
+        const std::string chosen = value->as_string()->get();
+        if (std::find(o.allowed.begin(), o.allowed.end(), chosen) == o.allowed.end()) {
+          Fail(origin, name, fmt::format("value \"{}\" is not one of: {}", chosen, fmt::join(o.allowed, ", ")));
+        }
+        *o.string_target = chosen;
+        break;
+      }
       case Kind::kInt: {
         if (value == nullptr) {
           break;

@@ -31,6 +31,9 @@ class Schema {
   Schema& String(std::string key, std::string* target, std::string help);
   /// A string that must be given (no default).
   Schema& RequiredString(std::string key, std::string* target, std::string help);
+  /// A string that must be one of `allowed`.
+  Schema& Choice(std::string key, std::string* target, std::vector<std::string> allowed,
+                 std::string help);
   Schema& Int(std::string key, std::int64_t* target, std::int64_t min, std::int64_t max,
               std::string help);
   Schema& Bool(std::string key, bool* target, std::string help);

@@ -20,6 +20,7 @@ struct Sample {
   bool enabled = true;
   std::chrono::seconds interval{60};
   std::string password;
+  std::string mode = "auto";
   std::vector<std::string> contacts;
   std::vector<Rule> rules;
 
@@ -31,6 +32,7 @@ struct Sample {
         .Duration("interval", &interval, std::chrono::seconds(1), std::chrono::hours(24), "how often")
         .Secret("smtp.password", &password, "a secret")
         .StringList("contacts", &contacts, "who")
+        .Choice("mode", &mode, {"auto", "on", "off"}, "a choice")
         .TableArray<Rule>("rules", &rules,
                           [](Schema& item, Rule& rule) {
                             item.RequiredString("pattern", &rule.pattern, "regex")
@@ -113,6 +115,16 @@ TEST(Config, WrongTypeIsRejected) {
   EXPECT_NE(LoadError("[listen]\nenabled = \"yes\"\n").find("true or false"), std::string::npos);
   EXPECT_NE(LoadError("interval = \"soon\"\n").find("'interval'"), std::string::npos);
   EXPECT_NE(LoadError("interval = \"2d\"\n").find("out of range"), std::string::npos);
+}
+
+TEST(Config, ChoiceMustBeOneOfTheAllowed) {
+  const auto error = LoadError("mode = \"sometimes\"\n");
+  EXPECT_NE(error.find("'mode'"), std::string::npos) << error;
+  EXPECT_NE(error.find("auto, on, off"), std::string::npos) << error;
+  Sample sample;
+  auto schema = sample.MakeSchema();
+  schema.LoadString("mode = \"off\"\n", "x.toml");
+  EXPECT_EQ(sample.mode, "off");
 }
 
 TEST(Config, ErrorsInsideTableArraysNameTheElement) {
