@@ -2,6 +2,7 @@
 // Clock seam: production code asks a Clock for the time so tests can move it (FakeClock in tests/support).
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace lifeline {
 
@@ -11,6 +12,9 @@ class Clock {
   virtual std::chrono::system_clock::time_point Now() const = 0;
   std::int64_t NowUnixSeconds() const {
     return std::chrono::duration_cast<std::chrono::seconds>(Now().time_since_epoch()).count();
+  }
+  std::int64_t NowUnixMillis() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Now().time_since_epoch()).count();
   }
 };
 
