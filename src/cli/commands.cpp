@@ -1,29 +1,336 @@
+// Subcommand wiring: parse the command line, load the role's config, run it. No logic of its own.
 #include "cli/commands.h"
 
+#include "agent/agent_service.h"
+#include "cli/demo.h"
+#include "cli/signals.h"
+#include "cli/tickets_command.h"
+#include "common/config.h"
+#include "common/log.h"
 #include "common/ports.h"
+#include "crypto/pki.h"
+#include "crypto/token.h"
+#include "home/home_service.h"
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <iostream>
 
 namespace lifeline::cli {
+namespace {
+
+int ConfigFailure(const std::exception& e) {
+  std::cerr << "lifeline: " << e.what() << "\n";
+  return kExitUsage;
+}
+
+/// Prints a role's accepted config keys, for --help-config.
+template <class Config>
+void PrintConfigHelp(const char* file) {
+  Config config;
+  std::cout << file << " keys (TOML; unknown keys are errors; secrets also accept KEY_file and KEY_env):\n"
+            << config.MakeSchema().Describe();
+}
+
+int RunHome(const std::string& config_path) {
+  home::HomeConfig config;
+  try {
+    config = home::HomeConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  BlockStopSignals();
+  auto service = home::HomeService::Start(config);
+  if (!service) {
+    std::cerr << "lifeline home: cannot start: " << service.error().message() << " (see the log above)\n";
+    return kExitFailure;
+  }
+  const auto signal = WaitForStopSignal();
+  log::Get("home")->info("received signal {}, shutting down", signal.value_or(0));
+  (*service)->Stop();
+  return kExitOk;
+}
+
+int CreateEnrollToken(const std::string& config_path, const protocol::DeviceIdentity& device,
+                      const std::string& ttl_text) {
+  home::HomeConfig config;
+  std::chrono::seconds ttl{};
+  try {
+    config = home::HomeConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  if (!config::ParseDuration(ttl_text, &ttl) || ttl.count() < 60 || ttl.count() > 30 * 86400) {
+    std::cerr << "lifeline: --ttl must be a duration from 60s to 30d, e.g. 30m, 24h, 7d\n";
+    return kExitUsage;
+  }
+  std::string why;
+  if (!protocol::IsValidIdentity(device, &why)) {
+    std::cerr << "lifeline: " << why << "\n";
+    return kExitUsage;
+  }
+  auto store = home::OpenHomeStore(config);
+  if (!store) {
+    return kExitFailure;
+  }
+  const std::string token = crypto::GenerateToken("llt");
+  const auto now_ms = SystemClock::Instance().NowUnixMillis();
+  if (auto created = (*store)->CreateEnrollmentToken(crypto::HashToken(token), device, now_ms + ttl.count() * 1000, now_ms);
+      !created) {
+    std::cerr << "lifeline: cannot store the token: " << created.error().message() << "\n";
+    return kExitFailure;
+  }
+  std::cerr << fmt::format("enrollment token for {} (model '{}'), single use, valid for {} s:\n", device.Key(),
+                           device.model, ttl.count());
+  std::cout << token << "\n";
+  return kExitOk;
+}
+
+int CreateAdminToken(const std::string& config_path, const std::string& name, const std::string& role) {
+  home::HomeConfig config;
+  try {
+    config = home::HomeConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  auto store = home::OpenHomeStore(config);
+  if (!store) {
+    return kExitFailure;
+  }
+  const std::string token = crypto::GenerateToken("lla");
+  if (auto created = (*store)->CreateAdminToken(name, crypto::HashToken(token), role,
+                                                SystemClock::Instance().NowUnixMillis());
+      !created) {
+    std::cerr << "lifeline: cannot store the admin token '" << name << "': " << created.error().message() << "\n";
+    return kExitFailure;
+  }
+  std::cerr << fmt::format("admin token '{}' (role {}); the home keeps only its hash, so save it now:\n", name, role);
+  std::cout << token << "\n";
+  return kExitOk;
+}
+
+int RunAgent(const std::string& config_path) {
+  agent::AgentConfig config;
+  try {
+    config = agent::AgentConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  BlockStopSignals();
+  auto service = agent::AgentService::Start(config);
+  if (!service) {
+    std::cerr << "lifeline agent: cannot start: " << service.error().message() << " (see the log above)\n";
+    return kExitFailure;
+  }
+  const auto signal = WaitForStopSignal();
+  log::Get("agent")->info("received signal {}, shutting down", signal.value_or(0));
+  (*service)->Stop();
+  return kExitOk;
+}
+
+int EnrollAgent(const std::string& config_path, std::string token, const std::string& token_file, bool force) {
+  agent::AgentConfig config;
+  try {
+    config = agent::AgentConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  if (!token_file.empty()) {
+    auto text = crypto::ReadSmallFile(token_file, 4096);
+    if (!text) {
+      std::cerr << "lifeline: cannot read " << token_file << ": " << text.error().message() << "\n";
+      return kExitUsage;
+    }
+    token = *text;
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) {
+      token.pop_back();
+    }
+  }
+  if (token.empty()) {
+    if (const char* env = std::getenv("LIFELINE_ENROLL_TOKEN")) {
+      token = env;
+    }
+  }
+  if (token.empty()) {
+    std::cerr << "lifeline: give the enrollment token with --token, --token-file or LIFELINE_ENROLL_TOKEN\n";
+    return kExitUsage;
+  }
+  std::string refusal;
+  auto outcome = agent::Enroll(config, token, force, &refusal);
+  if (!outcome) {
+    std::cerr << "lifeline agent enroll: " << refusal << "\n";
+    return kExitFailure;
+  }
+  std::cout << outcome->message << "\n";
+  return kExitOk;
+}
+
+int AgentStatus(const std::string& config_path) {
+  agent::AgentConfig config;
+  try {
+    config = agent::AgentConfig::Load(config_path);
+  } catch (const config::ConfigError& e) {
+    return ConfigFailure(e);
+  }
+  auto report = agent::StatusReport(config);
+  if (!report) {
+    std::cerr << "lifeline agent status: cannot read " << config.QueuePath().string() << ": "
+              << report.error().message() << " (has the agent run yet?)\n";
+    return kExitFailure;
+  }
+  std::cout << *report;
+  return kExitOk;
+}
+
+}  // namespace
 
 int Run(int argc, char** argv) {
-  CLI::App app{"Lifeline: secure call-home and remote support"};
+  CLI::App app{"Lifeline: secure call-home and remote support.\n"
+               "Agents watch devices and send alerts and heartbeats, outbound only, to the home, which opens\n"
+               "tickets and emails engineers. Start with `lifeline demo` to see it all on one machine."};
   app.set_version_flag("--version", std::string("lifeline ") + LIFELINE_VERSION);
-  auto* ports_cmd = app.add_subcommand("ports", "Print the port usage guide");
+  app.require_subcommand(1);
+  std::string log_format = "text";
+  std::string log_level = "info";
+  app.add_option("--log-format", log_format, "Log format: text (readable) or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-level", log_level, "Log level: trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  // ports
+  auto* ports_cmd = app.add_subcommand("ports", "Print the port usage guide (for firewall planning)");
   bool markdown = false;
   ports_cmd->add_flag("--markdown", markdown, "Print Markdown (docs/ports.md is exactly this)");
-  app.require_subcommand(1);
+
+  // pki
+  auto* pki_cmd = app.add_subcommand("pki", "Manage the home's PKI")->require_subcommand(1);
+  auto* pki_init = pki_cmd->add_subcommand(
+      "init", "Create a root CA, the home's TLS certificate and the home's payload keys in a directory");
+  std::string pki_dir;
+  std::vector<std::string> home_names;
+  pki_init->add_option("--dir", pki_dir, "Directory to create them in (must not hold a PKI yet)")->required();
+  pki_init->add_option("--name", home_names,
+                       "Host name or IP address agents use to reach the home (repeatable; default localhost, "
+                       "127.0.0.1, ::1)");
+
+  // home
+  auto* home_cmd = app.add_subcommand("home", "The support center: ingest, tickets, notifications")->require_subcommand(1);
+  std::string home_config;
+  bool home_help_config = false;
+  auto* home_run = home_cmd->add_subcommand("run", "Run the home until SIGINT/SIGTERM");
+  home_run->add_option("--config", home_config, "home.toml");
+  home_run->add_flag("--help-config", home_help_config, "List every home.toml key with its default");
+  auto* home_token = home_cmd->add_subcommand("enroll-token", "Issue a single-use enrollment token for one device");
+  protocol::DeviceIdentity token_device;
+  std::string token_ttl = "24h";
+  home_token->add_option("--config", home_config, "home.toml")->required();
+  home_token->add_option("--customer", token_device.customer, "Customer")->required();
+  home_token->add_option("--site", token_device.site, "Site")->required();
+  home_token->add_option("--serial", token_device.serial, "Device serial number")->required();
+  home_token->add_option("--model", token_device.model, "Device model");
+  home_token->add_option("--ttl", token_ttl, "How long the token stays valid (default 24h)");
+  auto* home_admin = home_cmd->add_subcommand("admin-token", "Create a token for the admin API (lifeline tickets)");
+  std::string admin_name;
+  std::string admin_role = "engineer";
+  home_admin->add_option("--config", home_config, "home.toml")->required();
+  home_admin->add_option("--name", admin_name, "Who the token is for (unique)")->required();
+  home_admin->add_option("--role", admin_role, "engineer, manager or read-only")
+      ->check(CLI::IsMember({"engineer", "manager", "read-only"}));
+
+  // agent
+  auto* agent_cmd = app.add_subcommand("agent", "The device agent: watch, queue, send home")->require_subcommand(1);
+  std::string agent_config;
+  bool agent_help_config = false;
+  auto* agent_run = agent_cmd->add_subcommand("run", "Run the agent until SIGINT/SIGTERM");
+  agent_run->add_option("--config", agent_config, "agent.toml");
+  agent_run->add_flag("--help-config", agent_help_config, "List every agent.toml key with its default");
+  auto* agent_enroll = agent_cmd->add_subcommand(
+      "enroll", "Create this device's keys and get its certificate from the home with an enrollment token");
+  std::string enroll_token;
+  std::string enroll_token_file;
+  bool enroll_force = false;
+  agent_enroll->add_option("--config", agent_config, "agent.toml")->required();
+  agent_enroll->add_option("--token", enroll_token, "Enrollment token (or LIFELINE_ENROLL_TOKEN)");
+  agent_enroll->add_option("--token-file", enroll_token_file, "File holding the enrollment token");
+  agent_enroll->add_flag("--force", enroll_force, "Enroll again although a certificate exists");
+  auto* agent_status = agent_cmd->add_subcommand("status", "Show queue depth, last contact and tickets received");
+  agent_status->add_option("--config", agent_config, "agent.toml")->required();
+
+  TicketsOptions tickets_options;
+  auto* tickets_cmd = AddTicketsCommand(app, tickets_options);
+  DemoOptions demo_options;
+  auto* demo_cmd = AddDemoCommand(app, demo_options);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  log::Format format = log::Format::kText;
+  log::ParseFormat(log_format, &format);
+  log::Init(format, spdlog::level::from_str(log_level));
+
   if (ports_cmd->parsed()) {
     std::cout << (markdown ? ports::RenderPortGuideMarkdown() : ports::RenderPortGuideText());
+    return kExitOk;
   }
-  return kExitOk;
+  if (pki_init->parsed()) {
+    crypto::InitPkiOptions options;
+    if (!home_names.empty()) {
+      options.home_names = home_names;
+    }
+    if (auto made = crypto::InitPki(pki_dir, options); !made) {
+      std::cerr << "lifeline pki init: " << made.error().message() << " (" << pki_dir << ")\n";
+      return kExitFailure;
+    }
+    std::cout << fmt::format(
+        "created the PKI in {}:\n  ca.crt, home-seal.pub, home-sign.pub  public: copy them to every agent's pki dir\n"
+        "  ca.key, home.key, home-seal.key, home-sign.key  private (0600): never copy them anywhere\n",
+        pki_dir);
+    return kExitOk;
+  }
+  if (home_run->parsed()) {
+    if (home_help_config) {
+      PrintConfigHelp<home::HomeConfig>("home.toml");
+      return kExitOk;
+    }
+    if (home_config.empty()) {
+      std::cerr << "lifeline home run: --config is required\n";
+      return kExitUsage;
+    }
+    return RunHome(home_config);
+  }
+  if (home_token->parsed()) {
+    return CreateEnrollToken(home_config, token_device, token_ttl);
+  }
+  if (home_admin->parsed()) {
+    return CreateAdminToken(home_config, admin_name, admin_role);
+  }
+  if (agent_run->parsed()) {
+    if (agent_help_config) {
+      PrintConfigHelp<agent::AgentConfig>("agent.toml");
+      return kExitOk;
+    }
+    if (agent_config.empty()) {
+      std::cerr << "lifeline agent run: --config is required\n";
+      return kExitUsage;
+    }
+    return RunAgent(agent_config);
+  }
+  if (agent_enroll->parsed()) {
+    return EnrollAgent(agent_config, enroll_token, enroll_token_file, enroll_force);
+  }
+  if (agent_status->parsed()) {
+    return AgentStatus(agent_config);
+  }
+  if (tickets_cmd->parsed()) {
+    return RunTicketsCommand(*tickets_cmd, tickets_options);
+  }
+  if (demo_cmd->parsed()) {
+    return RunDemo(demo_options);
+  }
+  return kExitUsage;
 }
 
 }  // namespace lifeline::cli

@@ -1,0 +1,356 @@
+#include "agent/agent_service.h"
+
+#include "agent/log_follower.h"
+#include "agent/queue.h"
+#include "agent/rules.h"
+#include "agent/sender.h"
+#include "common/log.h"
+#include "crypto/pki.h"
+#include "protocol/codec.h"
+
+#include <fmt/format.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+namespace lifeline::agent {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("agent"); }
+
+Result<SenderKeys> LoadSenderKeys(const AgentPkiPaths& paths) {
+  SenderKeys keys;
+  auto sign = crypto::ReadSigningKeyPair(paths.device_sign_key);
+  if (!sign) {
+    Log()->error("cannot read {}: {} (has this device been enrolled? run `lifeline agent enroll`)",
+                 paths.device_sign_key.string(), sign.error().message());
+    return sign.error();
+  }
+  auto seal = crypto::ReadPublicKey(paths.home_seal_public, crypto::KeyKind::kX25519Public);
+  auto home_sign = crypto::ReadPublicKey(paths.home_sign_public, crypto::KeyKind::kEd25519Public);
+  if (!seal || !home_sign) {
+    const auto& path = !seal ? paths.home_seal_public : paths.home_sign_public;
+    const auto ec = !seal ? seal.error() : home_sign.error();
+    Log()->error("cannot read {}: {} (copy it from the home's PKI directory)", path.string(), ec.message());
+    return ec;
+  }
+  keys.device_sign = *sign;
+  keys.home_seal_public = *seal;
+  keys.home_sign_public = *home_sign;
+  return keys;
+}
+
+}  // namespace
+
+struct AgentService::Parts {
+  AgentConfig config;
+  std::unique_ptr<AgentQueue> queue;
+  std::unique_ptr<Sender> sender;
+  RuleSet rules;
+  std::vector<std::unique_ptr<LogFollower>> followers;
+
+  std::mutex mutex;
+  std::condition_variable wake_capture;
+  std::condition_variable wake_sender;
+  bool stopping = false;
+  bool work_queued = false;
+  std::thread capture_thread;
+  std::thread sender_thread;
+
+  void WakeSender() {
+    {
+      std::lock_guard lock(mutex);
+      work_queued = true;
+    }
+    wake_sender.notify_one();
+  }
+
+  // Reads new lines of every log; for each file, the alerts found and the position reached are committed
+  // in one transaction, so after a crash every line is handled exactly once.
+  void CaptureOnce() {
+    for (auto& follower : followers) {
+      auto lines = follower->Poll(1000);
+      if (!lines) {
+        Log()->warn("cannot read {}: {}", follower->path().string(), lines.error().message());
+        continue;
+      }
+      if (lines->empty()) {
+        continue;
+      }
+      std::vector<protocol::Message> drafts;
+      const std::int64_t now_ms = SystemClock::Instance().NowUnixMillis();
+      for (const auto& line : *lines) {
+        if (auto alert = rules.Match(line.text, follower->path().string())) {
+          protocol::Message draft;
+          draft.type = protocol::MessageType::kAlert;
+          draft.timestamp_ms = now_ms;
+          draft.alert = *alert;
+          Log()->info("alert {} ({}) in {}: {}", alert->code, protocol::ToString(alert->severity),
+                      follower->path().string(), alert->text);
+          drafts.push_back(std::move(draft));
+        }
+      }
+      auto stored = queue->Enqueue(std::move(drafts), std::make_pair(follower->path().string(), lines->back().after));
+      if (!stored) {
+        // The position was not saved either: start this file again from the last committed position, as
+        // after a restart, so these lines are read again and nothing is lost.
+        Log()->error("cannot queue alerts from {}: {}", follower->path().string(), stored.error().message());
+        auto saved = queue->LoadPosition(follower->path().string());
+        follower = std::make_unique<LogFollower>(follower->path(), saved ? *saved : std::nullopt,
+                                                 StartPolicy::kFromBeginning);
+        continue;
+      }
+      if (!stored->empty()) {
+        WakeSender();
+      }
+    }
+  }
+
+  void QueueHeartbeat() {
+    protocol::Message heartbeat;
+    heartbeat.type = protocol::MessageType::kHeartbeat;
+    heartbeat.timestamp_ms = SystemClock::Instance().NowUnixMillis();
+    heartbeat.heartbeat.interval_seconds = config.heartbeat_interval.count();
+    auto depth = queue->Depth();
+    heartbeat.heartbeat.status = fmt::format("ok; queue depth {}", depth ? *depth : -1);
+    if (auto stored = queue->Enqueue({heartbeat}); !stored) {
+      Log()->error("cannot queue a heartbeat: {}", stored.error().message());
+      return;
+    }
+    WakeSender();
+  }
+
+  void CaptureLoop() {
+    auto next_heartbeat = std::chrono::steady_clock::now();
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      lock.unlock();
+      CaptureOnce();
+      if (std::chrono::steady_clock::now() >= next_heartbeat) {
+        QueueHeartbeat();
+        next_heartbeat = std::chrono::steady_clock::now() + config.heartbeat_interval;
+      }
+      lock.lock();
+      wake_capture.wait_for(lock, std::chrono::milliseconds(config.poll_interval_ms), [this] { return stopping; });
+    }
+  }
+
+  void SenderLoop() {
+    std::mt19937_64 random(std::random_device{}());
+    int failures = 0;
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      work_queued = false;
+      lock.unlock();
+      auto outcome = sender->SendOnce();
+      lock.lock();
+      if (!outcome) {
+        // Back off with full jitter; new alerts do not cut the wait short (the home is struggling or gone).
+        const auto delay = RetryDelay(failures++, config.retry_min, config.retry_max, random);
+        wake_sender.wait_for(lock, delay, [this] { return stopping; });
+        continue;
+      }
+      if (failures > 0) {
+        Log()->info("home reachable again after {} failed attempt(s)", failures);
+      }
+      failures = 0;
+      if (outcome->queue_empty) {
+        wake_sender.wait_for(lock, std::chrono::seconds(5), [this] { return stopping || work_queued; });
+      }
+    }
+  }
+};
+
+Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& config) {
+  auto parts = std::make_unique<Parts>();
+  parts->config = config;
+  std::error_code ec;
+  std::filesystem::create_directories(config.state_dir, ec);
+  auto queue = AgentQueue::Open(config.QueuePath());
+  if (!queue) {
+    Log()->error("cannot open the queue {}: {}", config.QueuePath().string(), queue.error().message());
+    return queue.error();
+  }
+  parts->queue = std::move(*queue);
+
+  std::vector<LogRule> rules;
+  for (const auto& r : config.rules) {
+    rules.push_back({r.name, r.pattern, r.code, protocol::ParseSeverity(r.severity).value_or(protocol::Severity::kError),
+                     r.message});
+  }
+  std::string rule_error;
+  auto compiled = RuleSet::Compile(std::move(rules), &rule_error);
+  if (!compiled) {
+    Log()->error("bad rule: {}", rule_error);
+    return compiled.error();
+  }
+  parts->rules = std::move(*compiled);
+
+  const AgentPkiPaths paths(config.pki_dir);
+  auto keys = LoadSenderKeys(paths);
+  if (!keys) {
+    return keys.error();
+  }
+  if (!std::filesystem::exists(paths.device_cert)) {
+    Log()->error("{} is missing: enroll this device first (`lifeline agent enroll`)", paths.device_cert.string());
+    return std::make_error_code(std::errc::no_such_file_or_directory);
+  }
+  transport::HttpClient client(transport::ClientTls{paths.ca_cert.string(), paths.device_cert.string(),
+                                                    paths.device_key.string()});
+  parts->sender = std::make_unique<Sender>(*parts->queue, std::move(client), *keys, config.device, config.home_url,
+                                           static_cast<std::size_t>(config.batch_size),
+                                           std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout),
+                                           SystemClock::Instance());
+
+  for (const auto& watched : config.logs) {
+    auto saved = parts->queue->LoadPosition(watched.path);
+    if (!saved) {
+      return saved.error();
+    }
+    parts->followers.push_back(std::make_unique<LogFollower>(
+        watched.path, *saved, watched.from_beginning ? StartPolicy::kFromBeginning : StartPolicy::kFromEnd));
+    Log()->info("watching {} ({})", watched.path,
+                saved->has_value() ? fmt::format("resuming at byte {}", (*saved)->offset) : "new lines only");
+  }
+
+  Parts* raw = parts.get();
+  parts->capture_thread = std::thread([raw] { raw->CaptureLoop(); });
+  parts->sender_thread = std::thread([raw] { raw->SenderLoop(); });
+  Log()->info("agent {} started: home {}, {} log(s), {} rule(s), heartbeat every {} s", config.device.Key(),
+              config.home_url, config.logs.size(), config.rules.size(), config.heartbeat_interval.count());
+  return std::unique_ptr<AgentService>(new AgentService(std::move(parts)));
+}
+
+AgentService::AgentService(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+AgentService::~AgentService() { Stop(); }
+
+void AgentService::Stop() {
+  if (!parts_) {
+    return;
+  }
+  {
+    std::lock_guard lock(parts_->mutex);
+    parts_->stopping = true;
+  }
+  parts_->wake_capture.notify_all();
+  parts_->wake_sender.notify_all();
+  parts_->capture_thread.join();
+  parts_->sender_thread.join();
+  auto depth = parts_->queue->Depth();
+  Log()->info("agent stopped; {} message(s) stay queued", depth ? *depth : -1);
+  parts_.reset();
+}
+
+Result<EnrollOutcome> Enroll(const AgentConfig& config, const std::string& token, bool force,
+                             std::string* refusal) {
+  const AgentPkiPaths paths(config.pki_dir);
+  auto fail = [&](std::error_code ec, std::string text) -> Result<EnrollOutcome> {
+    *refusal = std::move(text);
+    return ec;
+  };
+  if (std::filesystem::exists(paths.device_cert) && !force) {
+    return fail(std::make_error_code(std::errc::file_exists),
+                fmt::format("{} exists: this device is already enrolled (use --force to enroll again)",
+                            paths.device_cert.string()));
+  }
+  if (!std::filesystem::exists(paths.ca_cert)) {
+    return fail(std::make_error_code(std::errc::no_such_file_or_directory),
+                fmt::format("{} is missing: copy ca.crt, home-seal.pub and home-sign.pub from the home's PKI "
+                            "directory", paths.ca_cert.string()));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config.pki_dir, ec);
+  // Keys are made here and only public halves leave: a retry after a failed request reuses them.
+  if (!std::filesystem::exists(paths.device_key)) {
+    if (auto written = crypto::WritePrivateKeyPem(paths.device_key, crypto::GeneratePrivateKeyPem()); !written) {
+      return fail(written.error(), fmt::format("cannot write {}: {}", paths.device_key.string(), written.error().message()));
+    }
+  }
+  if (!std::filesystem::exists(paths.device_sign_key)) {
+    if (auto written = crypto::WriteSecretKeyFile(paths.device_sign_key, crypto::GenerateSigningKeyPair()); !written) {
+      return fail(written.error(),
+                  fmt::format("cannot write {}: {}", paths.device_sign_key.string(), written.error().message()));
+    }
+  }
+  auto key_pem = crypto::ReadSmallFile(paths.device_key, 1 << 16, /*require_private=*/true);
+  auto sign = crypto::ReadSigningKeyPair(paths.device_sign_key);
+  if (!key_pem || !sign) {
+    const auto err = !key_pem ? key_pem.error() : sign.error();
+    return fail(err, fmt::format("cannot read the device keys in {}: {}", config.pki_dir, err.message()));
+  }
+  auto csr = crypto::MakeCsr(*key_pem, config.device);
+  if (!csr) {
+    return fail(csr.error(), "cannot make a certificate signing request: " + csr.error().message());
+  }
+  protocol::EnrollRequest request{.token = token,
+                                  .device = config.device,
+                                  .csr_pem = *csr,
+                                  .signing_public_key = crypto::Base64Encode(sign->public_key)};
+  transport::HttpClient client(transport::ClientTls{.ca_file = paths.ca_cert.string()});
+  auto response = client.Send({.url = config.home_url + "/v1/enroll",
+                               .content_type = "application/json",
+                               .body = protocol::EncodeEnrollRequest(request),
+                               .timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout)});
+  if (!response) {
+    return fail(response.error(), fmt::format("cannot reach the home at {}: {}", config.home_url,
+                                              response.error().message()));
+  }
+  if (response->status != 200) {
+    std::string message;
+    const auto reason = protocol::DecodeError(response->body, &message);
+    return fail(make_error_code(reason), fmt::format("enrollment refused: {}: {}", protocol::WireName(reason), message));
+  }
+  std::string why;
+  auto enrolled = protocol::DecodeEnrollResponse(response->body, &why);
+  if (!enrolled) {
+    return fail(enrolled.error(), "unreadable enrollment response: " + why);
+  }
+  auto ca_pem = crypto::ReadSmallFile(paths.ca_cert, 1 << 20);
+  auto identity = crypto::IdentityFromCertificatePem(enrolled->certificate_pem);
+  if (!ca_pem || !crypto::VerifyCertificateChain(enrolled->certificate_pem, *ca_pem) || !identity ||
+      !identity->SameDevice(config.device)) {
+    return fail(make_error_code(protocol::Reject::kBadSignature),
+                "the home returned a certificate that is not for this device or not from the pinned CA");
+  }
+  if (auto written = crypto::WriteFileAtomically(paths.device_cert, enrolled->certificate_pem, 0644); !written) {
+    return fail(written.error(), fmt::format("cannot write {}: {}", paths.device_cert.string(), written.error().message()));
+  }
+  auto fingerprint = crypto::CertificateFingerprintSha256(enrolled->certificate_pem);
+  EnrollOutcome outcome;
+  outcome.certificate_fingerprint = fingerprint ? *fingerprint : "";
+  outcome.message = fmt::format("enrolled {} with {}; certificate {} (SHA-256 {})", config.device.Key(),
+                                config.home_url, paths.device_cert.string(), outcome.certificate_fingerprint);
+  return outcome;
+}
+
+Result<std::string> StatusReport(const AgentConfig& config) {
+  auto queue = AgentQueue::OpenForStatus(config.QueuePath());
+  if (!queue) {
+    return queue.error();
+  }
+  auto depth = (*queue)->Depth();
+  auto last_contact = (*queue)->GetState("last_contact_ms");
+  auto tickets = (*queue)->RecentTickets(10);
+  if (!depth || !last_contact || !tickets) {
+    return std::make_error_code(std::errc::io_error);
+  }
+  std::string text = fmt::format("device:        {}\nhome:          {}\nqueue depth:   {}\n", config.device.Key(),
+                                 config.home_url, *depth);
+  if (last_contact->has_value()) {
+    const auto ms = std::stoll(**last_contact);
+    text += fmt::format("last contact:  {}\n",
+                        FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms))));
+  } else {
+    text += "last contact:  never\n";
+  }
+  text += fmt::format("tickets:       {}\n", tickets->empty() ? "none received" : "");
+  for (const auto& t : *tickets) {
+    text += fmt::format("  {}  {}  {}\n", t.ticket, t.alert_code,
+                        FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(t.received_at_ms))));
+  }
+  return text;
+}
+
+}  // namespace lifeline::agent

@@ -1,0 +1,111 @@
+#include "agent/sender.h"
+
+#include "common/log.h"
+#include "crypto/envelope.h"
+#include "protocol/codec.h"
+
+#include <fmt/format.h>
+
+namespace lifeline::agent {
+
+Sender::Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys,
+               protocol::DeviceIdentity device, std::string home_url, std::size_t batch_size,
+               std::chrono::milliseconds timeout, const Clock& clock)
+    : queue_(queue),
+      client_(std::move(client)),
+      keys_(keys),
+      device_(std::move(device)),
+      url_(std::move(home_url)),
+      batch_size_(batch_size),
+      timeout_(timeout),
+      clock_(clock) {}
+
+Result<SendOutcome> Sender::SendOnce() {
+  auto log = log::Get("agent");
+  auto pending = queue_.Peek(batch_size_);
+  if (!pending) {
+    log->error("cannot read the queue: {}", pending.error().message());
+    return pending.error();
+  }
+  if (pending->empty()) {
+    return SendOutcome{.sent = 0, .queue_empty = true};
+  }
+  protocol::Batch batch;
+  batch.batch_id = crypto::RandomHex(16);
+  batch.device = device_;
+  batch.sent_at_ms = clock_.NowUnixMillis();
+  batch.agent_version = LIFELINE_VERSION;
+  batch.messages = std::move(*pending);
+  const std::string plain = protocol::EncodeBatch(batch);
+  const auto sealed = crypto::SealEnvelope(crypto::AsBytes(plain), keys_.device_sign, keys_.home_seal_public);
+
+  transport::ClientRequest request;
+  request.url = url_ + "/v1/batches";
+  request.content_type = "application/vnd.lifeline.sealed-batch";
+  request.body.assign(sealed.begin(), sealed.end());
+  request.timeout = timeout_;
+  auto response = client_.Send(request);
+  if (!response) {
+    log->warn("cannot reach the home at {}: {} ({} messages waiting)", url_, response.error().message(),
+              batch.messages.size());
+    return response.error();
+  }
+  if (response->status != 200) {
+    std::string message;
+    const protocol::Reject reason = protocol::DecodeError(response->body, &message);
+    log->error("home refused batch {} ({} messages): HTTP {} {}: {}", batch.batch_id.substr(0, 8),
+               batch.messages.size(), response->status, protocol::WireName(reason), message);
+    return make_error_code(reason);
+  }
+  // The reply must be signed by the home's key: anything in between (a gateway, a proxy) can relay it but
+  // cannot forge which messages were taken.
+  auto signature_header = response->headers.find("lifeline-signature");
+  auto signature = signature_header == response->headers.end()
+                       ? Result<std::vector<std::uint8_t>>(crypto::Errc::kBadBase64)
+                       : crypto::Base64Decode(signature_header->second);
+  if (!signature || !crypto::Verify(crypto::AsBytes(response->body), *signature, keys_.home_sign_public)) {
+    log->error("reply to batch {} is not signed by the home's key; keeping the messages",
+               batch.batch_id.substr(0, 8));
+    return make_error_code(protocol::Reject::kBadSignature);
+  }
+  std::string why;
+  auto reply = protocol::DecodeReply(response->body, &why);
+  if (!reply || reply->batch_id != batch.batch_id) {
+    log->error("unreadable reply to batch {}: {}", batch.batch_id.substr(0, 8),
+               reply ? "it answers another batch" : why);
+    return make_error_code(protocol::Reject::kMalformedBody);
+  }
+  if (auto acked = queue_.Acknowledge(*reply); !acked) {
+    log->error("cannot record the home's reply: {}", acked.error().message());
+    return acked.error();
+  }
+  for (std::size_t i = 0; i < reply->results.size(); ++i) {
+    const auto& result = reply->results[i];
+    const protocol::Message* message = nullptr;
+    for (const auto& m : batch.messages) {
+      if (m.id == result.message_id) {
+        message = &m;
+      }
+    }
+    if (result.status == protocol::MessageStatus::kRejected) {
+      log->error("home rejected message {}: {}", result.message_id.substr(0, 8), result.reason);
+    } else if (!result.ticket.empty() && message != nullptr) {
+      log->info("home accepted {} {} (message {}): ticket {}{}{}", protocol::ToString(message->type),
+                message->alert.code, result.message_id.substr(0, 8), result.ticket,
+                result.reason.empty() ? "" : ", ", result.reason);
+    }
+  }
+  log->debug("batch {} delivered: {} messages", batch.batch_id.substr(0, 8), reply->results.size());
+  return SendOutcome{.sent = static_cast<int>(reply->results.size()),
+                     .queue_empty = reply->results.size() < batch_size_};
+}
+
+std::chrono::milliseconds RetryDelay(int attempt, std::chrono::milliseconds min, std::chrono::milliseconds max,
+                                     std::mt19937_64& random) {
+  const int shift = std::min(attempt, 30);
+  const auto ceiling = std::min<std::int64_t>(max.count(), min.count() << shift);
+  std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(ceiling, 100));
+  return std::chrono::milliseconds(std::max<std::int64_t>(pick(random), 100));
+}
+
+}  // namespace lifeline::agent

@@ -1,0 +1,53 @@
+#pragma once
+// Sends the queue home: takes the oldest messages, builds a batch with a fresh batch id, signs it with the
+// device key, seals it to the home's key and POSTs it. Messages leave the queue only when the home's
+// signed reply answers them, so a crash, a timeout or a lost reply means "send again" (the home answers
+// repeated message ids with the same answer and no second effect).
+#include "agent/queue.h"
+#include "common/clock.h"
+#include "crypto/keys.h"
+#include "protocol/errors.h"
+#include "transport/http_client.h"
+
+#include <chrono>
+#include <random>
+#include <string>
+
+namespace lifeline::agent {
+
+struct SenderKeys {
+  crypto::SigningKeyPair device_sign;
+  std::array<std::uint8_t, 32> home_seal_public{};
+  std::array<std::uint8_t, 32> home_sign_public{};
+};
+
+struct SendOutcome {
+  int sent = 0;          // messages the home answered
+  bool queue_empty = false;
+};
+
+class Sender {
+ public:
+  Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys, protocol::DeviceIdentity device,
+         std::string home_url, std::size_t batch_size, std::chrono::milliseconds timeout, const Clock& clock);
+
+  /// One attempt with up to batch_size messages. An error means nothing was acknowledged: retry later.
+  [[nodiscard]] Result<SendOutcome> SendOnce();
+
+ private:
+  AgentQueue& queue_;
+  transport::HttpClient client_;
+  SenderKeys keys_;
+  protocol::DeviceIdentity device_;
+  std::string url_;
+  std::size_t batch_size_;
+  std::chrono::milliseconds timeout_;
+  const Clock& clock_;
+};
+
+/// Delay before retry number `attempt` (0-based): uniformly random in [0, min(max, min * 2^attempt)]
+/// ("full jitter"), never below 100 ms so a dead home is not hammered.
+std::chrono::milliseconds RetryDelay(int attempt, std::chrono::milliseconds min, std::chrono::milliseconds max,
+                                     std::mt19937_64& random);
+
+}  // namespace lifeline::agent

@@ -1,0 +1,447 @@
+#include "cli/demo.h"
+
+#include "cli/commands.h"
+#include "cli/signals.h"
+#include "cli/subprocess.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "crypto/keys.h"
+#include "crypto/pki.h"
+#include "crypto/token.h"
+#include "home/home_config.h"
+#include "home/home_service.h"
+#include "transport/http_client.h"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <thread>
+
+namespace lifeline::cli {
+namespace fs = std::filesystem;
+namespace {
+
+struct DemoDevice {
+  std::string serial;
+  std::string model;
+  fs::path dir;
+  fs::path log_file;
+  fs::path config;
+};
+
+// Lines a storage array's service processor might log; the rules below turn the SIM ones into alerts.
+struct SampleLine {
+  const char* level;
+  const char* component;
+  const char* text;
+};
+constexpr SampleLine kRoutine[] = {
+    {"INFO", "MP#2", "Host I/O normal, throughput {} MB/s"},
+    {"INFO", "SVP", "Scheduled health check completed, {} components OK"},
+    {"INFO", "CHA-1A", "Port 1A login from host WWN 50:06:0e:80:{:02x}:aa:bb:cc"},
+    {"INFO", "DKC", "Background media scan {}% complete"},
+};
+constexpr SampleLine kProblems[] = {
+    {"CRIT", "DKC", "SIM=3A21F4 Drive failure detected: HDD 00-{:02d} (parity group 1-3) blocked"},
+    {"ERROR", "CACHE", "SIM=FFCE11 Cache correctable error threshold exceeded on board CMG-{}"},
+    {"ERROR", "CHA-1E", "SIM=21D0C2 Link down on port 1E (FC), {} retries"},
+    {"WARN", "PS", "SIM=AF2001 Power supply unit {} voltage fluctuation"},
+    {"CRIT", "PS", "SIM=AF2002 Power supply unit {} failure on DKC-0"},
+};
+
+std::string FormatSample(const SampleLine& line, int value) {
+  return fmt::format("{} SVP-01 {:<5} [{}] {}\n", FormatRfc3339(std::chrono::system_clock::now()), line.level,
+                     line.component, fmt::format(fmt::runtime(line.text), value));
+}
+
+constexpr const char* kAgentRules = R"(
+[[rules]]
+name = "critical SIM"
+pattern = 'CRIT .*SIM=([0-9A-F]{6}) (.*)'
+code = "SIM-{1}"
+severity = "critical"
+message = "{2}"
+
+[[rules]]
+name = "error SIM"
+pattern = 'ERROR .*SIM=([0-9A-F]{6}) (.*)'
+code = "SIM-{1}"
+severity = "error"
+message = "{2}"
+
+[[rules]]
+name = "warning SIM"
+pattern = 'WARN .*SIM=([0-9A-F]{6}) (.*)'
+code = "SIM-{1}"
+severity = "warning"
+message = "{2}"
+)";
+
+void WriteText(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Waits (bounded) for a file another process writes once it is listening.
+bool WaitForFile(const fs::path& path, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(path) && fs::file_size(path) > 0) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+fs::path FindMailSink() {
+  if (const char* env = std::getenv("LIFELINE_MAIL_SINK")) {
+    return env;
+  }
+  // build/lifeline -> <repo>/scripts/mail-sink
+  return SelfExecutable().parent_path().parent_path() / "scripts" / "mail-sink";
+}
+
+int CountMail(const fs::path& dir) {
+  int count = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    count += entry.path().extension() == ".eml" ? 1 : 0;
+  }
+  return count;
+}
+
+class Demo {
+ public:
+  explicit Demo(const DemoOptions& options) : options_(options) {}
+
+  int Run() {
+    if (!Prepare()) {
+      return kExitUsage;
+    }
+    BlockStopSignals();
+    if (!StartMailSink() || !StartHome() || !StartAgents()) {
+      Shutdown();
+      return kExitFailure;
+    }
+    PrintGuide();
+    std::thread generator([this] { GenerateLogs(); });
+    if (options_.seconds > 0) {
+      WaitForStopSignal(std::chrono::seconds(options_.seconds));
+    } else {
+      WaitForStopSignal();
+      std::cout << "\nstopping...\n";
+    }
+    stop_generator_ = true;
+    generator.join();
+    WaitForDelivery();
+    const int code = PrintSummary();
+    Shutdown();
+    return code;
+  }
+
+ private:
+  bool Prepare() {
+    if (options_.dir.empty()) {
+      std::string pattern = (fs::temp_directory_path() / "lifeline-demo-XXXXXX").string();
+      if (mkdtemp(pattern.data()) == nullptr) {
+        std::cerr << "lifeline demo: cannot create a directory under /tmp\n";
+        return false;
+      }
+      dir_ = pattern;
+    } else {
+      dir_ = fs::absolute(options_.dir);
+      std::error_code ec;
+      if (fs::exists(dir_) && !fs::is_empty(dir_, ec)) {
+        std::cerr << "lifeline demo: " << dir_.string()
+                  << " is not empty; give a new or empty directory (the demo creates a fresh PKI in it)\n";
+        return false;
+      }
+      fs::create_directories(dir_);
+    }
+    for (const char* sub : {"logs", "mail", "home", "devices"}) {
+      fs::create_directories(dir_ / sub);
+    }
+    mail_sink_ = FindMailSink();
+    if (!fs::exists(mail_sink_)) {
+      std::cerr << "lifeline demo: mail sink script not found at " << mail_sink_.string()
+                << " (set LIFELINE_MAIL_SINK)\n";
+      return false;
+    }
+    if (auto made = crypto::InitPki(dir_ / "pki"); !made) {
+      std::cerr << "lifeline demo: cannot create the PKI: " << made.error().message() << "\n";
+      return false;
+    }
+    return true;
+  }
+
+  bool StartMailSink() {
+    auto sink = Subprocess::Spawn({"/usr/bin/python3", mail_sink_.string(), "--listen", "127.0.0.1:0", "--port-file",
+                                   (dir_ / "mail-sink.port").string(), "--dir", (dir_ / "mail").string()},
+                                  dir_ / "logs" / "mail-sink.log");
+    if (!sink || !WaitForFile(dir_ / "mail-sink.port", std::chrono::seconds(20))) {
+      std::cerr << "lifeline demo: the mail sink did not start; see " << (dir_ / "logs" / "mail-sink.log").string()
+                << " (needs python3-aiosmtpd: run scripts/setup)\n";
+      return false;
+    }
+    mail_port_ = std::stoi(ReadText(dir_ / "mail-sink.port"));
+    processes_.push_back(std::move(*sink));
+    return true;
+  }
+
+  bool StartHome() {
+    const fs::path config = dir_ / "home.toml";
+    WriteText(config, fmt::format(R"(# Written by `lifeline demo`.
+[listen]
+ingest = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+address_file = "{0}/home/addresses.json"
+
+[pki]
+dir = "{0}/pki"
+
+[store]
+path = "{0}/home/home.db"
+
+[ingest]
+ticket_min_severity = "error"
+
+[smtp]
+url = "smtp://127.0.0.1:{1}"
+from = "lifeline-demo@localhost"
+
+[notify]
+email = ["oncall@storage-support.example", "service-manager@storage-support.example"]
+)",
+                                  dir_.string(), mail_port_));
+    auto home = Subprocess::Spawn({SelfExecutable().string(), "home", "run", "--config", config.string()},
+                                  dir_ / "logs" / "home.log");
+    if (!home || !WaitForFile(dir_ / "home" / "addresses.json", std::chrono::seconds(20))) {
+      std::cerr << "lifeline demo: the home did not start; see " << (dir_ / "logs" / "home.log").string() << "\n";
+      return false;
+    }
+    processes_.push_back(std::move(*home));
+    boost::system::error_code ec;
+    auto addresses = boost::json::parse(ReadText(dir_ / "home" / "addresses.json"), ec);
+    if (ec) {
+      return false;
+    }
+    ingest_address_ = std::string(addresses.at("ingest").get_string());
+    admin_address_ = std::string(addresses.at("admin").get_string());
+
+    // The demo shares the home's store file (SQLite WAL) to issue tokens, as `lifeline home
+    // enroll-token` and `admin-token` do.
+    home::HomeConfig home_config = home::HomeConfig::Load(config);
+    auto store = home::OpenHomeStore(home_config);
+    if (!store) {
+      return false;
+    }
+    store_ = std::move(*store);
+    admin_token_ = crypto::GenerateToken("lla");
+    if (!store_->CreateAdminToken("demo", crypto::HashToken(admin_token_), "engineer",
+                                  SystemClock::Instance().NowUnixMillis())) {
+      return false;
+    }
+    return crypto::WriteFileAtomically(dir_ / "admin.token", admin_token_ + "\n", 0600).has_value();
+  }
+
+  bool StartAgents() {
+    const char* models[] = {"VSP G900", "HUS 150", "VSP E990", "XP7"};
+    const crypto::PkiPaths home_pki(dir_ / "pki");
+    for (int i = 0; i < options_.devices; ++i) {
+      DemoDevice device{.serial = fmt::format("SN{:05d}", 41000 + i), .model = models[i % 4]};
+      device.dir = dir_ / "devices" / device.serial;
+      device.log_file = device.dir / "array.log";
+      device.config = device.dir / "agent.toml";
+      fs::create_directories(device.dir / "pki");
+      for (const auto& public_file : {home_pki.ca_cert, home_pki.home_seal_public, home_pki.home_sign_public}) {
+        fs::copy_file(public_file, device.dir / "pki" / public_file.filename());
+      }
+      WriteText(device.log_file, "");
+      WriteText(device.config, fmt::format(R"(# Written by `lifeline demo`.
+[device]
+customer = "ACME Corp"
+site = "Berlin DC1"
+serial = "{0}"
+model = "{1}"
+
+[home]
+url = "https://{2}"
+
+[pki]
+dir = "{3}/pki"
+
+[state]
+dir = "{3}/state"
+
+[heartbeat]
+interval = "10s"
+
+[send]
+retry_max = "5s"
+
+[[logs]]
+path = "{4}"
+{5})",
+                                           device.serial, device.model, ingest_address_, device.dir.string(),
+                                           device.log_file.string(), kAgentRules));
+      const protocol::DeviceIdentity identity{"ACME Corp", "Berlin DC1", device.serial, device.model};
+      const std::string token = crypto::GenerateToken("llt");
+      const auto now_ms = SystemClock::Instance().NowUnixMillis();
+      if (!store_->CreateEnrollmentToken(crypto::HashToken(token), identity, now_ms + 600'000, now_ms)) {
+        return false;
+      }
+      const auto log = dir_ / "logs" / fmt::format("agent-{}.log", device.serial);
+      auto enroll = Subprocess::Spawn({SelfExecutable().string(), "agent", "enroll", "--config",
+                                       device.config.string(), "--token", token},
+                                      log);
+      if (!enroll || enroll->Wait(std::chrono::seconds(30)).value_or(-1) != 0) {
+        std::cerr << "lifeline demo: enrolling " << device.serial << " failed; see " << log.string() << "\n";
+        return false;
+      }
+      auto agent = Subprocess::Spawn({SelfExecutable().string(), "agent", "run", "--config", device.config.string()},
+                                     log);
+      if (!agent) {
+        return false;
+      }
+      processes_.push_back(std::move(*agent));
+      devices_.push_back(device);
+    }
+    return true;
+  }
+
+  void PrintGuide() {
+    const std::string self = SelfExecutable().string();
+    std::cout << fmt::format(
+        "Lifeline demo running in {0}\n\n"
+        "  mail sink (SMTP)   127.0.0.1:{1}   emails land in {0}/mail/ as .eml files\n"
+        "  home               agents on {2}, admin API on {3}; log {0}/logs/home.log\n",
+        dir_.string(), mail_port_, ingest_address_, admin_address_);
+    for (const auto& d : devices_) {
+      std::cout << fmt::format("  agent {}     ({}) follows {}; log {}/logs/agent-{}.log\n", d.serial, d.model,
+                               d.log_file.string(), dir_.string(), d.serial);
+    }
+    std::cout << fmt::format(
+        "\nA generator appends storage-array messages to each array.log; SIM errors become alerts,\n"
+        "critical and error ones open tickets and email on-call. Look at them with:\n\n"
+        "  {0} tickets --home https://{1} --ca {2}/pki/ca.crt --token-file {2}/admin.token list\n"
+        "  {0} tickets --home https://{1} --ca {2}/pki/ca.crt --token-file {2}/admin.token show LL-000001\n"
+        "  {0} agent status --config {2}/devices/{3}/agent.toml\n"
+        "  ls {2}/mail/\n\n{4}\n",
+        self, admin_address_, dir_.string(), devices_.empty() ? "" : devices_.front().serial,
+        options_.seconds > 0 ? fmt::format("Running for {} seconds.", options_.seconds) : "Press Ctrl-C to stop.");
+    std::cout.flush();
+  }
+
+  void GenerateLogs() {
+    std::mt19937 random(std::random_device{}());
+    std::uniform_int_distribution<int> value(1, 24);
+    int tick = 0;
+    while (!stop_generator_) {
+      for (std::size_t i = 0; i < devices_.size(); ++i) {
+        std::ofstream out(devices_[i].log_file, std::ios::app);
+        out << FormatSample(kRoutine[random() % std::size(kRoutine)], value(random) * 40);
+        // Every device reports a problem early, then now and then; a repeated code shows occurrences.
+        if (tick == static_cast<int>(i) || random() % 5 == 0) {
+          out << FormatSample(kProblems[random() % std::size(kProblems)], value(random) % 4 + 1);
+        }
+      }
+      ++tick;
+      for (int waited = 0; waited < 10 && !stop_generator_; ++waited) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      }
+    }
+  }
+
+  Result<boost::json::object> Stats() {
+    transport::HttpClient client(transport::ClientTls{.ca_file = (dir_ / "pki" / "ca.crt").string()});
+    auto response = client.Send({.method = "GET", .url = "https://" + admin_address_ + "/v1/stats",
+                                 .headers = {{"Authorization", "Bearer " + admin_token_}}});
+    if (!response || response->status != 200) {
+      return std::make_error_code(std::errc::io_error);
+    }
+    boost::system::error_code ec;
+    auto value = boost::json::parse(response->body, ec);
+    if (ec || !value.is_object()) {
+      return std::make_error_code(std::errc::io_error);
+    }
+    return value.get_object();
+  }
+
+  // Lets the agents drain their queues and the home send its emails (bounded), so the summary counts them.
+  void WaitForDelivery() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto stats = Stats();
+      if (stats && stats->at("emails_pending").to_number<std::int64_t>() == 0 &&
+          CountMail(dir_ / "mail") >= stats->at("emails_sent").to_number<std::int64_t>()) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+
+  int PrintSummary() {
+    auto stats = Stats();
+    if (!stats) {
+      std::cerr << "lifeline demo: cannot read the home's totals\n";
+      return kExitFailure;
+    }
+    std::cout << fmt::format(
+        "\nSummary: {} devices, {} alerts, {} tickets, {} emails sent ({} files in {}/mail/)\n"
+        "Everything stays in {} for a look.\n",
+        stats->at("devices").to_number<std::int64_t>(), stats->at("alerts").to_number<std::int64_t>(),
+        stats->at("tickets").to_number<std::int64_t>(), stats->at("emails_sent").to_number<std::int64_t>(),
+        CountMail(dir_ / "mail"), dir_.string(), dir_.string());
+    return kExitOk;
+  }
+
+  void Shutdown() {
+    store_.reset();
+    // Agents first, then the home, then the mail sink: the reverse of start.
+    for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) {
+      it->Terminate(std::chrono::seconds(10));
+    }
+    processes_.clear();
+  }
+
+  DemoOptions options_;
+  fs::path dir_;
+  fs::path mail_sink_;
+  int mail_port_ = 0;
+  std::string ingest_address_;
+  std::string admin_address_;
+  std::string admin_token_;
+  std::unique_ptr<store::HomeStore> store_;
+  std::vector<DemoDevice> devices_;
+  std::vector<Subprocess> processes_;
+  std::atomic<bool> stop_generator_{false};
+};
+
+}  // namespace
+
+CLI::App* AddDemoCommand(CLI::App& app, DemoOptions& options) {
+  auto* cmd = app.add_subcommand(
+      "demo",
+      "Run the whole system on this machine: a fresh PKI, a home, simulated storage arrays with agents, and a mail\n"
+      "sink that writes each email as a file under DIR/mail/");
+  cmd->add_option("--dir", options.dir, "New or empty directory for everything (default: a new one under /tmp)");
+  cmd->add_option("--for", options.seconds, "Run this many seconds, print a summary and exit (default: until Ctrl-C)")
+      ->check(CLI::Range(1, 86400));
+  cmd->add_option("--devices", options.devices, "How many simulated devices (default 3)")->check(CLI::Range(1, 20));
+  return cmd;
+}
+
+int RunDemo(const DemoOptions& options) { return Demo(options).Run(); }
+
+}  // namespace lifeline::cli

@@ -1,0 +1,63 @@
+#include "home/home_config.h"
+
+#include "common/ports.h"
+
+#include <fmt/format.h>
+
+namespace lifeline::home {
+
+protocol::Severity HomeConfig::TicketMinSeverity() const {
+  return protocol::ParseSeverity(ticket_min_severity).value_or(protocol::Severity::kError);
+}
+
+config::Schema HomeConfig::MakeSchema() {
+  using std::chrono::seconds;
+  if (ingest_listen.empty()) {
+    ingest_listen = fmt::format("0.0.0.0:{}", ports::kHomeIngest);
+  }
+  if (admin_listen.empty()) {
+    admin_listen = fmt::format("127.0.0.1:{}", ports::kHomeAdmin);
+  }
+  if (smtp.url.empty()) {
+    smtp.url = fmt::format("smtp://localhost:{}", ports::kSmtp);
+    smtp.from = "lifeline@localhost";
+  }
+  config::Schema schema;
+  schema.String("listen.ingest", &ingest_listen, "host:port for agents (HTTPS, mutual TLS); port 0 picks one")
+      .String("listen.admin", &admin_listen, "host:port for the admin API; keep it on loopback or an internal network")
+      .String("listen.address_file", &address_file,
+              "write the addresses actually bound to this file as JSON (useful with port 0)")
+      .String("pki.dir", &pki_dir,
+              "directory made by `lifeline pki init` (ca.crt, ca.key, home.crt, home.key, home-seal.key, home-sign.key)")
+      .String("store.path", &store_path, "SQLite database file")
+      .Int("ingest.max_body_bytes", &max_body_bytes, 1024, 64 * 1024 * 1024, "largest accepted request body")
+      .Duration("ingest.max_clock_skew", &max_clock_skew, seconds(5), std::chrono::hours(24),
+                "largest accepted difference between a batch's send time and the home's clock")
+      .Choice("ingest.ticket_min_severity", &ticket_min_severity, {"info", "warning", "error", "critical"},
+              "alerts at or above this severity open tickets")
+      .Int("ingest.worker_threads", &worker_threads, 1, 64, "threads running store work for requests")
+      .Int("enrollment.certificate_days", &certificate_days, 1, 3650, "validity of device certificates")
+      .String("smtp.url", &smtp.url, "smtp://host:port (STARTTLS when offered) or smtps://host:port")
+      .String("smtp.from", &smtp.from, "sender address of notification emails")
+      .String("smtp.username", &smtp.username, "SMTP AUTH user name (empty: no authentication)")
+      .Secret("smtp.password", &smtp.password, "SMTP AUTH password")
+      .Choice("smtp.starttls", &smtp_starttls, {"opportunistic", "required", "off"},
+              "STARTTLS on smtp:// URLs")
+      .String("smtp.ca_file", &smtp.ca_file, "CA bundle to verify the mail server (empty: system store)")
+      .StringList("notify.email", &email_contacts, "addresses that get an email for every new ticket")
+      .Duration("notify.retry_max", &notify_retry_max, seconds(10), std::chrono::hours(24),
+                "longest wait between attempts to deliver a notification");
+  return schema;
+}
+
+HomeConfig HomeConfig::Load(const std::filesystem::path& file) {
+  HomeConfig config;
+  auto schema = config.MakeSchema();
+  schema.Load(file);
+  config.smtp.starttls = config.smtp_starttls == "required" ? SmtpSettings::Tls::kRequired
+                         : config.smtp_starttls == "off"    ? SmtpSettings::Tls::kOff
+                                                            : SmtpSettings::Tls::kOpportunistic;
+  return config;
+}
+
+}  // namespace lifeline::home

@@ -1,0 +1,37 @@
+#pragma once
+// home.toml: everything `lifeline home` reads at start-up. Each option is declared once, with its default,
+// bounds and help, in home_config.cpp (`lifeline home --help-config` prints them).
+#include "common/config.h"
+#include "home/mailer.h"
+#include "protocol/message.h"
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lifeline::home {
+
+struct HomeConfig {
+  std::string ingest_listen;                  // agents: sealed batches and enrollment (mutual TLS)
+  std::string admin_listen;                   // engineers: admin API (bearer token)
+  std::string address_file;                   // if set, the bound addresses are written here as JSON
+  std::string pki_dir = "/etc/lifeline/pki";
+  std::string store_path = "/var/lib/lifeline/home.db";
+  std::int64_t max_body_bytes = 1024 * 1024;
+  std::chrono::seconds max_clock_skew{300};
+  std::string ticket_min_severity = "error";
+  std::int64_t certificate_days = 365;
+  std::int64_t worker_threads = 2;
+  SmtpSettings smtp;
+  std::string smtp_starttls = "opportunistic";
+  std::vector<std::string> email_contacts;
+  std::chrono::seconds notify_retry_max{3600};
+
+  protocol::Severity TicketMinSeverity() const;
+  config::Schema MakeSchema();
+  /// Loads `file`; throws config::ConfigError naming the file and key.
+  static HomeConfig Load(const std::filesystem::path& file);
+};
+
+}  // namespace lifeline::home

@@ -1,0 +1,201 @@
+#include "home/home_service.h"
+
+#include "common/log.h"
+#include "crypto/keys.h"
+#include "crypto/pki.h"
+#include "home/admin_api.h"
+#include "home/ingest_handler.h"
+#include "home/notifier.h"
+#include "store/sqlite/home_store.h"
+
+#include <fmt/format.h>
+
+#include <condition_variable>
+#include <thread>
+
+namespace lifeline::home {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("home"); }
+
+Result<HomeKeys> LoadKeys(const std::filesystem::path& dir) {
+  const crypto::PkiPaths paths(dir);
+  HomeKeys keys;
+  auto seal = crypto::ReadSealingKeyPair(paths.home_seal_key);
+  if (!seal) {
+    Log()->error("cannot read {}: {}", paths.home_seal_key.string(), seal.error().message());
+    return seal.error();
+  }
+  auto sign = crypto::ReadSigningKeyPair(paths.home_sign_key);
+  if (!sign) {
+    Log()->error("cannot read {}: {}", paths.home_sign_key.string(), sign.error().message());
+    return sign.error();
+  }
+  auto ca_cert = crypto::ReadSmallFile(paths.ca_cert, 1 << 20);
+  auto ca_key = crypto::ReadSmallFile(paths.ca_key, 1 << 20, /*require_private=*/true);
+  if (!ca_cert || !ca_key) {
+    const auto ec = !ca_cert ? ca_cert.error() : ca_key.error();
+    Log()->error("cannot read the CA in {}: {}", dir.string(), ec.message());
+    return ec;
+  }
+  keys.seal = *seal;
+  keys.sign = *sign;
+  keys.ca_cert_pem = std::move(*ca_cert);
+  keys.ca_key_pem = std::move(*ca_key);
+  return keys;
+}
+
+}  // namespace
+
+struct HomeService::Parts {
+  std::unique_ptr<store::HomeStore> store;
+  std::unique_ptr<Notifier> notifier;
+  std::unique_ptr<IngestHandler> ingest;
+  std::unique_ptr<AdminApi> admin;
+  std::unique_ptr<transport::HttpsServer> ingest_server;
+  std::unique_ptr<transport::HttpsServer> admin_server;
+  // Forgets old batch ids (replay protection only needs the clock-skew window) once an hour.
+  std::thread maintenance;
+  std::mutex mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  std::chrono::seconds max_clock_skew{300};
+
+  void Maintain() {
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      lock.unlock();
+      const std::int64_t keep_ms = 2 * max_clock_skew.count() * 1000 + 3'600'000;
+      if (auto pruned = store->PruneBatchIds(SystemClock::Instance().NowUnixMillis() - keep_ms); !pruned) {
+        Log()->warn("could not prune old batch ids: {}", pruned.error().message());
+      }
+      lock.lock();
+      stop_cv.wait_for(lock, std::chrono::hours(1), [this] { return stopping; });
+    }
+  }
+};
+
+Result<std::unique_ptr<store::HomeStore>> OpenHomeStore(const HomeConfig& config) {
+  auto store = store::SqliteHomeStore::Open(config.store_path);
+  if (!store) {
+    Log()->error("cannot open the store {}: {}", config.store_path, store.error().message());
+    return store.error();
+  }
+  return std::unique_ptr<store::HomeStore>(std::move(*store));
+}
+
+Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config) {
+  auto parts = std::make_unique<Parts>();
+  parts->max_clock_skew = config.max_clock_skew;
+  auto store = OpenHomeStore(config);
+  if (!store) {
+    return store.error();
+  }
+  parts->store = std::move(*store);
+  auto keys = LoadKeys(config.pki_dir);
+  if (!keys) {
+    return keys.error();
+  }
+
+  parts->notifier = std::make_unique<Notifier>(*parts->store, SmtpMailer(config.smtp), SystemClock::Instance(),
+                                               config.notify_retry_max);
+  if (config.email_contacts.empty()) {
+    Log()->warn("notify.email is empty: tickets will open but nobody is emailed");
+  }
+  IngestSettings settings{.max_clock_skew = config.max_clock_skew,
+                          .ticket_min_severity = config.TicketMinSeverity(),
+                          .email_contacts = config.email_contacts,
+                          .certificate_days = static_cast<int>(config.certificate_days)};
+  Notifier* notifier = parts->notifier.get();
+  parts->ingest = std::make_unique<IngestHandler>(*parts->store, std::move(*keys), settings,
+                                                  SystemClock::Instance(), [notifier] { notifier->Wake(); });
+  parts->admin = std::make_unique<AdminApi>(*parts->store);
+
+  const crypto::PkiPaths paths(config.pki_dir);
+  transport::ServerOptions ingest_options;
+  ingest_options.name = "ingest";
+  ingest_options.listen = config.ingest_listen;
+  ingest_options.tls = {paths.home_cert.string(), paths.home_key.string(), paths.ca_cert.string()};
+  // Optional, not required: enrollment happens before a device has a certificate. /v1/batches
+  // refuses requests without one.
+  ingest_options.client_certs = transport::ClientCertPolicy::kOptional;
+  ingest_options.max_body_bytes = static_cast<std::size_t>(config.max_body_bytes);
+  ingest_options.worker_threads = static_cast<int>(config.worker_threads);
+  IngestHandler* ingest = parts->ingest.get();
+  auto ingest_server = transport::HttpsServer::Start(
+      ingest_options, [ingest](const transport::HttpRequest& r) { return ingest->Handle(r); });
+  if (!ingest_server) {
+    Log()->error("cannot listen for agents on {}: {}", config.ingest_listen, ingest_server.error().message());
+    return ingest_server.error();
+  }
+  parts->ingest_server = std::move(*ingest_server);
+
+  transport::ServerOptions admin_options;
+  admin_options.name = "admin";
+  admin_options.listen = config.admin_listen;
+  admin_options.tls = {paths.home_cert.string(), paths.home_key.string(), paths.ca_cert.string()};
+  admin_options.client_certs = transport::ClientCertPolicy::kNone;
+  admin_options.max_body_bytes = 64 * 1024;
+  AdminApi* admin = parts->admin.get();
+  auto admin_server = transport::HttpsServer::Start(
+      admin_options, [admin](const transport::HttpRequest& r) { return admin->Handle(r); });
+  if (!admin_server) {
+    Log()->error("cannot listen for the admin API on {}: {}", config.admin_listen,
+                 admin_server.error().message());
+    return admin_server.error();
+  }
+  parts->admin_server = std::move(*admin_server);
+
+  parts->notifier->Start();
+  Parts* raw = parts.get();
+  parts->maintenance = std::thread([raw] { raw->Maintain(); });
+
+  std::unique_ptr<HomeService> service(new HomeService(std::move(parts)));
+  if (!config.address_file.empty()) {
+    const std::string addresses = fmt::format(R"({{"ingest":"{}","admin":"{}"}})" "\n",
+                                              service->IngestAddress(), service->AdminAddress());
+    if (auto written = crypto::WriteFileAtomically(config.address_file, addresses, 0644); !written) {
+      Log()->error("cannot write {}: {}", config.address_file, written.error().message());
+      return written.error();
+    }
+  }
+  Log()->info("home ready: agents on {}, admin API on {}, store {}, {} email contact(s)",
+              service->IngestAddress(), service->AdminAddress(), config.store_path,
+              config.email_contacts.size());
+  return service;
+}
+
+HomeService::HomeService(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+HomeService::~HomeService() { Stop(); }
+
+std::string HomeService::IngestAddress() const { return parts_->ingest_server->LocalAddress(); }
+std::string HomeService::AdminAddress() const { return parts_->admin_server->LocalAddress(); }
+
+void HomeService::Stop() {
+  if (!parts_) {
+    return;
+  }
+  Log()->info("home stopping");
+  if (parts_->ingest_server) {
+    parts_->ingest_server->Stop(std::chrono::seconds(5));
+  }
+  if (parts_->admin_server) {
+    parts_->admin_server->Stop(std::chrono::seconds(2));
+  }
+  if (parts_->notifier) {
+    parts_->notifier->Stop();
+  }
+  {
+    std::lock_guard lock(parts_->mutex);
+    parts_->stopping = true;
+  }
+  parts_->stop_cv.notify_all();
+  if (parts_->maintenance.joinable()) {
+    parts_->maintenance.join();
+  }
+  parts_.reset();
+  Log()->info("home stopped");
+}
+
+}  // namespace lifeline::home

@@ -1,0 +1,194 @@
+#include "home/ingest_handler.h"
+
+#include "common/log.h"
+#include "crypto/envelope.h"
+#include "crypto/pki.h"
+#include "crypto/token.h"
+#include "protocol/codec.h"
+
+#include <fmt/format.h>
+
+namespace lifeline::home {
+namespace {
+
+using protocol::Reject;
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("ingest"); }
+
+/// Maps a store error to the refusal the device sees.
+Reject FromStoreError(std::error_code ec) {
+  if (ec == store::Errc::kReplayedBatch) return Reject::kReplayedBatch;
+  if (ec == store::Errc::kDeviceUnknown) return Reject::kDeviceUnknown;
+  if (ec == store::Errc::kDeviceRevoked) return Reject::kDeviceRevoked;
+  if (ec == store::Errc::kTokenUnknown) return Reject::kTokenUnknown;
+  if (ec == store::Errc::kTokenUsed) return Reject::kTokenUsed;
+  if (ec == store::Errc::kTokenExpired) return Reject::kTokenExpired;
+  if (ec == store::Errc::kTokenIdentityMismatch) return Reject::kTokenIdentityMismatch;
+  return Reject::kInternal;
+}
+
+}  // namespace
+
+transport::HttpResponse ErrorResponse(Reject reason, std::string_view message) {
+  transport::HttpResponse response;
+  response.status = protocol::HttpStatus(reason);
+  response.body = protocol::EncodeError(reason, message);
+  return response;
+}
+
+IngestHandler::IngestHandler(store::HomeStore& store, HomeKeys keys, IngestSettings settings,
+                             const Clock& clock, std::function<void()> on_committed)
+    : store_(store),
+      keys_(std::move(keys)),
+      settings_(std::move(settings)),
+      clock_(clock),
+      on_committed_(std::move(on_committed)) {}
+
+transport::HttpResponse IngestHandler::Handle(const transport::HttpRequest& request) {
+  if (request.method == "POST" && request.target == "/v1/batches") {
+    return HandleBatch(request);
+  }
+  if (request.method == "POST" && request.target == "/v1/enroll") {
+    return HandleEnroll(request);
+  }
+  return ErrorResponse(Reject::kNotFound, fmt::format("no endpoint {} {}", request.method, request.target));
+}
+
+transport::HttpResponse IngestHandler::SignedJson(std::string body) const {
+  transport::HttpResponse response;
+  const auto signature = crypto::Sign(crypto::AsBytes(body), keys_.sign);
+  response.headers.emplace_back("Lifeline-Signature", crypto::Base64Encode(signature));
+  response.body = std::move(body);
+  return response;
+}
+
+transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest& request) {
+  // Refuse: one log line naming the peer and the reason, a counter, an error body. Nothing is stored.
+  std::string peer_name = request.remote;
+  auto refuse = [&](Reject reason, const std::string& detail) {
+    ++counters_.batches_refused;
+    Log()->warn("refused batch from {}: {}: {}", peer_name, protocol::WireName(reason), detail);
+    return ErrorResponse(reason, detail.empty() ? make_error_code(reason).message() : detail);
+  };
+
+  if (!request.peer) {
+    return refuse(Reject::kClientCertRequired, "batches need the device's client certificate");
+  }
+  auto cert_identity = crypto::IdentityFromCertificatePem(request.peer->pem);
+  if (!cert_identity) {
+    return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
+  }
+  peer_name = fmt::format("{} ({})", cert_identity->Key(), request.remote);
+
+  const std::vector<std::uint8_t> sealed(request.body.begin(), request.body.end());
+  auto opened = crypto::OpenEnvelope(sealed, keys_.seal);
+  if (!opened) {
+    if (opened.error() == crypto::Errc::kUnsealFailed) {
+      return refuse(Reject::kUnsealFailed, "");
+    }
+    return refuse(Reject::kMalformedBody, opened.error().message());
+  }
+  std::string why;
+  auto batch = protocol::DecodeBatch(opened->batch_bytes, &why);
+  if (!batch) {
+    return refuse(static_cast<Reject>(batch.error().value()), why);
+  }
+  if (!batch->device.SameDevice(*cert_identity)) {
+    return refuse(Reject::kIdentityMismatch,
+                  fmt::format("the batch is for device {} but the TLS certificate is {}",
+                              batch->device.Key(), cert_identity->Key()));
+  }
+  auto device = store_.FindDevice(batch->device.customer, batch->device.site, batch->device.serial);
+  if (!device) {
+    Log()->error("store lookup failed for {}: {}", peer_name, device.error().message());
+    return refuse(Reject::kInternal, "");
+  }
+  if (!device->has_value()) {
+    return refuse(Reject::kDeviceUnknown, fmt::format("device {} is not enrolled", batch->device.Key()));
+  }
+  if ((*device)->status == store::DeviceStatus::kRevoked) {
+    return refuse(Reject::kDeviceRevoked, fmt::format("device {} is revoked", batch->device.Key()));
+  }
+  auto signing_key = crypto::Base64Decode((*device)->signing_public_b64);
+  if (!signing_key || !crypto::VerifyEnvelope(*opened, *signing_key)) {
+    return refuse(Reject::kBadSignature, "");
+  }
+  const std::int64_t now_ms = clock_.NowUnixMillis();
+  const std::int64_t skew_ms = std::abs(batch->sent_at_ms - now_ms);
+  if (skew_ms > std::chrono::duration_cast<std::chrono::milliseconds>(settings_.max_clock_skew).count()) {
+    return refuse(Reject::kClockSkew,
+                  fmt::format("batch sent at {} is {} s away from the home's clock (limit {} s)",
+                              FormatRfc3339(std::chrono::system_clock::time_point(
+                                  std::chrono::milliseconds(batch->sent_at_ms))),
+                              skew_ms / 1000, settings_.max_clock_skew.count()));
+  }
+
+  store::IngestRequest ingest{.batch = *batch,
+                              .now_ms = now_ms,
+                              .ticket_min_severity = settings_.ticket_min_severity,
+                              .contacts = settings_.email_contacts};
+  auto reply = store_.IngestBatch(ingest);
+  if (!reply) {
+    const Reject reason = FromStoreError(reply.error());
+    if (reason == Reject::kInternal) {
+      Log()->error("store failed on a batch from {}: {}", peer_name, reply.error().message());
+    }
+    return refuse(reason, reason == Reject::kInternal ? "" : reply.error().message());
+  }
+  ++counters_.batches_accepted;
+  int tickets = 0;
+  for (const auto& result : reply->results) {
+    tickets += result.ticket.empty() ? 0 : 1;
+  }
+  Log()->info("batch {} from {}: {} messages, {} with tickets", batch->batch_id.substr(0, 8), peer_name,
+              reply->results.size(), tickets);
+  if (on_committed_) {
+    on_committed_();
+  }
+  return SignedJson(protocol::EncodeReply(*reply));
+}
+
+transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest& request) {
+  auto refuse = [&](Reject reason, const std::string& detail) {
+    Log()->warn("refused enrollment from {}: {}: {}", request.remote, protocol::WireName(reason), detail);
+    return ErrorResponse(reason, detail.empty() ? make_error_code(reason).message() : detail);
+  };
+  std::string why;
+  auto enroll = protocol::DecodeEnrollRequest(request.body, &why);
+  if (!enroll) {
+    return refuse(static_cast<Reject>(enroll.error().value()), why);
+  }
+  auto signing_key = crypto::Base64Decode(enroll->signing_public_key);
+  if (!signing_key || signing_key->size() != crypto::kSigningPublicKeyBytes) {
+    return refuse(Reject::kMalformedBody, "signing_public_key must be a base64 Ed25519 public key");
+  }
+  // The certificate carries the identity the token was issued for, never what the CSR claims; the store
+  // then checks the token against that identity, and an issued certificate is only returned on success.
+  auto issued = crypto::IssueDeviceCertificate(keys_.ca_cert_pem, keys_.ca_key_pem, enroll->csr_pem,
+                                               enroll->device, settings_.certificate_days);
+  if (!issued) {
+    return refuse(Reject::kBadCsr, issued.error().message());
+  }
+  const std::int64_t now_ms = clock_.NowUnixMillis();
+  store::EnrollmentRequest record{.token_hash = crypto::HashToken(enroll->token),
+                                  .identity = enroll->device,
+                                  .now_ms = now_ms,
+                                  .device_signing_public_b64 = enroll->signing_public_key,
+                                  .cert_fingerprint = issued->fingerprint_sha256_hex,
+                                  .cert_pem = issued->pem,
+                                  .cert_not_after_ms = issued->not_after_unix * 1000};
+  if (auto enrolled = store_.Enroll(record); !enrolled) {
+    const Reject reason = FromStoreError(enrolled.error());
+    if (reason == Reject::kInternal) {
+      Log()->error("store failed enrolling {}: {}", enroll->device.Key(), enrolled.error().message());
+    }
+    return refuse(reason, fmt::format("{} (device {})", make_error_code(reason).message(), enroll->device.Key()));
+  }
+  ++counters_.enrollments;
+  Log()->info("enrolled device {} (model '{}'), certificate {} valid until {}", enroll->device.Key(),
+              enroll->device.model, issued->fingerprint_sha256_hex.substr(0, 16),
+              FormatRfc3339(std::chrono::system_clock::from_time_t(issued->not_after_unix)));
+  return SignedJson(protocol::EncodeEnrollResponse({issued->pem, enroll->device}));
+}
+
+}  // namespace lifeline::home

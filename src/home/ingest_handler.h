@@ -1,0 +1,67 @@
+#pragma once
+// The agent-facing endpoints of the home (docs/protocol.md):
+//   POST /v1/batches  sealed, signed batch -> per-message answers (mutual TLS required)
+//   POST /v1/enroll   enrollment token + CSR -> device certificate (server-authenticated TLS only)
+// Every refusal is one log line and an error body with its wire name; a refused batch stores nothing.
+#include "common/clock.h"
+#include "crypto/keys.h"
+#include "protocol/message.h"
+#include "store/home_store.h"
+#include "transport/https_server.h"
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace lifeline::home {
+
+struct IngestSettings {
+  std::chrono::seconds max_clock_skew{300};
+  protocol::Severity ticket_min_severity = protocol::Severity::kError;
+  std::vector<std::string> email_contacts;
+  int certificate_days = 365;
+};
+
+/// Keys the home needs to take batches and enroll devices (loaded from the PKI directory).
+struct HomeKeys {
+  crypto::SealingKeyPair seal;   // batches are sealed to this
+  crypto::SigningKeyPair sign;   // replies are signed with this
+  std::string ca_cert_pem;       // issues device certificates
+  std::string ca_key_pem;
+};
+
+/// Counts of what the handler did, for logs and tests.
+struct IngestCounters {
+  std::atomic<std::int64_t> batches_accepted{0};
+  std::atomic<std::int64_t> batches_refused{0};
+  std::atomic<std::int64_t> enrollments{0};
+};
+
+class IngestHandler {
+ public:
+  /// `on_committed` runs after a batch committed new outbox rows (wakes the notifier).
+  IngestHandler(store::HomeStore& store, HomeKeys keys, IngestSettings settings, const Clock& clock,
+                std::function<void()> on_committed);
+
+  transport::HttpResponse Handle(const transport::HttpRequest& request);
+  const IngestCounters& counters() const { return counters_; }
+
+ private:
+  transport::HttpResponse HandleBatch(const transport::HttpRequest& request);
+  transport::HttpResponse HandleEnroll(const transport::HttpRequest& request);
+  transport::HttpResponse SignedJson(std::string body) const;
+
+  store::HomeStore& store_;
+  HomeKeys keys_;
+  IngestSettings settings_;
+  const Clock& clock_;
+  std::function<void()> on_committed_;
+  IngestCounters counters_;
+};
+
+/// Response for a refusal: the reason's HTTP status and {"error","message"} body.
+transport::HttpResponse ErrorResponse(protocol::Reject reason, std::string_view message);
+
+}  // namespace lifeline::home

@@ -1,0 +1,36 @@
+// `lifeline demo --dir D --for 30` runs the whole system, exits 0 and leaves emails under D/mail/.
+#include "support/harness.h"
+
+#include <gtest/gtest.h>
+
+namespace lifeline::testing {
+namespace {
+
+TEST(Demo, BoundedRunLeavesEmailsAndASummary) {
+  TempDir dir;
+  auto result = RunLifeline({"demo", "--dir", (dir / "demo").string(), "--for", "30"}, std::chrono::seconds(120));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("Summary: 3 devices"), std::string::npos) << result.output;
+  int emails = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "demo" / "mail")) {
+    if (entry.path().extension() == ".eml") {
+      ++emails;
+      const std::string text = ReadFile(entry.path());
+      EXPECT_NE(text.find("LL-"), std::string::npos) << text;
+    }
+  }
+  EXPECT_GE(emails, 1);
+  // The guide tells where things are.
+  EXPECT_NE(result.output.find("tickets --home"), std::string::npos) << result.output;
+}
+
+TEST(Demo, RefusesANonEmptyDirectory) {
+  TempDir dir;
+  WriteFile(dir / "something", "x");
+  auto result = RunLifeline({"demo", "--dir", dir.path().string(), "--for", "5"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("not empty"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace lifeline::testing

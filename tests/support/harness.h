@@ -1,0 +1,96 @@
+#pragma once
+// Integration-test harness: real `build/lifeline` processes (home, agents), a real SMTP server
+// (scripts/mail-sink on aiosmtpd), each in its own temp directory on loopback with ephemeral ports.
+#include "cli/subprocess.h"
+#include "protocol/message.h"
+#include "support/temp_dir.h"
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lifeline::testing {
+
+namespace fs = std::filesystem;
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+bool Eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+/// Runs `build/lifeline args...` to completion (bounded); returns exit code, stdout+stderr.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunLifeline(const std::vector<std::string>& args, std::chrono::seconds timeout = std::chrono::seconds(60));
+
+class MailSink {
+ public:
+  explicit MailSink(const fs::path& dir);
+  int port() const { return port_; }
+  /// Every received message (raw RFC 5322 text), oldest first.
+  std::vector<std::string> Messages() const;
+
+ private:
+  fs::path dir_;
+  int port_ = 0;
+  std::optional<cli::Subprocess> process_;
+};
+
+/// A home with a fresh PKI, its own store and an admin token.
+class TestHome {
+ public:
+  TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> contacts = {"oncall@example.com"});
+  void Start();
+  void Stop();
+  bool Running();
+  const fs::path& dir() const { return dir_; }
+  fs::path pki_dir() const { return dir_ / "pki"; }
+  fs::path config() const { return dir_ / "home.toml"; }
+  fs::path log_file() const { return dir_ / "home.log"; }
+  std::string ingest_url() const { return "https://" + ingest_address_; }
+  std::string admin_url() const { return "https://" + admin_address_; }
+  /// Issues an enrollment token with `lifeline home enroll-token`.
+  std::string EnrollToken(const protocol::DeviceIdentity& device);
+  /// GET on the admin API; the parsed JSON body (asserts a 200).
+  boost::json::value Admin(const std::string& path);
+  /// One figure of GET /v1/stats: devices, alerts, tickets, emails_sent, emails_pending.
+  std::int64_t Stat(const std::string& name);
+  const std::string& admin_token() const { return admin_token_; }
+
+ private:
+  fs::path dir_;
+  std::string admin_token_;
+  std::string ingest_address_;
+  std::string admin_address_;
+  std::optional<cli::Subprocess> process_;
+};
+
+/// One device's agent: config, PKI dir with the home's public files, a log file to follow.
+class TestAgent {
+ public:
+  TestAgent(const fs::path& dir, const TestHome& home, std::string serial, std::string extra_config = "");
+  protocol::DeviceIdentity identity() const;
+  /// `lifeline agent enroll` with the token; returns the command's result.
+  CommandResult Enroll(const std::string& token);
+  void Start();
+  void Stop();
+  void Kill();
+  fs::path log_file() const { return dir_ / "array.log"; }
+  fs::path agent_log() const { return dir_ / "agent.log"; }
+  fs::path config() const { return dir_ / "agent.toml"; }
+  fs::path pki_dir() const { return dir_ / "pki"; }
+  std::string AgentLogText() const;
+  void AppendLine(const std::string& line);
+
+ private:
+  fs::path dir_;
+  std::string serial_;
+  std::optional<cli::Subprocess> process_;
+};
+
+}  // namespace lifeline::testing
