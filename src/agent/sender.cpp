@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "crypto/envelope.h"
+#include "crypto/errors.h"
 #include "protocol/codec.h"
 
 #include <fmt/format.h>

@@ -3,6 +3,7 @@
 // notifier, and runs until stopped.
 #include "common/result.h"
 #include "home/home_config.h"
+#include "store/home_store.h"
 
 #include <memory>
 #include <string>

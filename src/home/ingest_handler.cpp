@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "crypto/envelope.h"
+#include "crypto/errors.h"
 #include "crypto/pki.h"
 #include "crypto/token.h"
 #include "protocol/codec.h"

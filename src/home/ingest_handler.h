@@ -5,6 +5,7 @@
 // Every refusal is one log line and an error body with its wire name; a refused batch stores nothing.
 #include "common/clock.h"
 #include "crypto/keys.h"
+#include "protocol/errors.h"
 #include "protocol/message.h"
 #include "store/home_store.h"
 #include "transport/https_server.h"

@@ -59,7 +59,8 @@ int Notifier::DeliverDue() {
     return 0;
   }
   for (const auto& n : *due) {
-    auto sent = mailer_.Send(Email{.to = {n.recipient}, .subject = n.subject, .body = n.body});
+    std::string detail;
+    auto sent = mailer_.Send(Email{.to = {n.recipient}, .subject = n.subject, .body = n.body}, &detail);
     const std::int64_t now_ms = clock_.NowUnixMillis();
     if (sent) {
       log::Get("notify")->info("emailed {} about ticket {}", n.recipient, n.ticket_number);
@@ -72,8 +73,8 @@ int Notifier::DeliverDue() {
     const std::int64_t delay_s = std::min<std::int64_t>(
         retry_max_.count(), std::int64_t{10} << std::min<std::int64_t>(n.attempts, 20));
     log::Get("notify")->warn("email to {} about ticket {} failed (attempt {}): {}; retrying in {} s",
-                             n.recipient, n.ticket_number, n.attempts + 1, sent.error().message(), delay_s);
-    if (auto marked = store_.MarkNotificationFailed(n.id, sent.error().message(), now_ms + delay_s * 1000);
+                             n.recipient, n.ticket_number, n.attempts + 1, detail, delay_s);
+    if (auto marked = store_.MarkNotificationFailed(n.id, detail, now_ms + delay_s * 1000);
         !marked) {
       log::Get("notify")->error("could not record the failed email {}: {}", n.id, marked.error().message());
     }

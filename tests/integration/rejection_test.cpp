@@ -1,6 +1,7 @@
 // The home refuses, each with its own error and without storing anything: a tampered batch, a replayed
 // batch, a batch whose device differs from the TLS certificate's, a bad signature, an unknown or revoked
 // device, clock skew, malformed and oversized bodies; and a reused enrollment token.
+#include "common/clock.h"
 #include "crypto/envelope.h"
 #include "crypto/keys.h"
 #include "crypto/pki.h"
