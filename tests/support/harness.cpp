@@ -75,13 +75,25 @@ TestHome::TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> 
   fs::create_directories(dir_);
   auto pki = RunLifeline({"pki", "init", "--dir", pki_dir().string()});
   EXPECT_EQ(pki.exit_code, 0) << pki.output;
-  std::string emails;
   for (const auto& c : contacts) {
-    emails += fmt::format("{}\"{}\"", emails.empty() ? "" : ", ", c);
+    emails_ += fmt::format("{}\"{}\"", emails_.empty() ? "" : ", ", c);
   }
+  smtp_port_ = smtp_port;
+  WriteConfig();
+  auto admin = RunLifeline({"home", "admin-token", "--config", config().string(), "--name", "tests"});
+  EXPECT_EQ(admin.exit_code, 0) << admin.output;
+  // The token is the last line; the explanation before it went to stderr.
+  auto text = admin.output;
+  while (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  admin_token_ = text.substr(text.rfind('\n') + 1);
+}
+
+void TestHome::WriteConfig() {
   WriteFile(config(), fmt::format(R"([listen]
-ingest = "127.0.0.1:0"
-admin = "127.0.0.1:0"
+ingest = "{3}"
+admin = "{4}"
 address_file = "{0}/addresses.json"
 [pki]
 dir = "{0}/pki"
@@ -94,15 +106,7 @@ from = "lifeline-test@localhost"
 email = [{2}]
 retry_max = "10s"
 )",
-                                  dir_.string(), smtp_port, emails));
-  auto admin = RunLifeline({"home", "admin-token", "--config", config().string(), "--name", "tests"});
-  EXPECT_EQ(admin.exit_code, 0) << admin.output;
-  // The token is the last line; the explanation before it went to stderr.
-  auto text = admin.output;
-  while (!text.empty() && text.back() == '\n') {
-    text.pop_back();
-  }
-  admin_token_ = text.substr(text.rfind('\n') + 1);
+                                  dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_));
 }
 
 void TestHome::Start() {
@@ -115,6 +119,10 @@ void TestHome::Start() {
   auto addresses = boost::json::parse(ReadFile(dir_ / "addresses.json"));
   ingest_address_ = std::string(addresses.at("ingest").get_string());
   admin_address_ = std::string(addresses.at("admin").get_string());
+  // A restarted home comes back on the same ports, as a real one would: agents keep their URL.
+  ingest_listen_ = ingest_address_;
+  admin_listen_ = admin_address_;
+  WriteConfig();
 }
 
 void TestHome::Stop() {

@@ -63,7 +63,12 @@ class TestHome {
   const std::string& admin_token() const { return admin_token_; }
 
  private:
+  void WriteConfig();
   fs::path dir_;
+  int smtp_port_ = 0;
+  std::string emails_;
+  std::string ingest_listen_ = "127.0.0.1:0";
+  std::string admin_listen_ = "127.0.0.1:0";
   std::string admin_token_;
   std::string ingest_address_;
   std::string admin_address_;
