@@ -22,9 +22,16 @@
 namespace lifeline::cli {
 namespace {
 
-int ConfigFailure(const std::exception& e) {
-  std::cerr << "lifeline: " << e.what() << "\n";
-  return kExitUsage;
+/// Loads a role's config file; on any problem prints the one line that names the file and key and
+/// returns nullopt (the caller exits with kExitUsage).
+template <class Config>
+std::optional<Config> LoadConfig(const std::string& path) {
+  try {
+    return Config::Load(path);
+  } catch (const config::ConfigError& e) {
+    std::cerr << "lifeline: " << e.what() << "\n";
+    return std::nullopt;
+  }
 }
 
 /// Prints a role's accepted config keys, for --help-config.
@@ -36,12 +43,11 @@ void PrintConfigHelp(const char* file) {
 }
 
 int RunHome(const std::string& config_path) {
-  home::HomeConfig config;
-  try {
-    config = home::HomeConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<home::HomeConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const home::HomeConfig& config = *loaded;
   BlockStopSignals();
   auto service = home::HomeService::Start(config);
   if (!service) {
@@ -56,13 +62,12 @@ int RunHome(const std::string& config_path) {
 
 int CreateEnrollToken(const std::string& config_path, const protocol::DeviceIdentity& device,
                       const std::string& ttl_text) {
-  home::HomeConfig config;
   std::chrono::seconds ttl{};
-  try {
-    config = home::HomeConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<home::HomeConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const home::HomeConfig& config = *loaded;
   if (!config::ParseDuration(ttl_text, &ttl) || ttl.count() < 60 || ttl.count() > 30 * 86400) {
     std::cerr << "lifeline: --ttl must be a duration from 60s to 30d, e.g. 30m, 24h, 7d\n";
     return kExitUsage;
@@ -90,12 +95,11 @@ int CreateEnrollToken(const std::string& config_path, const protocol::DeviceIden
 }
 
 int CreateAdminToken(const std::string& config_path, const std::string& name, const std::string& role) {
-  home::HomeConfig config;
-  try {
-    config = home::HomeConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<home::HomeConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const home::HomeConfig& config = *loaded;
   auto store = home::OpenHomeStore(config);
   if (!store) {
     return kExitFailure;
@@ -113,12 +117,11 @@ int CreateAdminToken(const std::string& config_path, const std::string& name, co
 }
 
 int RunAgent(const std::string& config_path) {
-  agent::AgentConfig config;
-  try {
-    config = agent::AgentConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const agent::AgentConfig& config = *loaded;
   BlockStopSignals();
   auto service = agent::AgentService::Start(config);
   if (!service) {
@@ -132,12 +135,11 @@ int RunAgent(const std::string& config_path) {
 }
 
 int EnrollAgent(const std::string& config_path, std::string token, const std::string& token_file, bool force) {
-  agent::AgentConfig config;
-  try {
-    config = agent::AgentConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const agent::AgentConfig& config = *loaded;
   if (!token_file.empty()) {
     auto text = crypto::ReadSmallFile(token_file, 4096);
     if (!text) {
@@ -169,12 +171,11 @@ int EnrollAgent(const std::string& config_path, std::string token, const std::st
 }
 
 int AgentStatus(const std::string& config_path) {
-  agent::AgentConfig config;
-  try {
-    config = agent::AgentConfig::Load(config_path);
-  } catch (const config::ConfigError& e) {
-    return ConfigFailure(e);
+  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
   }
+  const agent::AgentConfig& config = *loaded;
   auto report = agent::StatusReport(config);
   if (!report) {
     std::cerr << "lifeline agent status: cannot read " << config.QueuePath().string() << ": "

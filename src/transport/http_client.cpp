@@ -1,5 +1,7 @@
 #include "transport/http_client.h"
 
+#include "transport/http_syntax.h"
+
 #include "common/log.h"
 
 #include <curl/curl.h>
@@ -42,19 +44,6 @@ bool HasLineBreak(std::string_view text) {
   return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
-bool IsToken(std::string_view text) {
-  if (text.empty()) {
-    return false;
-  }
-  for (char c : text) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-    if (!ok) {
-      return false;
-    }
-  }
-  return true;
-}
 
 struct Receiver {
   ClientResponse* response;
@@ -187,7 +176,7 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   if (!ToLower(request.url).starts_with("https://")) {
     return impl.Failure(Errc::kInvalidArgument, request, "only https:// URLs are allowed");
   }
-  if (!IsToken(request.method)) {
+  if (!IsHttpToken(request.method)) {
     return impl.Failure(Errc::kInvalidArgument, request, "invalid HTTP method");
   }
   if (impl.tls.ca_file.empty()) {
@@ -213,7 +202,7 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   // Send the body at once: waiting for "100 Continue" costs a round trip (or curl's 1 s timeout).
   headers_ok &= add_header("Expect:");
   for (const auto& [name, value] : request.headers) {
-    if (!IsToken(name) || HasLineBreak(value)) {
+    if (!IsHttpToken(name) || HasLineBreak(value)) {
       return impl.Failure(Errc::kInvalidArgument, request, "invalid header field '" + name + "'");
     }
     // curl drops "Name:" (empty value) lines; "Name;" sends the field with an empty value.

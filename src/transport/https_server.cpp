@@ -1,5 +1,7 @@
 #include "transport/https_server.h"
 
+#include "transport/http_syntax.h"
+
 #include "common/log.h"
 
 #include <boost/asio/as_tuple.hpp>
@@ -164,19 +166,6 @@ bool IsValidHeaderValue(std::string_view text) {
   return true;
 }
 
-bool IsValidHeaderName(std::string_view name) {
-  if (name.empty()) {
-    return false;
-  }
-  for (char c : name) {
-    const bool token = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-    if (!token) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // One accepted connection as Stop() sees it. Every field is touched only on the connection's
 // strand.
@@ -536,7 +525,7 @@ http::response<http::string_body> HttpsServer::Impl::BuildResponse(HttpResponse 
     if (lower == "content-length" || lower == "transfer-encoding" || lower == "connection") {
       continue;
     }
-    if (!IsValidHeaderName(name) || !IsValidHeaderValue(value)) {
+    if (!IsHttpToken(name) || !IsValidHeaderValue(value)) {
       log_->error("[{}] conn {}: handler returned an invalid header field '{}'; dropped", label_,
                   id, name);
       continue;
