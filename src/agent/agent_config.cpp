@@ -21,31 +21,14 @@ config::Schema AgentConfig::MakeSchema() {
       .String("pki.dir", &pki_dir,
               "ca.crt, home-seal.pub, home-sign.pub from the home; device keys are created here by `agent enroll`")
       .String("state.dir", &state_dir, "where the durable queue (queue.db) lives")
-      .Duration("heartbeat.interval", &heartbeat_interval, seconds(1), std::chrono::hours(24 * 7),
-                "time between heartbeats")
       .Int("send.batch_size", &batch_size, 1, 1000, "messages per batch")
       .Duration("send.retry_min", &retry_min, seconds(1), std::chrono::hours(1), "first retry delay")
       .Duration("send.retry_max", &retry_max, seconds(1), std::chrono::hours(24),
-                "longest retry delay; the agent never gives up")
-      .Int("watch.poll_interval_ms", &poll_interval_ms, 10, 60000, "how often log files are checked")
-      .TableArray<WatchedLog>(
-          "logs", &logs,
-          [](config::Schema& item, WatchedLog& log) {
-            item.RequiredString("path", &log.path, "log file to follow (rotation is followed)")
-                .Bool("from_beginning", &log.from_beginning,
-                      "on the very first start, also read what the file already holds");
-          },
-          "log files to watch")
-      .TableArray<RuleConfig>(
-          "rules", &rules,
-          [](config::Schema& item, RuleConfig& rule) {
-            item.RequiredString("name", &rule.name, "rule name, for logs")
-                .RequiredString("pattern", &rule.pattern, "ECMAScript regular expression matched against each line")
-                .RequiredString("code", &rule.code, "alert code; may use {1}..{9} capture groups")
-                .Choice("severity", &rule.severity, {"info", "warning", "error", "critical"}, "alert severity")
-                .String("message", &rule.message, "message template: {line}, {0}, {1}..{9}");
-          },
-          "rules turning log lines into alerts; the first matching rule wins");
+                "longest retry delay; the agent never gives up");
+  DeclareSourceOptions(schema, sources);
+  DeclareReportOptions(schema, reports);
+  DeclarePathOptions(schema, paths);
+  DeclareQueueOptions(schema, queue);
   return schema;
 }
 

@@ -1,5 +1,9 @@
 #pragma once
 // agent.toml: everything `lifeline agent` reads at start-up (`lifeline agent --help-config` lists it).
+#include "agent/paths_config.h"
+#include "agent/queue_config.h"
+#include "agent/reports_config.h"
+#include "agent/sources_config.h"
 #include "common/config.h"
 #include "protocol/message.h"
 
@@ -10,32 +14,21 @@
 
 namespace lifeline::agent {
 
-struct WatchedLog {
-  std::string path;
-  bool from_beginning = false;  // first start only: read what the file already holds
-};
-
-struct RuleConfig {
-  std::string name;
-  std::string pattern;
-  std::string code;
-  std::string severity = "error";
-  std::string message = "{line}";
-};
-
 struct AgentConfig {
   protocol::DeviceIdentity device;
   std::string home_url;
   std::chrono::seconds request_timeout{30};
   std::string pki_dir = "/var/lib/lifeline/agent/pki";
   std::string state_dir = "/var/lib/lifeline/agent";
-  std::chrono::seconds heartbeat_interval{6 * 3600};
   std::int64_t batch_size = 100;
   std::chrono::seconds retry_min{1};
   std::chrono::seconds retry_max{300};
-  std::int64_t poll_interval_ms = 250;
-  std::vector<WatchedLog> logs;
-  std::vector<RuleConfig> rules;
+  // Each area declares its own keys (sources_config.cpp, reports_config.cpp, paths_config.cpp,
+  // queue_config.cpp); the TOML file is still one.
+  SourcesConfig sources;
+  ReportsConfig reports;
+  PathsConfig paths;
+  QueueConfig queue;
 
   std::filesystem::path QueuePath() const { return std::filesystem::path(state_dir) / "queue.db"; }
   config::Schema MakeSchema();

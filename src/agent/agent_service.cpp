@@ -2,8 +2,11 @@
 
 #include "agent/log_follower.h"
 #include "agent/queue.h"
+#include "agent/queue_config.h"
+#include "agent/reports.h"
 #include "agent/rules.h"
 #include "agent/sender.h"
+#include "agent/sources.h"
 #include "common/log.h"
 #include "crypto/pki.h"
 #include "protocol/codec.h"
@@ -44,97 +47,35 @@ Result<SenderKeys> LoadSenderKeys(const AgentPkiPaths& paths) {
 
 }  // namespace
 
-struct AgentService::Parts {
+struct AgentService::Parts final : DetectionSink {
   AgentConfig config;
   std::unique_ptr<AgentQueue> queue;
   std::unique_ptr<Sender> sender;
-  RuleSet rules;
-  std::vector<std::unique_ptr<LogFollower>> followers;
+  std::vector<std::unique_ptr<Source>> sources;
 
   std::mutex mutex;
-  std::condition_variable wake_capture;
   std::condition_variable wake_sender;
   bool stopping = false;
   bool work_queued = false;
-  std::thread capture_thread;
   std::thread sender_thread;
 
-  void WakeSender() {
-    {
-      std::lock_guard lock(mutex);
-      work_queued = true;
+  // Every source stores what it found here; the sender is woken for it.
+  bool Emit(std::vector<protocol::Message> drafts,
+            std::optional<std::pair<std::string, FilePosition>> position) override {
+    const bool has_messages = !drafts.empty();
+    auto stored = queue->Enqueue(std::move(drafts), std::move(position));
+    if (!stored) {
+      Log()->error("cannot store in the queue {}: {}", config.QueuePath().string(), stored.error().message());
+      return false;
     }
-    wake_sender.notify_one();
-  }
-
-  // Reads new lines of every log; for each file, the alerts found and the position reached are committed
-  // in one transaction, so after a crash every line is handled exactly once.
-  void CaptureOnce() {
-    for (auto& follower : followers) {
-      auto lines = follower->Poll(1000);
-      if (!lines) {
-        Log()->warn("cannot read {}: {}", follower->path().string(), lines.error().message());
-        continue;
+    if (has_messages) {
+      {
+        std::lock_guard lock(mutex);
+        work_queued = true;
       }
-      if (lines->empty()) {
-        continue;
-      }
-      std::vector<protocol::Message> drafts;
-      const std::int64_t now_ms = SystemClock::Instance().NowUnixMillis();
-      for (const auto& line : *lines) {
-        if (auto alert = rules.Match(line.text, follower->path().string())) {
-          protocol::Message draft;
-          draft.type = protocol::MessageType::kAlert;
-          draft.timestamp_ms = now_ms;
-          draft.alert = *alert;
-          Log()->info("alert {} ({}) in {}: {}", alert->code, protocol::ToString(alert->severity),
-                      follower->path().string(), alert->text);
-          drafts.push_back(std::move(draft));
-        }
-      }
-      auto stored = queue->Enqueue(std::move(drafts), std::make_pair(follower->path().string(), lines->back().after));
-      if (!stored) {
-        // The position was not saved either: start this file again from the last committed position, as
-        // after a restart, so these lines are read again and nothing is lost.
-        Log()->error("cannot queue alerts from {}: {}", follower->path().string(), stored.error().message());
-        auto saved = queue->LoadPosition(follower->path().string());
-        follower = std::make_unique<LogFollower>(follower->path(), saved ? *saved : std::nullopt,
-                                                 StartPolicy::kFromBeginning);
-        continue;
-      }
-      if (!stored->empty()) {
-        WakeSender();
-      }
+      wake_sender.notify_one();
     }
-  }
-
-  void QueueHeartbeat() {
-    protocol::Message heartbeat;
-    heartbeat.type = protocol::MessageType::kHeartbeat;
-    heartbeat.timestamp_ms = SystemClock::Instance().NowUnixMillis();
-    heartbeat.heartbeat.interval_seconds = config.heartbeat_interval.count();
-    auto depth = queue->Depth();
-    heartbeat.heartbeat.status = fmt::format("ok; queue depth {}", depth ? *depth : -1);
-    if (auto stored = queue->Enqueue({heartbeat}); !stored) {
-      Log()->error("cannot queue a heartbeat: {}", stored.error().message());
-      return;
-    }
-    WakeSender();
-  }
-
-  void CaptureLoop() {
-    auto next_heartbeat = std::chrono::steady_clock::now();
-    std::unique_lock lock(mutex);
-    while (!stopping) {
-      lock.unlock();
-      CaptureOnce();
-      if (std::chrono::steady_clock::now() >= next_heartbeat) {
-        QueueHeartbeat();
-        next_heartbeat = std::chrono::steady_clock::now() + config.heartbeat_interval;
-      }
-      lock.lock();
-      wake_capture.wait_for(lock, std::chrono::milliseconds(config.poll_interval_ms), [this] { return stopping; });
-    }
+    return true;
   }
 
   void SenderLoop() {
@@ -168,25 +109,29 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
   parts->config = config;
   std::error_code ec;
   std::filesystem::create_directories(config.state_dir, ec);
-  auto queue = AgentQueue::Open(config.QueuePath());
+  auto queue = OpenQueue(config);
   if (!queue) {
     Log()->error("cannot open the queue {}: {}", config.QueuePath().string(), queue.error().message());
     return queue.error();
   }
   parts->queue = std::move(*queue);
 
-  std::vector<LogRule> rules;
-  for (const auto& r : config.rules) {
-    rules.push_back({r.name, r.pattern, r.code, protocol::ParseSeverity(r.severity).value_or(protocol::Severity::kError),
-                     r.message});
+  std::string error;
+  auto detection = MakeDetectionSources(config, *parts->queue, &error);
+  if (!detection) {
+    Log()->error("{}", error);
+    return detection.error();
   }
-  std::string rule_error;
-  auto compiled = RuleSet::Compile(std::move(rules), &rule_error);
-  if (!compiled) {
-    Log()->error("bad rule: {}", rule_error);
-    return compiled.error();
+  auto reports = MakeReportSources(config, *parts->queue, &error);
+  if (!reports) {
+    Log()->error("{}", error);
+    return reports.error();
   }
-  parts->rules = std::move(*compiled);
+  for (auto* list : {&*detection, &*reports}) {
+    for (auto& source : *list) {
+      parts->sources.push_back(std::move(source));
+    }
+  }
 
   const AgentPkiPaths paths(config.pki_dir);
   auto keys = LoadSenderKeys(paths);
@@ -197,29 +142,20 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
     Log()->error("{} is missing: enroll this device first (`lifeline agent enroll`)", paths.device_cert.string());
     return std::make_error_code(std::errc::no_such_file_or_directory);
   }
-  transport::HttpClient client(transport::ClientTls{paths.ca_cert.string(), paths.device_cert.string(),
-                                                    paths.device_key.string()});
-  parts->sender = std::make_unique<Sender>(*parts->queue, std::move(client), *keys, config.device, config.home_url,
-                                           static_cast<std::size_t>(config.batch_size),
-                                           std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout),
-                                           SystemClock::Instance());
-
-  for (const auto& watched : config.logs) {
-    auto saved = parts->queue->LoadPosition(watched.path);
-    if (!saved) {
-      return saved.error();
-    }
-    parts->followers.push_back(std::make_unique<LogFollower>(
-        watched.path, *saved, watched.from_beginning ? StartPolicy::kFromBeginning : StartPolicy::kFromEnd));
-    Log()->info("watching {} ({})", watched.path,
-                saved->has_value() ? fmt::format("resuming at byte {}", (*saved)->offset) : "new lines only");
+  auto sender = MakeSender(config, *parts->queue, *keys);
+  if (!sender) {
+    return sender.error();
   }
+  parts->sender = std::move(*sender);
 
+  for (auto& source : parts->sources) {
+    source->Start(*parts);
+  }
   Parts* raw = parts.get();
-  parts->capture_thread = std::thread([raw] { raw->CaptureLoop(); });
   parts->sender_thread = std::thread([raw] { raw->SenderLoop(); });
-  Log()->info("agent {} started: home {}, {} log(s), {} rule(s), heartbeat every {} s", config.device.Key(),
-              config.home_url, config.logs.size(), config.rules.size(), config.heartbeat_interval.count());
+  Log()->info("agent {} started: home {}, {} log(s), {} rule(s), {} source(s), heartbeat every {} s",
+              config.device.Key(), config.home_url, config.sources.logs.size(), config.sources.rules.size(),
+              parts->sources.size(), config.reports.heartbeat_interval.count());
   return std::unique_ptr<AgentService>(new AgentService(std::move(parts)));
 }
 
@@ -234,9 +170,10 @@ void AgentService::Stop() {
     std::lock_guard lock(parts_->mutex);
     parts_->stopping = true;
   }
-  parts_->wake_capture.notify_all();
   parts_->wake_sender.notify_all();
-  parts_->capture_thread.join();
+  for (auto& source : parts_->sources) {
+    source->Stop();
+  }
   parts_->sender_thread.join();
   auto depth = parts_->queue->Depth();
   Log()->info("agent stopped; {} message(s) stay queued", depth ? *depth : -1);

@@ -1,5 +1,7 @@
 #include "agent/sender.h"
 
+#include "agent/agent_config.h"
+
 #include "common/log.h"
 #include "crypto/envelope.h"
 #include "crypto/errors.h"
@@ -99,6 +101,16 @@ Result<SendOutcome> Sender::SendOnce() {
   log->debug("batch {} delivered: {} messages", batch.batch_id.substr(0, 8), reply->results.size());
   return SendOutcome{.sent = static_cast<int>(reply->results.size()),
                      .queue_empty = reply->results.size() < batch_size_};
+}
+
+Result<std::unique_ptr<Sender>> MakeSender(const AgentConfig& config, AgentQueue& queue, SenderKeys keys) {
+  const AgentPkiPaths paths(config.pki_dir);
+  transport::HttpClient client(
+      transport::ClientTls{paths.ca_cert.string(), paths.device_cert.string(), paths.device_key.string()});
+  return std::make_unique<Sender>(queue, std::move(client), keys, config.device, config.home_url,
+                                  static_cast<std::size_t>(config.batch_size),
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout),
+                                  SystemClock::Instance());
 }
 
 std::chrono::milliseconds RetryDelay(int attempt, std::chrono::milliseconds min, std::chrono::milliseconds max,

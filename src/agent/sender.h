@@ -10,6 +10,7 @@
 #include "transport/http_client.h"
 
 #include <chrono>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -44,6 +45,11 @@ class Sender {
   std::chrono::milliseconds timeout_;
   const Clock& clock_;
 };
+
+struct AgentConfig;
+/// The sender for `config`: its home endpoint(s) and connection path(s), the device's TLS credentials.
+[[nodiscard]] Result<std::unique_ptr<Sender>> MakeSender(const AgentConfig& config, AgentQueue& queue,
+                                                         SenderKeys keys);
 
 /// Delay before retry number `attempt` (0-based): uniformly random in [0, min(max, min * 2^attempt)]
 /// ("full jitter"), never below 100 ms so a dead home is not hammered.

@@ -216,7 +216,8 @@ bool ReadMessage(const json::value& value, std::size_t index, Message* out, std:
     }
     case MessageType::kInventory:
     case MessageType::kPerformance:
-    case MessageType::kBundleManifest: {
+    case MessageType::kBundleManifest:
+    case MessageType::kConfiguration: {
       const json::object* payload = r.Object("payload");
       if (payload == nullptr) {
         return false;

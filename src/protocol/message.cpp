@@ -15,8 +15,9 @@ std::optional<Enum> Lookup(const std::array<std::string_view, N>& names, std::st
   return std::nullopt;
 }
 
-constexpr std::array<std::string_view, 6> kTypeNames = {"alert",       "clear",      "heartbeat",
-                                                         "inventory",   "performance", "bundle_manifest"};
+constexpr std::array<std::string_view, 7> kTypeNames = {"alert",     "clear",           "heartbeat",
+                                                         "inventory", "performance",     "bundle_manifest",
+                                                         "configuration"};
 constexpr std::array<std::string_view, 4> kSeverityNames = {"info", "warning", "error", "critical"};
 
 bool IsValidPart(std::string_view part) {

@@ -29,7 +29,7 @@ struct DeviceIdentity {
 /// True when every part is 1..128 printable characters without '/', so Key() is unambiguous.
 bool IsValidIdentity(const DeviceIdentity& identity, std::string* why = nullptr);
 
-enum class MessageType { kAlert, kClear, kHeartbeat, kInventory, kPerformance, kBundleManifest };
+enum class MessageType { kAlert, kClear, kHeartbeat, kInventory, kPerformance, kBundleManifest, kConfiguration };
 std::string_view ToString(MessageType type);
 std::optional<MessageType> ParseMessageType(std::string_view text);
 

@@ -412,6 +412,7 @@ class Ingester {
       case MessageType::kInventory:
       case MessageType::kPerformance:
       case MessageType::kBundleManifest:
+      case MessageType::kConfiguration:
         return Accepted(msg, "", std::nullopt);
     }
     return Rejected(msg, "unknown message type");
