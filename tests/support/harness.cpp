@@ -205,6 +205,9 @@ message = "{{2}}"
                                   serial_, home.ingest_url(), dir_.string(), extra_config));
 }
 
+std::string TestAgent::ConfigText() const { return ReadFile(config()); }
+void TestAgent::SetConfig(const std::string& toml) { WriteFile(config(), toml); }
+
 protocol::DeviceIdentity TestAgent::identity() const { return {"ACME", "berlin-1", serial_, "VSP G900"}; }
 
 CommandResult TestAgent::Enroll(const std::string& token) {

@@ -80,6 +80,9 @@ class TestAgent {
  public:
   TestAgent(const fs::path& dir, const TestHome& home, std::string serial, std::string extra_config = "");
   protocol::DeviceIdentity identity() const;
+  /// The agent.toml the constructor wrote; tests that need other keys edit it and call SetConfig.
+  std::string ConfigText() const;
+  void SetConfig(const std::string& toml);
   /// `lifeline agent enroll` with the token; returns the command's result.
   CommandResult Enroll(const std::string& token);
   void Start();
