@@ -6,7 +6,10 @@
 
 #include <curl/curl.h>
 
+#include <fmt/format.h>
+
 #include <array>
+#include <cstdio>
 #include <mutex>
 #include <string_view>
 
@@ -129,7 +132,156 @@ Errc MapCurlError(CURLcode code, std::string_view detail) {
   }
 }
 
+const char* ProxyScheme(ProxyKind kind) {
+  switch (kind) {
+    case ProxyKind::kHttp:
+      return "http://";
+    case ProxyKind::kSocks4:
+      return "socks4a://";  // the proxy resolves the home's name
+    case ProxyKind::kSocks5:
+      return "socks5h://";  // likewise
+    case ProxyKind::kNone:
+      break;
+  }
+  return "";
+}
+
+// "host:port" with a non-empty host and a numeric port; IPv6 literals in brackets. No scheme, no
+// credentials, nothing curl would read as more than an address.
+bool CheckProxyAddress(std::string_view address) {
+  if (address.empty() || address.size() > 300 ||
+      address.find_first_of(std::string_view("/@ \t\r\n\0?#", 9)) != std::string_view::npos) {
+    return false;
+  }
+  const std::size_t colon = address.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == address.size()) {
+    return false;
+  }
+  const std::string_view host = address.substr(0, colon);
+  if (host.find(':') != std::string_view::npos && !(host.front() == '[' && host.back() == ']')) {
+    return false;  // a bare IPv6 literal: the port would be ambiguous
+  }
+  for (char c : address.substr(colon + 1)) {
+    if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return address.size() - colon - 1 <= 5;
+}
+
+// The host[:port] of an https URL, for messages.
+std::string_view UrlHost(std::string_view url) {
+  if (const std::size_t scheme = url.find("://"); scheme != std::string_view::npos) {
+    url.remove_prefix(scheme + 3);
+  }
+  return url.substr(0, url.find('/'));
+}
+
+// A small PEM file's text, or nullopt.
+std::optional<std::string> ReadPem(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return std::nullopt;
+  }
+  std::string text;
+  std::array<char, 4096> chunk{};
+  std::size_t got = 0;
+  while ((got = std::fread(chunk.data(), 1, chunk.size(), file)) > 0 && text.size() < (1u << 20)) {
+    text.append(chunk.data(), got);
+  }
+  const bool failed = std::ferror(file) != 0;
+  std::fclose(file);
+  if (failed || text.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return std::nullopt;
+  }
+  return text;
+}
+
+bool SetProxyOptions(CURL* curl, const ProxySettings& proxy, std::string* proxy_url) {
+  bool ok = true;
+  auto set = [&ok](CURLcode code) { ok &= code == CURLE_OK; };
+  if (proxy.kind == ProxyKind::kNone) {
+    set(curl_easy_setopt(curl, CURLOPT_PROXY, ""));  // ignore https_proxy & co. from the environment
+    return ok;
+  }
+  *proxy_url = std::string(ProxyScheme(proxy.kind)) + proxy.address;
+  set(curl_easy_setopt(curl, CURLOPT_PROXY, proxy_url->c_str()));
+  set(curl_easy_setopt(curl, CURLOPT_NOPROXY, ""));
+  if (proxy.kind == ProxyKind::kHttp) {
+    // Always a CONNECT tunnel: TLS runs end to end between us and the home.
+    set(curl_easy_setopt(curl, CURLOPT_HTTPPROXYTUNNEL, 1L));
+    set(curl_easy_setopt(curl, CURLOPT_PROXYAUTH, static_cast<long>(CURLAUTH_BASIC)));
+  }
+  if (proxy.kind == ProxyKind::kSocks5) {
+    set(curl_easy_setopt(curl, CURLOPT_SOCKS5_AUTH, static_cast<long>(CURLAUTH_BASIC)));
+  }
+  if (!proxy.username.empty()) {
+    set(curl_easy_setopt(curl, CURLOPT_PROXYUSERNAME, proxy.username.c_str()));
+    set(curl_easy_setopt(curl, CURLOPT_PROXYPASSWORD, proxy.password.c_str()));
+  }
+  return ok;
+}
+
+// The issuer of the certificate the server (or whatever answers through the proxy) presents, read
+// with verification off on a connection that sends nothing: only used to name a TLS-inspecting proxy
+// after the verified attempt failed.
+std::string PresentedIssuer(const std::string& url, const ProxySettings& proxy,
+                            std::chrono::milliseconds timeout) {
+  CURL* probe = curl_easy_init();
+  if (probe == nullptr) {
+    return "";
+  }
+  std::string proxy_url;
+  bool ok = SetProxyOptions(probe, proxy, &proxy_url);
+  ok &= curl_easy_setopt(probe, CURLOPT_URL, url.c_str()) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_CONNECT_ONLY, 1L) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_SSL_VERIFYPEER, 0L) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_SSL_VERIFYHOST, 0L) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_CERTINFO, 1L) == CURLE_OK;
+  ok &= curl_easy_setopt(probe, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count())) == CURLE_OK;
+  std::string issuer;
+  if (ok && curl_easy_perform(probe) == CURLE_OK) {
+    curl_certinfo* info = nullptr;
+    if (curl_easy_getinfo(probe, CURLINFO_CERTINFO, &info) == CURLE_OK && info != nullptr &&
+        info->num_of_certs > 0) {
+      for (curl_slist* field = info->certinfo[0]; field != nullptr; field = field->next) {
+        const std::string_view line(field->data);
+        if (line.starts_with("Issuer:")) {
+          issuer = std::string(Trim(line.substr(7)));
+        }
+      }
+    }
+  }
+  curl_easy_cleanup(probe);
+  return issuer.substr(0, 300);
+}
+
 }  // namespace
+
+std::string_view ToString(ProxyKind kind) {
+  switch (kind) {
+    case ProxyKind::kNone:
+      return "direct";
+    case ProxyKind::kHttp:
+      return "HTTP proxy";
+    case ProxyKind::kSocks4:
+      return "SOCKS4 proxy";
+    case ProxyKind::kSocks5:
+      return "SOCKS5 proxy";
+  }
+  return "direct";
+}
+
+bool IsValidProxyAddress(std::string_view address) { return CheckProxyAddress(address); }
+
+std::string ProxySettings::Describe() const {
+  if (kind == ProxyKind::kNone) {
+    return "direct";
+  }
+  return std::string(ToString(kind)) + " " + address;
+}
 
 struct HttpClient::Impl {
   explicit Impl(ClientTls tls_settings) : tls(std::move(tls_settings)), log(log::Get("transport")) {
@@ -143,15 +295,23 @@ struct HttpClient::Impl {
   }
 
   // Records the failure for LastErrorDetail() and logs it once.
-  std::error_code Failure(Errc errc, const ClientRequest& request, std::string detail) {
+  std::error_code Failure(Errc errc, const ClientRequest& request, std::string detail,
+                          FailurePoint point = FailurePoint::kRequest) {
     last_error = std::move(detail);
+    last_point = point;
     const auto level = errc == Errc::kTlsFailed ? spdlog::level::warn : spdlog::level::debug;
     log->log(level, "{} {} failed: {} ({})", request.method, request.url,
              make_error_code(errc).message(), last_error);
     return errc;
   }
 
+  // Sorts a failed perform into what the operator must fix, naming the proxy when there is one.
+  std::error_code Classify(CURLcode code, const ClientRequest& request, const ProxySettings& proxy,
+                           std::string detail);
+
   ClientTls tls;
+  ProxySettings proxy;
+  FailurePoint last_point = FailurePoint::kNone;
   std::shared_ptr<spdlog::logger> log;
   CURL* curl = nullptr;
   // curl keeps a pointer to this between calls, so it lives as long as the handle.
@@ -165,10 +325,103 @@ HttpClient::HttpClient(HttpClient&&) noexcept = default;
 HttpClient& HttpClient::operator=(HttpClient&&) noexcept = default;
 
 const std::string& HttpClient::LastErrorDetail() const { return impl_->last_error; }
+FailurePoint HttpClient::LastFailurePoint() const { return impl_->last_point; }
+void HttpClient::SetProxy(ProxySettings proxy) { impl_->proxy = std::move(proxy); }
+
+std::error_code HttpClient::Impl::Classify(CURLcode code, const ClientRequest& request,
+                                           const ProxySettings& via, std::string detail) {
+  const Errc errc = MapCurlError(code, detail);
+  if (via.kind == ProxyKind::kNone) {
+    const FailurePoint point = errc == Errc::kConnectFailed ? FailurePoint::kHomeUnreachable
+                               : errc == Errc::kTlsFailed   ? FailurePoint::kTls
+                               : errc == Errc::kInvalidArgument ? FailurePoint::kRequest
+                                                                : FailurePoint::kExchange;
+    return Failure(errc, request, std::move(detail), point);
+  }
+  const std::string proxy_name = via.Describe();
+  const std::string_view home = UrlHost(request.url);
+  long connect_code = 0;
+  curl_easy_getinfo(curl, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  long proxy_code = CURLPX_OK;
+  curl_easy_getinfo(curl, CURLINFO_PROXY_ERROR, &proxy_code);
+  // 407 is the standard answer; some proxies (tinyproxy's BasicAuth) answer CONNECT with 401.
+  if (connect_code == 407 || connect_code == 401) {
+    return Failure(Errc::kConnectFailed, request,
+                   fmt::format("proxy authentication failed at {} (HTTP {} to CONNECT{}): check the "
+                               "path's username and password ({})",
+                               proxy_name, connect_code,
+                               via.username.empty() ? ", and no username is configured" : "",
+                               detail),
+                   FailurePoint::kProxyAuth);
+  }
+  if (connect_code != 0 && (connect_code < 200 || connect_code > 299)) {
+    return Failure(Errc::kConnectFailed, request,
+                   fmt::format("{} could not open a tunnel to {} (HTTP {} to CONNECT): the home is "
+                               "unreachable through the proxy, or the proxy does not allow it ({})",
+                               proxy_name, home, connect_code, detail),
+                   FailurePoint::kHomeUnreachable);
+  }
+  if (code == CURLE_PROXY) {
+    switch (static_cast<CURLproxycode>(proxy_code)) {
+      case CURLPX_USER_REJECTED:
+      case CURLPX_NO_AUTH:
+      case CURLPX_SEND_AUTH:
+      case CURLPX_RECV_AUTH:
+      case CURLPX_LONG_USER:
+      case CURLPX_LONG_PASSWD:
+        return Failure(Errc::kConnectFailed, request,
+                       fmt::format("proxy authentication failed at {}: check the path's username and "
+                                   "password ({})",
+                                   proxy_name, detail),
+                       FailurePoint::kProxyAuth);
+      case CURLPX_REPLY_CONNECTION_REFUSED:
+      case CURLPX_REPLY_HOST_UNREACHABLE:
+      case CURLPX_REPLY_NETWORK_UNREACHABLE:
+      case CURLPX_REPLY_GENERAL_SERVER_FAILURE:
+      case CURLPX_REPLY_TTL_EXPIRED:
+      case CURLPX_REPLY_NOT_ALLOWED:
+      case CURLPX_REQUEST_FAILED:
+      case CURLPX_RESOLVE_HOST:
+        return Failure(Errc::kConnectFailed, request,
+                       fmt::format("{} could not reach {}: the home is unreachable through the "
+                                   "proxy, or the proxy does not allow it ({})",
+                                   proxy_name, home, detail),
+                       FailurePoint::kHomeUnreachable);
+      default:
+        return Failure(Errc::kConnectFailed, request,
+                       fmt::format("{} failed: {}", proxy_name, detail),
+                       FailurePoint::kProxyUnreachable);
+    }
+  }
+  if (code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_PROXY) {
+    return Failure(Errc::kConnectFailed, request,
+                   fmt::format("cannot connect to {}: proxy unreachable ({})", proxy_name, detail),
+                   FailurePoint::kProxyUnreachable);
+  }
+  if (code == CURLE_PEER_FAILED_VERIFICATION) {
+    // Through a proxy, a certificate that does not chain to the pinned CA is almost always the
+    // proxy's own, made up on the fly to read the traffic.
+    const std::string issuer = PresentedIssuer(request.url, via, request.connect_timeout);
+    return Failure(Errc::kTlsFailed, request,
+                   fmt::format("the proxy at {} appears to inspect TLS: the certificate presented for "
+                               "{} is not from the home's CA{}; exempt the home from inspection, or "
+                               "set proxy_ca_file to trust the proxy's CA ({})",
+                               via.address, home,
+                               issuer.empty() ? "" : fmt::format(" (issuer: {})", issuer), detail),
+                   FailurePoint::kTlsInspected);
+  }
+  const FailurePoint point = errc == Errc::kTlsFailed        ? FailurePoint::kTls
+                             : errc == Errc::kInvalidArgument ? FailurePoint::kRequest
+                             : errc == Errc::kConnectFailed   ? FailurePoint::kHomeUnreachable
+                                                              : FailurePoint::kExchange;
+  return Failure(errc, request, fmt::format("via {}: {}", proxy_name, detail), point);
+}
 
 Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   Impl& impl = *impl_;
   impl.last_error.clear();
+  impl.last_point = FailurePoint::kNone;
+  const ProxySettings& proxy = request.proxy ? *request.proxy : impl.proxy;
   CURL* curl = impl.curl;
   if (curl == nullptr) {
     return impl.Failure(Errc::kOther, request, "curl_easy_init failed");
@@ -182,6 +435,22 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   if (impl.tls.ca_file.empty()) {
     // Never fall back to the system store: the home's CA is pinned.
     return impl.Failure(Errc::kInvalidArgument, request, "no CA file configured");
+  }
+  if (proxy.kind != ProxyKind::kNone && !CheckProxyAddress(proxy.address)) {
+    return impl.Failure(Errc::kInvalidArgument, request,
+                        "invalid proxy address '" + proxy.address + "' (want host:port or [v6]:port)");
+  }
+  // A TLS-inspecting proxy's CA is trusted beside the pinned home CA, for this request only.
+  std::string ca_bundle;
+  if (proxy.kind != ProxyKind::kNone && !proxy.ca_file.empty()) {
+    auto home_ca = ReadPem(impl.tls.ca_file);
+    auto proxy_ca = ReadPem(proxy.ca_file);
+    if (!home_ca || !proxy_ca) {
+      return impl.Failure(Errc::kInvalidArgument, request,
+                          "cannot read a PEM certificate from " +
+                              (!home_ca ? impl.tls.ca_file : proxy.ca_file));
+    }
+    ca_bundle = *home_ca + "\n" + *proxy_ca;
   }
 
   std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(nullptr,
@@ -225,12 +494,19 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   set(curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str()));
   set(curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https"));
   set(curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L));
-  set(curl_easy_setopt(curl, CURLOPT_PROXY, ""));  // ignore https_proxy & co. from the environment
+  std::string proxy_url;
+  options_ok &= SetProxyOptions(curl, proxy, &proxy_url);
   set(curl_easy_setopt(curl, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2)));
   set(curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L));
   set(curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L));
-  set(curl_easy_setopt(curl, CURLOPT_CAINFO, impl.tls.ca_file.c_str()));
-  // No CA directory: only ca_file is trusted.
+  if (ca_bundle.empty()) {
+    set(curl_easy_setopt(curl, CURLOPT_CAINFO, impl.tls.ca_file.c_str()));
+  } else {
+    curl_blob blob{ca_bundle.data(), ca_bundle.size(), CURL_BLOB_COPY};
+    set(curl_easy_setopt(curl, CURLOPT_CAINFO, nullptr));
+    set(curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob));
+  }
+  // No CA directory: only ca_file (and a configured proxy CA) is trusted.
   set(curl_easy_setopt(curl, CURLOPT_CAPATH, nullptr));
   if (!impl.tls.cert_file.empty()) {
     set(curl_easy_setopt(curl, CURLOPT_SSLCERT, impl.tls.cert_file.c_str()));
@@ -272,10 +548,10 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
     if (code == CURLE_WRITE_ERROR && receiver.too_large) {
       return impl.Failure(
           Errc::kResponseTooLarge, request,
-          "response body larger than " + std::to_string(request.max_response_bytes) + " bytes");
+          "response body larger than " + std::to_string(request.max_response_bytes) + " bytes",
+          FailurePoint::kExchange);
     }
-    const Errc errc = MapCurlError(code, detail);
-    return impl.Failure(errc, request, std::move(detail));
+    return impl.Classify(code, request, proxy, std::move(detail));
   }
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +25,42 @@ struct ClientTls {
   std::string key_file;   // its private key (PEM); required with cert_file
 };
 
+/// How a request reaches the server. Names in the URL are resolved by the proxy (socks4a, socks5h,
+/// CONNECT), so a device without DNS for the home's name still gets there.
+enum class ProxyKind { kNone, kHttp, kSocks4, kSocks5 };
+
+/// "direct", "HTTP proxy", "SOCKS4 proxy", "SOCKS5 proxy".
+std::string_view ToString(ProxyKind kind);
+
+struct ProxySettings {
+  ProxyKind kind = ProxyKind::kNone;
+  std::string address;   // "host:port", "10.0.0.1:3128", "[::1]:1080"; no scheme
+  std::string username;  // optional: CONNECT with basic authentication, SOCKS5 user/password
+  std::string password;
+  /// Optional: the CA of a TLS-inspecting proxy, trusted for the transport beside the home CA. The
+  /// sealed, signed payload keeps its end-to-end protection either way.
+  std::string ca_file;
+
+  /// For log lines: "direct" or "HTTP proxy 10.0.0.1:3128" (never the password).
+  std::string Describe() const;
+};
+
+/// True for "host:port" with a numeric port, IPv6 literals in brackets ("[::1]:1080"); no scheme,
+/// credentials, paths or spaces.
+bool IsValidProxyAddress(std::string_view address);
+
+/// Where the last failed request broke, so a caller can tell the operator what to fix.
+enum class FailurePoint {
+  kNone,              // the last request succeeded
+  kRequest,           // refused locally: bad URL, header, option or CA file
+  kProxyUnreachable,  // no TCP connection to the proxy
+  kProxyAuth,         // the proxy refused our credentials (HTTP 407, SOCKS authentication)
+  kHomeUnreachable,   // no connection to the server (directly, or the proxy could not reach it)
+  kTls,               // TLS handshake or verification with the server failed
+  kTlsInspected,      // verification failed through a proxy: it appears to inspect TLS
+  kExchange,          // connected, then timed out, lost the connection or the answer was too large
+};
+
 struct ClientRequest {
   std::string method = "POST";
   std::string url;  // https only: "https://home.example.com:9455/v1/batches", "https://[::1]:9455/"
@@ -33,6 +71,8 @@ struct ClientRequest {
   std::chrono::milliseconds connect_timeout{10000};
   std::size_t max_response_bytes =
       16 * 1024 * 1024;  // larger answers fail with Errc::kResponseTooLarge
+  /// Overrides the client's proxy (SetProxy) for this request.
+  std::optional<ProxySettings> proxy;
 };
 
 struct ClientResponse {
@@ -43,7 +83,8 @@ struct ClientResponse {
 
 /// Keeps one connection alive between calls to the same host. Not thread-safe: one instance per
 /// thread (or a mutex around it). Environment proxy variables (https_proxy, ...) are ignored on
-/// purpose: the path to the home is configuration, not ambient state. A moved-from client may only
+/// purpose: the path to the home is configuration (SetProxy, ClientRequest::proxy), not ambient
+/// state. A moved-from client may only
 /// be destroyed or assigned to.
 class HttpClient {
  public:
@@ -54,15 +95,21 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
+  /// The proxy used by requests that do not name their own (default: direct).
+  void SetProxy(ProxySettings proxy);
+
   /// Performs one request. Any HTTP status is a success here (the caller looks at `status`, see
   /// IsRetryableStatus); errors are Errc::kConnectFailed, kTimeout, kTlsFailed, kConnectionLost,
   /// kResponseTooLarge, kInvalidArgument (bad URL or not https) and kOther. Sort them with
-  /// IsRetryable().
+  /// IsRetryable(). Proxy failures map to kConnectFailed (unreachable, refused credentials, could
+  /// not reach the server) or kTlsFailed (TLS inspection); LastFailurePoint() tells them apart.
   [[nodiscard]] Result<ClientResponse> Send(const ClientRequest& request);
 
-  /// libcurl's description of the last failure ("SSL certificate problem: unable to get local
-  /// issuer certificate"), for log lines and operator messages; empty after a success.
+  /// What went wrong in the last request, for operators: names the proxy and the stage ("proxy
+  /// authentication failed at HTTP proxy 10.0.0.1:3128 (HTTP 407)", "the proxy at ... appears to
+  /// inspect TLS: ...") and ends with libcurl's own words. Empty after a success.
   const std::string& LastErrorDetail() const;
+  FailurePoint LastFailurePoint() const;
 
  private:
   struct Impl;
