@@ -4,23 +4,28 @@
 
 #include <fmt/format.h>
 
+#include <re2/re2.h>
+#include <re2/set.h>
+
+#include <algorithm>
 #include <array>
 #include <set>
 
 namespace lifeline::agent {
 namespace {
 
-// libstdc++'s extension flag: run the Thompson-NFA (breadth-first) executor instead of backtracking.
-constexpr auto kSyntax = std::regex::ECMAScript | std::regex_constants::__polynomial;
-
 struct Groups {
   std::array<std::optional<std::string_view>, 10> values;  // {0}..{9}; nullopt: did not take part
   std::size_t count = 0;                                    // how many exist in the pattern (+1 for {0})
 };
 
+// The longest placeholder name looked for; longer {...} runs are literal text.
+constexpr std::size_t kMaxPlaceholderName = 32;
+
 // Expands `text`, stopping early once `limit` bytes are out (the result is cut to the limit anyway;
 // this only keeps "{line}{line}..." from building megabytes first).
-std::string Expand(std::string_view text, std::string_view line, const Groups& groups, std::size_t limit) {
+std::string Expand(std::string_view text, const Groups& groups, std::span<const TemplateValue> values,
+                   std::size_t limit) {
   std::string out;
   std::size_t i = 0;
   while (i < text.size() && out.size() <= limit) {
@@ -29,24 +34,48 @@ std::string Expand(std::string_view text, std::string_view line, const Groups& g
     if (rest.starts_with("{{")) {
       out.push_back('{');
       i += 2;
-    } else if (rest.starts_with("}}")) {
+      continue;
+    }
+    if (rest.starts_with("}}")) {
       out.push_back('}');
       i += 2;
-    } else if (rest.starts_with("{line}")) {
-      out.append(line.substr(0, limit + 4));
-      i += 6;
-    } else if (c == '{' && rest.size() >= 3 && rest[1] >= '0' && rest[1] <= '9' && rest[2] == '}' &&
-               static_cast<std::size_t>(rest[1] - '0') < groups.count) {
-      if (const auto& value = groups.values[static_cast<std::size_t>(rest[1] - '0')]) {
-        out.append(value->substr(0, limit + 4));
-      }
-      i += 3;
-    } else {
-      out.push_back(c);  // includes unknown placeholders, left as written
-      ++i;
+      continue;
     }
+    if (c == '{') {
+      const std::size_t close = rest.find('}');
+      if (close != std::string_view::npos && close > 1 && close <= kMaxPlaceholderName + 1) {
+        const std::string_view name = rest.substr(1, close - 1);
+        if (name.size() == 1 && name[0] >= '0' && name[0] <= '9') {
+          const auto k = static_cast<std::size_t>(name[0] - '0');
+          if (k < groups.count) {
+            if (const auto& value = groups.values[k]) {
+              out.append(value->substr(0, limit + 4));
+            }
+            i += close + 1;
+            continue;
+          }
+        } else {
+          const auto found = std::find_if(values.begin(), values.end(),
+                                          [&](const TemplateValue& v) { return v.first == name; });
+          if (found != values.end()) {
+            out.append(found->second.substr(0, limit + 4));
+            i += close + 1;
+            continue;
+          }
+        }
+      }
+    }
+    out.push_back(c);  // includes unknown placeholders, left as written
+    ++i;
   }
   return out;
+}
+
+re2::RE2::Options PatternOptions() {
+  re2::RE2::Options options;
+  options.set_encoding(re2::RE2::Options::EncodingLatin1);  // bytes: invalid UTF-8 never blocks a match
+  options.set_log_errors(false);                            // errors are reported once, by Compile
+  return options;
 }
 
 // The length of the valid UTF-8 sequence starting at `s[0]`, or 0 when it is not one (overlong forms,
@@ -87,6 +116,8 @@ std::size_t Utf8SequenceLength(std::string_view s) {
 // Valid UTF-8 of at most `max_bytes`: invalid bytes become U+FFFD, the cut falls between characters.
 // The home's JSON decoder refuses invalid UTF-8 and over-long fields, and it would refuse the whole
 // batch, so this is where a strange log line is made harmless.
+}  // namespace
+
 std::string CleanText(std::string_view in, std::size_t max_bytes) {
   static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   std::string out;
@@ -104,7 +135,20 @@ std::string CleanText(std::string_view in, std::size_t max_bytes) {
   return out;
 }
 
-}  // namespace
+
+
+std::string ExpandTemplate(std::string_view text, std::span<const TemplateValue> values, std::size_t limit) {
+  return Expand(text, Groups{}, values, limit);
+}
+
+struct RuleSet::Automaton {
+  re2::RE2::Set set{PatternOptions(), re2::RE2::UNANCHORED};
+};
+
+RuleSet::RuleSet() = default;
+RuleSet::~RuleSet() = default;
+RuleSet::RuleSet(RuleSet&&) noexcept = default;
+RuleSet& RuleSet::operator=(RuleSet&&) noexcept = default;
 
 Result<RuleSet> RuleSet::Compile(std::vector<LogRule> rules, std::string* error) {
   const auto refuse = [&](const std::string& why) -> Result<RuleSet> {
@@ -113,7 +157,28 @@ Result<RuleSet> RuleSet::Compile(std::vector<LogRule> rules, std::string* error)
     }
     return Fail(Errc::kBadRule);
   };
+  const auto compile = [](const std::string& pattern, std::string* why) -> std::unique_ptr<re2::RE2> {
+    auto regex = std::make_unique<re2::RE2>(pattern, PatternOptions());
+    if (regex->ok()) {
+      return regex;
+    }
+    *why = regex->error();
+    // RE2 calls a back-reference a bad escape; say why it is not there.
+    const auto slash = pattern.find('\\');
+    if (regex->error_code() == re2::RE2::ErrorBadEscape && slash != std::string::npos &&
+        why->find("\\") != std::string::npos) {
+      for (std::size_t at = slash; at != std::string::npos && at + 1 < pattern.size();
+           at = pattern.find('\\', at + 2)) {
+        if (pattern[at + 1] >= '1' && pattern[at + 1] <= '9') {
+          *why += ". Back-references are not supported: matching must stay linear in the line length.";
+          break;
+        }
+      }
+    }
+    return nullptr;
+  };
   RuleSet set;
+  auto automaton = std::make_unique<Automaton>();
   std::set<std::string> names;
   for (std::size_t index = 0; index < rules.size(); ++index) {
     LogRule& rule = rules[index];
@@ -130,65 +195,116 @@ Result<RuleSet> RuleSet::Compile(std::vector<LogRule> rules, std::string* error)
       return refuse(fmt::format("rule '{}': the code is empty", rule.name));
     }
     Compiled compiled;
-    try {
-      // The pattern alone first: wrapped in a group, an unbalanced ")(" could pass unnoticed.
-      const std::regex alone(rule.pattern, kSyntax);
-      compiled.groups = alone.mark_count();
-      compiled.regex = std::regex("[\\s\\S]*?(" + rule.pattern + ")", kSyntax | std::regex::optimize);
-    } catch (const std::regex_error& e) {
-      // std::regex reports a bad pattern only by exception; it is turned into an error here.
-      std::string why = e.what();
-      if (why.find("back-reference") != std::string::npos) {
-        why += " Back-references are not supported: matching must stay linear in the line length.";
+    std::string why;
+    compiled.regex = compile(rule.pattern, &why);
+    if (!compiled.regex) {
+      return refuse(fmt::format("rule '{}': pattern '{}' is not a valid regular expression: {}", rule.name,
+                                rule.pattern, why));
+    }
+    if (!rule.clear_pattern.empty()) {
+      compiled.clear = compile(rule.clear_pattern, &why);
+      if (!compiled.clear) {
+        return refuse(fmt::format("rule '{}': clear_pattern '{}' is not a valid regular expression: {}",
+                                  rule.name, rule.clear_pattern, why));
       }
-      return refuse(fmt::format("rule '{}': pattern '{}' is not a valid regular expression: {}",
-                                rule.name, rule.pattern, why));
+    }
+    for (const bool clear : {false, true}) {
+      const std::string& pattern = clear ? rule.clear_pattern : rule.pattern;
+      if (clear && pattern.empty()) {
+        continue;
+      }
+      if (automaton->set.Add(pattern, &why) < 0) {
+        return refuse(fmt::format("rule '{}': pattern '{}' cannot join the rule set: {}", rule.name, pattern, why));
+      }
+      set.set_entries_.emplace_back(index, clear);
     }
     compiled.rule = std::move(rule);
     set.compiled_.push_back(std::move(compiled));
+  }
+  if (!set.compiled_.empty()) {
+    if (!automaton->set.Compile()) {
+      return refuse(fmt::format("the {} rules together are too large to compile", set.compiled_.size()));
+    }
+    set.set_ = std::move(automaton);
   }
   return set;
 }
 
 std::optional<protocol::AlertBody> RuleSet::Match(std::string_view line, std::string_view source) const {
-  const std::string_view window = line.substr(0, kMaxMatchBytes);
-  auto flags = std::regex_constants::match_continuous;  // the wrapper's lazy prefix does the searching
-  if (window.size() < line.size()) {
-    flags |= std::regex_constants::match_not_eol;  // the window's end is not the line's end
-  }
-  for (const auto& compiled : compiled_) {
-    std::cmatch match;
-    bool found = false;
-    try {
-      found = std::regex_search(window.data(), window.data() + window.size(), match, compiled.regex, flags);
-    } catch (const std::regex_error& e) {
-      // Not expected from the NFA executor; a line that trips the library must not stop the agent.
-      log::Get("agent")->warn("rule '{}' could not be evaluated on a line: {}", compiled.rule.name, e.what());
-      continue;
-    }
-    if (!found) {
-      continue;
-    }
-    Groups groups;
-    groups.count = compiled.groups + 1;
-    for (std::size_t k = 0; k < groups.count && k < groups.values.size(); ++k) {
-      const auto& sub = match[k + 1];  // group 1 of the wrapper is the rule's whole match
-      if (sub.matched) {
-        groups.values[k] = std::string_view(sub.first, static_cast<std::size_t>(sub.second - sub.first));
-      }
-    }
-    protocol::AlertBody alert;
-    alert.severity = compiled.rule.severity;
-    alert.code = CleanText(Expand(compiled.rule.code, line, groups, kMaxCodeBytes), kMaxCodeBytes);
-    if (alert.code.empty()) {
-      // e.g. "{1}" with a group that matched nothing; the home refuses an empty code.
-      alert.code = CleanText(compiled.rule.code, kMaxCodeBytes);
-    }
-    alert.text = CleanText(Expand(compiled.rule.message, line, groups, kMaxTextBytes), kMaxTextBytes);
-    alert.source = CleanText(source, kMaxSourceBytes);
-    return alert;
+  if (auto match = Find(line, source, {}, /*include_clears=*/false)) {
+    return std::move(match->alert);
   }
   return std::nullopt;
+}
+
+std::optional<RuleMatch> RuleSet::Evaluate(std::string_view line, std::string_view source,
+                                           std::span<const TemplateValue> values) const {
+  return Find(line, source, values, /*include_clears=*/true);
+}
+
+std::optional<RuleMatch> RuleSet::Find(std::string_view line, std::string_view source,
+                                       std::span<const TemplateValue> values, bool include_clears) const {
+  if (!set_) {
+    return std::nullopt;
+  }
+  const std::string_view window = line.substr(0, kMaxMatchBytes);
+  std::vector<int> hits;
+  re2::RE2::Set::ErrorInfo info{re2::RE2::Set::kNoError};
+  if (!set_->set.Match(re2::StringPiece(window.data(), window.size()), &hits, &info) &&
+      info.kind != re2::RE2::Set::kNoError) {
+    // The set's DFA ran out of its memory budget on this line: try each pattern on its own (still linear).
+    hits.resize(set_entries_.size());
+    for (std::size_t k = 0; k < hits.size(); ++k) {
+      hits[k] = static_cast<int>(k);
+    }
+  }
+  std::sort(hits.begin(), hits.end());
+  for (const int hit : hits) {
+    const auto [index, clear] = set_entries_[static_cast<std::size_t>(hit)];
+    if (clear && !include_clears) {
+      continue;
+    }
+    if (auto match = Build(compiled_[index], index, clear, line, source, values)) {
+      return match;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<RuleMatch> RuleSet::Build(const Compiled& compiled, std::size_t index, bool clear,
+                                        std::string_view line, std::string_view source,
+                                        std::span<const TemplateValue> values) const {
+  const re2::RE2& regex = clear ? *compiled.clear : *compiled.regex;
+  const std::string_view window = line.substr(0, kMaxMatchBytes);
+  Groups groups;
+  groups.count = std::min<std::size_t>(static_cast<std::size_t>(regex.NumberOfCapturingGroups()) + 1,
+                                       groups.values.size());
+  std::array<re2::StringPiece, 10> pieces;
+  // The whole line is the context, so `$` does not match where the window cuts it.
+  if (!regex.Match(re2::StringPiece(line.data(), line.size()), 0, window.size(), re2::RE2::UNANCHORED,
+                   pieces.data(), static_cast<int>(groups.count))) {
+    return std::nullopt;
+  }
+  for (std::size_t k = 0; k < groups.count; ++k) {
+    if (pieces[k].data() != nullptr) {
+      groups.values[k] = std::string_view(pieces[k].data(), pieces[k].size());
+    }
+  }
+  std::vector<TemplateValue> all(values.begin(), values.end());
+  all.emplace_back("line", line);
+  RuleMatch match;
+  match.rule = index;
+  match.clear = clear;
+  match.alert.severity = compiled.rule.severity;
+  match.alert.code = CleanText(Expand(compiled.rule.code, groups, all, kMaxCodeBytes), kMaxCodeBytes);
+  if (match.alert.code.empty()) {
+    // e.g. "{1}" with a group that matched nothing; the home refuses an empty code.
+    match.alert.code = CleanText(compiled.rule.code, kMaxCodeBytes);
+  }
+  const std::string_view message = clear ? std::string_view("{line}") : std::string_view(compiled.rule.message);
+  match.alert.text = CleanText(Expand(message, groups, all, kMaxTextBytes), kMaxTextBytes);
+  match.alert.source = CleanText(source, kMaxSourceBytes);
+  return match;
 }
 
 }  // namespace lifeline::agent

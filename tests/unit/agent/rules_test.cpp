@@ -107,7 +107,7 @@ TEST(RuleSet, FindsTheLeftmostMatchAndHonoursAnchors) {
   EXPECT_EQ(rules.Match("ERR 5 code=3", "s")->code, "A5");
   EXPECT_EQ(rules.Match("x ERR 5 code=3", "s")->code, "C3");  // ^ only at the line start
   const RuleSet alternation = MustCompile({{"alt", "(o|oo)(.*)", "X", Severity::kInfo, "{1}|{2}"}});
-  EXPECT_EQ(alternation.Match("foo bar", "s")->text, "o|o bar");  // ECMAScript: first alternative
+  EXPECT_EQ(alternation.Match("foo bar", "s")->text, "o|o bar");  // leftmost-first, as in Perl
 }
 
 TEST(RuleSet, BadRegexErrorNamesTheRuleAndPattern) {
@@ -174,6 +174,77 @@ TEST(RuleSet, AlertsStayWithinTheProtocolLimitsAndValidUtf8) {
   EXPECT_TRUE(IsUtf8(alert->text));
   EXPECT_TRUE(IsUtf8(alert->source));
   EXPECT_EQ(alert->text.rfind("caf\xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD broken \xEF\xBF\xBD", 0), 0u) << alert->text.substr(0, 40);
+}
+
+TEST(RuleSet, ClearPatternClearsTheSameCode) {
+  LogRule rule{"disk", R"(disk (sd[a-z]+) failed)", "DISK-{1}", Severity::kCritical, "{1} failed"};
+  rule.clear_pattern = R"(disk (sd[a-z]+) recovered)";
+  const RuleSet rules = MustCompile({rule, {"other", "recovered", "OTHER", Severity::kInfo, "{line}"}});
+  const auto alert = rules.Evaluate("kernel: disk sdb failed", "s");
+  ASSERT_TRUE(alert);
+  EXPECT_FALSE(alert->clear);
+  EXPECT_EQ(alert->alert.code, "DISK-sdb");
+  const auto clear = rules.Evaluate("kernel: disk sdb recovered", "s");
+  ASSERT_TRUE(clear);
+  EXPECT_TRUE(clear->clear);
+  EXPECT_EQ(clear->rule, 0u);
+  EXPECT_EQ(clear->alert.code, "DISK-sdb");
+  EXPECT_EQ(clear->alert.text, "kernel: disk sdb recovered");
+  // Match() only reports alerts: the clear line falls through to the next rule.
+  EXPECT_EQ(rules.Match("kernel: disk sdb recovered", "s")->code, "OTHER");
+}
+
+TEST(RuleSet, BadClearPatternNamesTheRule) {
+  LogRule rule{"flappy", "down", "F", Severity::kError, "{line}"};
+  rule.clear_pattern = "up(";
+  const std::string error = CompileError({rule});
+  EXPECT_NE(error.find("flappy"), std::string::npos) << error;
+  EXPECT_NE(error.find("clear_pattern"), std::string::npos) << error;
+}
+
+TEST(RuleSet, NamedValuesFillPlaceholders) {
+  const RuleSet rules = MustCompile({{"auth", R"(failed for (\w+))", "AUTH-{host}", Severity::kWarning,
+                                      "{app}@{host} ({severity}): {1} {unknown}"}});
+  const std::vector<TemplateValue> values = {{"host", "array-1"}, {"app", "sshd"}, {"severity", "err"}};
+  const auto match = rules.Evaluate("login failed for root", "syslog", values);
+  ASSERT_TRUE(match);
+  EXPECT_EQ(match->alert.code, "AUTH-array-1");
+  EXPECT_EQ(match->alert.text, "sshd@array-1 (err): root {unknown}");
+}
+
+TEST(RuleSet, InvalidUtf8BytesStillMatch) {
+  const RuleSet rules = MustCompile({{"bytes", R"(id=(.) end)", "B", Severity::kInfo, "[{1}]"}});
+  const auto alert = rules.Match("id=\xFF end", "s");
+  ASSERT_TRUE(alert);
+  EXPECT_EQ(alert->text, "[\xEF\xBF\xBD]");
+}
+
+TEST(RuleSet, TenRulesAreFastOnOrdinaryLines) {
+  // The benchmark in bench/ measures throughput; this only catches an absurd slowdown.
+  std::vector<LogRule> rules;
+  for (int i = 0; i < 10; ++i) {
+    rules.push_back({"rule" + std::to_string(i), "CRIT.*SIM=(" + std::to_string(i) + "[0-9A-F]{5}) (.*)",
+                     "SIM-{1}", Severity::kCritical, "{2}"});
+  }
+  const RuleSet set = MustCompile(std::move(rules));
+  std::vector<std::string> lines;
+  for (int i = 0; i < 100; ++i) {
+    lines.push_back("2026-11-21T10:00:" + std::to_string(10 + i % 50) +
+                    "Z svp-controller-1 INFO component=cache-" + std::to_string(i) +
+                    " state=nominal temperature=41C fan=3120rpm latency_us=" + std::to_string(i * 37) +
+                    " note=all systems within expected operating range");
+  }
+  lines.push_back("2026-11-21T10:00:01Z SVP CRIT SIM=3A21F4 Drive failure HDD 00-12");
+  const auto start = std::chrono::steady_clock::now();
+  std::size_t alerts = 0;
+  for (int round = 0; round < 1000; ++round) {
+    for (const auto& line : lines) {
+      alerts += set.Match(line, "s").has_value() ? 1 : 0;
+    }
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(alerts, 1000u);
+  EXPECT_LT(took, std::chrono::seconds(5)) << "101,000 lines";
 }
 
 TEST(RuleSet, EmptyRuleSetMatchesNothing) {
