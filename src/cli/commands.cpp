@@ -13,6 +13,7 @@
 #include "crypto/pki.h"
 #include "crypto/token.h"
 #include "home/home_service.h"
+#include "protocol/codec.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -113,6 +114,53 @@ int CreateAdminToken(const std::string& config_path, const std::string& name, co
   }
   std::cerr << fmt::format("admin token '{}' (role {}); the home keeps only its hash, so save it now:\n", name, role);
   std::cout << token << "\n";
+  return kExitOk;
+}
+
+struct InstructOptions {
+  protocol::DeviceIdentity device;
+  bool send_inventory = false;
+  bool send_test_alert = false;
+  std::string apply_config;
+};
+
+int Instruct(const std::string& config_path, const InstructOptions& options) {
+  auto loaded = LoadConfig<home::HomeConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
+  }
+  const int chosen = options.send_inventory + options.send_test_alert + !options.apply_config.empty();
+  if (chosen != 1) {
+    std::cerr << "lifeline home instruct: choose exactly one of --send-inventory, --send-test-alert, --apply-config\n";
+    return kExitUsage;
+  }
+  std::string kind;
+  std::string config_toml;
+  if (options.send_inventory) {
+    kind = protocol::kInstructionSendInventory;
+  } else if (options.send_test_alert) {
+    kind = protocol::kInstructionSendTestAlert;
+  } else {
+    kind = protocol::kInstructionApplyConfig;
+    auto text = crypto::ReadSmallFile(options.apply_config, protocol::kMaxConfigBytes);
+    if (!text) {
+      std::cerr << "lifeline home instruct: cannot read " << options.apply_config << ": " << text.error().message()
+                << " (at most " << protocol::kMaxConfigBytes << " bytes)\n";
+      return kExitUsage;
+    }
+    config_toml = *text;
+  }
+  auto store = home::OpenHomeStore(*loaded);
+  if (!store) {
+    return kExitFailure;
+  }
+  auto id = (*store)->QueueInstruction(options.device, kind, config_toml, SystemClock::Instance().NowUnixMillis());
+  if (!id) {
+    std::cerr << "lifeline home instruct: " << id.error().message() << " (" << options.device.Key() << ")\n";
+    return kExitFailure;
+  }
+  std::cout << fmt::format("instruction {} ({}) queued for {}; it goes out with the next reply to the device\n", *id,
+                           kind, options.device.Key());
   return kExitOk;
 }
 
@@ -241,6 +289,19 @@ int Run(int argc, char** argv) {
   home_admin->add_option("--role", admin_role, "engineer, manager or read-only")
       ->check(CLI::IsMember({"engineer", "manager", "read-only"}));
 
+  auto* home_instruct = home_cmd->add_subcommand(
+      "instruct", "Queue an instruction for a device; it rides on the next reply to it (outbound only)");
+  InstructOptions instruct;
+  home_instruct->add_option("--config", home_config, "home.toml")->required();
+  home_instruct->add_option("--customer", instruct.device.customer, "Customer")->required();
+  home_instruct->add_option("--site", instruct.device.site, "Site")->required();
+  home_instruct->add_option("--serial", instruct.device.serial, "Device serial number")->required();
+  home_instruct->add_flag("--send-inventory", instruct.send_inventory, "Ask for a full inventory report now");
+  home_instruct->add_flag("--send-test-alert", instruct.send_test_alert,
+                          "Ask for a test alert (opens a ticket and emails, end to end)");
+  home_instruct->add_option("--apply-config", instruct.apply_config,
+                            "Send this agent.toml; the agent validates it, applies it atomically, rolls back if it fails");
+
   // agent
   auto* agent_cmd = app.add_subcommand("agent", "The device agent: watch, queue, send home")->require_subcommand(1);
   std::string agent_config;
@@ -306,6 +367,9 @@ int Run(int argc, char** argv) {
   }
   if (home_token->parsed()) {
     return CreateEnrollToken(home_config, token_device, token_ttl);
+  }
+  if (home_instruct->parsed()) {
+    return Instruct(home_config, instruct);
   }
   if (home_admin->parsed()) {
     return CreateAdminToken(home_config, admin_name, admin_role);

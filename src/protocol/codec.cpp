@@ -281,12 +281,20 @@ std::string EncodeBatch(const Batch& batch) {
   for (const auto& m : batch.messages) {
     messages.push_back(MessageToJson(m));
   }
-  return json::serialize(json::object{{"version", batch.version},
-                                      {"batch_id", batch.batch_id},
-                                      {"device", IdentityToJson(batch.device)},
-                                      {"sent_at_ms", batch.sent_at_ms},
-                                      {"agent_version", batch.agent_version},
-                                      {"messages", std::move(messages)}});
+  json::object root{{"version", batch.version},
+                    {"batch_id", batch.batch_id},
+                    {"device", IdentityToJson(batch.device)},
+                    {"sent_at_ms", batch.sent_at_ms},
+                    {"agent_version", batch.agent_version},
+                    {"messages", std::move(messages)}};
+  if (!batch.instruction_results.empty()) {
+    json::array results;
+    for (const auto& r : batch.instruction_results) {
+      results.push_back(json::object{{"id", r.id}, {"status", r.status}, {"detail", r.detail}});
+    }
+    root["instruction_results"] = std::move(results);
+  }
+  return json::serialize(root);
 }
 
 Result<Batch> DecodeBatch(std::string_view text, std::string* why) {
@@ -332,6 +340,30 @@ Result<Batch> DecodeBatch(std::string_view text, std::string* why) {
     }
     batch.messages.push_back(std::move(m));
   }
+  if (root->contains("instruction_results")) {
+    const json::array* results = r.Array("instruction_results");
+    if (results == nullptr || results->size() > kMaxInstructions) {
+      r.Fail("instruction_results", "must be an array of at most 100 entries");
+      return Fail(Reject::kMalformedBody);
+    }
+    for (std::size_t i = 0; i < results->size(); ++i) {
+      if (!(*results)[i].is_object()) {
+        r.Fail(fmt::format("instruction_results[{}]", i), "must be an object");
+        return Fail(Reject::kMalformedBody);
+      }
+      Reader e((*results)[i].get_object(), fmt::format("instruction_results[{}]", i), why);
+      InstructionResult result;
+      if (!(e.String("id", 32, &result.id) && e.String("status", 16, &result.status) &&
+            e.String("detail", kMaxTextBytes, &result.detail, false))) {
+        return Fail(Reject::kMalformedBody);
+      }
+      if (result.status != "done" && result.status != "refused" && result.status != "failed") {
+        e.Fail("status", "must be done, refused or failed");
+        return Fail(Reject::kMalformedBody);
+      }
+      batch.instruction_results.push_back(std::move(result));
+    }
+  }
   return batch;
 }
 
@@ -350,10 +382,22 @@ std::string EncodeReply(const BatchReply& reply) {
     }
     results.push_back(std::move(o));
   }
-  return json::serialize(json::object{{"version", reply.version},
-                                      {"batch_id", reply.batch_id},
-                                      {"received_at_ms", reply.received_at_ms},
-                                      {"results", std::move(results)}});
+  json::object root{{"version", reply.version},
+                    {"batch_id", reply.batch_id},
+                    {"received_at_ms", reply.received_at_ms},
+                    {"results", std::move(results)}};
+  if (!reply.instructions.empty()) {
+    json::array instructions;
+    for (const auto& i : reply.instructions) {
+      json::object o{{"id", i.id}, {"kind", i.kind}};
+      if (!i.config_toml.empty()) {
+        o["config_toml"] = i.config_toml;
+      }
+      instructions.push_back(std::move(o));
+    }
+    root["instructions"] = std::move(instructions);
+  }
+  return json::serialize(root);
 }
 
 Result<BatchReply> DecodeReply(std::string_view text, std::string* why) {
@@ -395,6 +439,26 @@ Result<BatchReply> DecodeReply(std::string_view text, std::string* why) {
       return Fail(Reject::kMalformedBody);
     }
     reply.results.push_back(std::move(result));
+  }
+  if (root->contains("instructions")) {
+    const json::array* instructions = r.Array("instructions");
+    if (instructions == nullptr || instructions->size() > kMaxInstructions) {
+      r.Fail("instructions", "must be an array of at most 100 entries");
+      return Fail(Reject::kMalformedBody);
+    }
+    for (std::size_t i = 0; i < instructions->size(); ++i) {
+      if (!(*instructions)[i].is_object()) {
+        r.Fail(fmt::format("instructions[{}]", i), "must be an object");
+        return Fail(Reject::kMalformedBody);
+      }
+      Reader e((*instructions)[i].get_object(), fmt::format("instructions[{}]", i), why);
+      Instruction instruction;
+      if (!(e.String("id", 32, &instruction.id) && e.String("kind", 64, &instruction.kind) &&
+            e.String("config_toml", kMaxConfigBytes, &instruction.config_toml, false))) {
+        return Fail(Reject::kMalformedBody);
+      }
+      reply.instructions.push_back(std::move(instruction));
+    }
   }
   return reply;
 }

@@ -13,6 +13,8 @@ namespace lifeline::protocol {
 inline constexpr std::size_t kMaxMessagesPerBatch = 1000;
 inline constexpr std::size_t kMaxTextBytes = 8192;
 inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
+inline constexpr std::size_t kMaxInstructions = 100;
+inline constexpr std::size_t kMaxConfigBytes = 64 * 1024;
 
 std::string EncodeBatch(const Batch& batch);
 [[nodiscard]] Result<Batch> DecodeBatch(std::string_view json, std::string* why);

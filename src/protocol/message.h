@@ -60,6 +60,24 @@ struct Message {
   std::string payload_json;     // other kinds: a JSON object, kept as text (room for later issues)
 };
 
+/// What the home asks a device to do. It travels in a reply, so the home's reply signature covers it.
+/// The agent acts only on the kinds of its allow-list and refuses (and logs) anything else.
+struct Instruction {
+  std::string id;           // 32 lowercase hex characters
+  std::string kind;         // see the kInstruction* names; other values are refused by agents
+  std::string config_toml;  // kind apply_config: the complete new agent.toml
+};
+inline constexpr std::string_view kInstructionApplyConfig = "apply_config";
+inline constexpr std::string_view kInstructionSendInventory = "send_inventory";
+inline constexpr std::string_view kInstructionSendTestAlert = "send_test_alert";
+
+/// How a device dealt with an instruction; reported in its next batch.
+struct InstructionResult {
+  std::string id;
+  std::string status;  // "done", "refused" (not allowed or invalid) or "failed" (allowed, but did not work)
+  std::string detail;
+};
+
 /// What a device sends: its messages in capture order, stamped with the send time.
 struct Batch {
   int version = kProtocolVersion;
@@ -68,6 +86,7 @@ struct Batch {
   std::int64_t sent_at_ms = 0;  // device clock at send time; checked against the home's clock
   std::string agent_version;
   std::vector<Message> messages;
+  std::vector<InstructionResult> instruction_results;  // answers to instructions received before
 };
 
 enum class MessageStatus { kAccepted, kRejected };
@@ -87,6 +106,7 @@ struct BatchReply {
   std::string batch_id;
   std::int64_t received_at_ms = 0;
   std::vector<MessageResult> results;
+  std::vector<Instruction> instructions;  // pending instructions for this device, oldest first
 };
 
 }  // namespace lifeline::protocol

@@ -195,6 +195,17 @@ struct TicketDetail {
 /// leaves the row pending, so it is claimed again after this (at-least-once delivery).
 inline constexpr std::int64_t kNotificationClaimLeaseMs = 5 * 60 * 1000;
 
+// ---- Instructions ---------------------------------------------------------------------------------
+
+struct InstructionRecord {
+  std::string id;
+  std::string kind;
+  std::string status;  // pending, done, refused, failed
+  std::string detail;
+  std::int64_t created_at_ms = 0;
+  std::optional<std::int64_t> completed_at_ms;
+};
+
 // ---- Admin API tokens
 // ------------------------------------------------------------------------------
 
@@ -247,6 +258,14 @@ class HomeStore {
   /// older than any batch the transport would still accept (its clock-skew window), or replays get
   /// through.
   [[nodiscard]] virtual Result<std::int64_t> PruneBatchIds(std::int64_t older_than_ms) = 0;
+
+  /// Queues an instruction for the device; it rides on every reply to the device until the device
+  /// reports on it (IngestBatch records the report). kDeviceUnknown if not enrolled. Returns its id.
+  [[nodiscard]] virtual Result<std::string> QueueInstruction(const protocol::DeviceIdentity& device,
+                                                             std::string_view kind, std::string_view config_toml,
+                                                             std::int64_t now_ms) = 0;
+  [[nodiscard]] virtual Result<std::vector<InstructionRecord>> ListInstructions(
+      const protocol::DeviceIdentity& device) = 0;
 
   [[nodiscard]] virtual Result<std::vector<Ticket>> ListTickets(const TicketFilter& filter) = 0;
   [[nodiscard]] virtual Result<std::optional<TicketDetail>> GetTicket(std::string_view number) = 0;

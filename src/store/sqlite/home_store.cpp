@@ -21,7 +21,7 @@ using sqlite::Database;
 using sqlite::Statement;
 
 // Migration i moves the schema from version i to i+1. Never edit a shipped step: append a new one.
-constexpr std::array<std::string_view, 1> kMigrations = {
+constexpr std::array<std::string_view, 2> kMigrations = {
     R"sql(
 CREATE TABLE enrollment_tokens (
   token_hash     TEXT PRIMARY KEY,
@@ -132,6 +132,20 @@ CREATE TABLE counters (
   value  INTEGER NOT NULL
 );
 INSERT INTO counters (name, value) VALUES ('ticket', 0);
+)sql",
+    // 2: instructions from home to devices, delivered in replies until the device reports on them.
+    R"sql(
+CREATE TABLE instructions (
+  id              TEXT PRIMARY KEY,
+  device_id       INTEGER NOT NULL REFERENCES devices (id),
+  kind            TEXT NOT NULL,
+  config_toml     TEXT NOT NULL DEFAULT '',
+  created_at_ms   INTEGER NOT NULL,
+  status          TEXT NOT NULL DEFAULT 'pending',  -- pending, done, refused, failed
+  detail          TEXT NOT NULL DEFAULT '',
+  completed_at_ms INTEGER
+);
+CREATE INDEX instructions_by_device ON instructions (device_id, status, created_at_ms);
 )sql",
 };
 
@@ -850,6 +864,34 @@ Result<protocol::BatchReply> SqliteHomeStore::IngestBatch(const IngestRequest& r
       last_sequence = std::max(last_sequence, msg.sequence);
       out.results.push_back(std::move(applied->result));
     }
+    // The device's reports on earlier instructions, then what is still pending for it, in this same
+    // transaction: a reply never offers an instruction the device has already answered.
+    for (const auto& result : batch.instruction_results) {
+      auto done = Run(*db_,
+                      "UPDATE instructions SET status = ?, detail = ?, completed_at_ms = ? "
+                      "WHERE id = ? AND device_id = ? AND status = 'pending'",
+                      result.status, result.detail, request.now_ms, result.id, (*device)->id);
+      if (!done) {
+        return done.error();
+      }
+    }
+    auto pending = db_->Prepare(
+        "SELECT id, kind, config_toml FROM instructions WHERE device_id = ? AND status = 'pending' "
+        "ORDER BY created_at_ms, id LIMIT 10");
+    if (!pending) {
+      return pending.error();
+    }
+    pending->Bind(1, (*device)->id);
+    for (;;) {
+      auto row = pending->Step();
+      if (!row) {
+        return row.error();
+      }
+      if (!*row) {
+        break;
+      }
+      out.instructions.push_back({pending->Text(0), pending->Text(1), pending->Text(2)});
+    }
     auto seen = Run(*db_, "UPDATE devices SET last_seen_ms = ?, last_sequence = ? WHERE id = ?",
                     request.now_ms, static_cast<std::int64_t>(last_sequence), (*device)->id);
     if (!seen) {
@@ -862,6 +904,72 @@ Result<protocol::BatchReply> SqliteHomeStore::IngestBatch(const IngestRequest& r
                     batch.device.Key(), reply.error().message(), db_->LastErrorMessage());
   }
   return reply;
+}
+
+Result<std::string> SqliteHomeStore::QueueInstruction(const protocol::DeviceIdentity& device, std::string_view kind,
+                                                     std::string_view config_toml, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  return db_->Transaction([&]() -> Result<std::string> {
+    auto row = LoadDeviceRow(*db_, device);
+    if (!row) {
+      return row.error();
+    }
+    if (!*row) {
+      return Fail(make_error_code(Errc::kDeviceUnknown));
+    }
+    // An identifier, not a secret: SQLite's randomblob is enough.
+    auto random = db_->Prepare("SELECT lower(hex(randomblob(16)))");
+    if (!random) {
+      return random.error();
+    }
+    if (auto stepped = random->Step(); !stepped) {
+      return stepped.error();
+    }
+    const std::string id = random->Text(0);
+    auto inserted = Run(*db_,
+                        "INSERT INTO instructions (id, device_id, kind, config_toml, created_at_ms) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        id, (*row)->id, std::string(kind), std::string(config_toml), now_ms);
+    if (!inserted) {
+      return inserted.error();
+    }
+    return id;
+  });
+}
+
+Result<std::vector<InstructionRecord>> SqliteHomeStore::ListInstructions(const protocol::DeviceIdentity& device) {
+  std::lock_guard lock(mutex_);
+  auto row = LoadDeviceRow(*db_, device);
+  if (!row) {
+    return row.error();
+  }
+  if (!*row) {
+    return Fail(make_error_code(Errc::kDeviceUnknown));
+  }
+  auto select = db_->Prepare(
+      "SELECT id, kind, status, detail, created_at_ms, completed_at_ms FROM instructions WHERE device_id = ? "
+      "ORDER BY created_at_ms, id");
+  if (!select) {
+    return select.error();
+  }
+  select->Bind(1, (*row)->id);
+  std::vector<InstructionRecord> records;
+  for (;;) {
+    auto step = select->Step();
+    if (!step) {
+      return step.error();
+    }
+    if (!*step) {
+      break;
+    }
+    InstructionRecord r{.id = select->Text(0), .kind = select->Text(1), .status = select->Text(2),
+                        .detail = select->Text(3), .created_at_ms = select->Int(4)};
+    if (!select->IsNull(5)) {
+      r.completed_at_ms = select->Int(5);
+    }
+    records.push_back(std::move(r));
+  }
+  return records;
 }
 
 Result<std::int64_t> SqliteHomeStore::PruneBatchIds(std::int64_t older_than_ms) {

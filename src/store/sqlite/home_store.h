@@ -38,6 +38,9 @@ class SqliteHomeStore final : public HomeStore {
 
   Result<protocol::BatchReply> IngestBatch(const IngestRequest& request) override;
   Result<std::int64_t> PruneBatchIds(std::int64_t older_than_ms) override;
+  Result<std::string> QueueInstruction(const protocol::DeviceIdentity& device, std::string_view kind,
+                                       std::string_view config_toml, std::int64_t now_ms) override;
+  Result<std::vector<InstructionRecord>> ListInstructions(const protocol::DeviceIdentity& device) override;
 
   Result<std::vector<Ticket>> ListTickets(const TicketFilter& filter) override;
   Result<std::optional<TicketDetail>> GetTicket(std::string_view number) override;

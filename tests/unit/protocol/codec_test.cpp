@@ -161,3 +161,50 @@ TEST(Codec, EnrollRoundTrip) {
 
 }  // namespace
 }  // namespace lifeline::protocol
+
+namespace lifeline::protocol {
+namespace {
+
+TEST(Codec, InstructionsRoundTripInReplies) {
+  BatchReply reply{.batch_id = std::string(32, 'b'), .received_at_ms = 5};
+  reply.instructions.push_back({std::string(32, '1'), std::string(kInstructionApplyConfig), "[heartbeat]\ninterval = \"1h\"\n"});
+  reply.instructions.push_back({std::string(32, '2'), "reboot_now", ""});  // unknown kinds still decode: agents refuse them
+  std::string why;
+  auto decoded = DecodeReply(EncodeReply(reply), &why);
+  ASSERT_TRUE(decoded) << why;
+  ASSERT_EQ(decoded->instructions.size(), 2u);
+  EXPECT_EQ(decoded->instructions[0].kind, kInstructionApplyConfig);
+  EXPECT_EQ(decoded->instructions[0].config_toml, reply.instructions[0].config_toml);
+  EXPECT_EQ(decoded->instructions[1].kind, "reboot_now");
+}
+
+TEST(Codec, InstructionResultsRoundTripInBatches) {
+  Batch batch = SampleBatch();
+  batch.instruction_results.push_back({std::string(32, '1'), "done", ""});
+  batch.instruction_results.push_back({std::string(32, '2'), "refused", "not on the allow-list"});
+  std::string why;
+  auto decoded = DecodeBatch(EncodeBatch(batch), &why);
+  ASSERT_TRUE(decoded) << why;
+  ASSERT_EQ(decoded->instruction_results.size(), 2u);
+  EXPECT_EQ(decoded->instruction_results[1].status, "refused");
+  EXPECT_EQ(decoded->instruction_results[1].detail, "not on the allow-list");
+}
+
+TEST(Codec, InstructionResultWithUnknownStatusIsRefused) {
+  Batch batch = SampleBatch();
+  batch.instruction_results.push_back({std::string(32, '1'), "maybe", ""});
+  std::string why;
+  EXPECT_FALSE(DecodeBatch(EncodeBatch(batch), &why));
+  EXPECT_NE(why.find("instruction_results[0].status"), std::string::npos) << why;
+}
+
+TEST(Codec, OversizedConfigInAnInstructionIsRefused) {
+  BatchReply reply{.batch_id = std::string(32, 'b')};
+  reply.instructions.push_back({std::string(32, '1'), std::string(kInstructionApplyConfig),
+                                std::string(kMaxConfigBytes + 1, '#')});
+  std::string why;
+  EXPECT_FALSE(DecodeReply(EncodeReply(reply), &why));
+}
+
+}  // namespace
+}  // namespace lifeline::protocol

@@ -453,6 +453,54 @@ TEST_F(HomeStoreTest, HeartbeatAndSequenceUpdateTheDevice) {
   EXPECT_EQ(after.last_sequence, 43u);
 }
 
+TEST_F(HomeStoreTest, InstructionsRideOnRepliesUntilTheDeviceReportsOnThem) {
+  EnrollDevice(Device());
+  auto id = store_->QueueInstruction(Device(), "send_inventory", "", kNow);
+  ASSERT_TRUE(id) << id.error().message();
+  auto config_id = store_->QueueInstruction(Device(), "apply_config", "[heartbeat]\ninterval = \"1h\"\n", kNow + 1);
+  ASSERT_TRUE(config_id);
+
+  // Every reply carries the pending instructions, oldest first...
+  auto first = Ingest(Request("b1", {Heartbeat("m1", 300)}));
+  ASSERT_EQ(first.instructions.size(), 2u);
+  EXPECT_EQ(first.instructions[0].id, *id);
+  EXPECT_EQ(first.instructions[0].kind, "send_inventory");
+  EXPECT_EQ(first.instructions[1].config_toml, "[heartbeat]\ninterval = \"1h\"\n");
+  auto again = Ingest(Request("b2", {Heartbeat("m2", 300)}));
+  EXPECT_EQ(again.instructions.size(), 2u);
+
+  // ...until the device reports on them in a batch.
+  auto report = Request("b3", {Heartbeat("m3", 300)});
+  report.batch.instruction_results = {{*id, "done", ""}, {*config_id, "refused", "invalid: key 'x'"}};
+  auto after = Ingest(report);
+  EXPECT_TRUE(after.instructions.empty());
+  auto listed = store_->ListInstructions(Device());
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].status, "done");
+  EXPECT_EQ((*listed)[1].status, "refused");
+  EXPECT_EQ((*listed)[1].detail, "invalid: key 'x'");
+  EXPECT_TRUE((*listed)[1].completed_at_ms.has_value());
+}
+
+TEST_F(HomeStoreTest, ADeviceCannotAnswerAnotherDevicesInstructions) {
+  EnrollDevice(Device());
+  const protocol::DeviceIdentity other{"ACME", "site-1", "SN999", "M"};
+  EnrollDevice(other);
+  auto id = store_->QueueInstruction(other, "send_test_alert", "", kNow);
+  ASSERT_TRUE(id);
+  auto report = Request("b1", {Heartbeat("m1", 300)});
+  report.batch.instruction_results = {{*id, "done", ""}};
+  Ingest(report);
+  EXPECT_EQ((*store_->ListInstructions(other))[0].status, "pending");
+}
+
+TEST_F(HomeStoreTest, InstructionForAnUnknownDeviceIsRefused) {
+  auto id = store_->QueueInstruction({"ACME", "site-1", "NOPE", ""}, "send_inventory", "", kNow);
+  ASSERT_FALSE(id);
+  EXPECT_EQ(id.error(), Errc::kDeviceUnknown);
+}
+
 TEST_F(HomeStoreTest, OtherMessageKindsAreStoredAsRawJson) {
   EnrollDevice(Device());
   Message inventory;
