@@ -87,4 +87,26 @@ bool AlertGate::IsAlerted(const std::string& key) const {
   return found != entries_.end() && found->second.state == State::kAlerted;
 }
 
+std::optional<protocol::Message> GateMatch(AlertGate& gate, const RuleMatch& match, const LogRule& rule,
+                                           const GateOptions& options, std::int64_t now_ms) {
+  const std::string key = rule.name + "\n" + match.alert.code;
+  protocol::Message draft;
+  draft.timestamp_ms = now_ms;
+  draft.alert = match.alert;
+  if (match.clear) {
+    if (!gate.ShouldClear(key)) {
+      return std::nullopt;
+    }
+    gate.MarkCleared(key);
+    draft.type = protocol::MessageType::kClear;
+    return draft;
+  }
+  if (!gate.Admit(key, options)) {
+    return std::nullopt;
+  }
+  gate.MarkAlerted(key);
+  draft.type = protocol::MessageType::kAlert;
+  return draft;
+}
+
 }  // namespace lifeline::agent

@@ -10,11 +10,14 @@
 //
 // State lives in memory only: a restart resets the counting windows. Not thread-safe: each source
 // owns its gate and uses it from its own thread.
+#include "agent/rules.h"
 #include "common/clock.h"
+#include "protocol/message.h"
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -64,5 +67,11 @@ class AlertGate {
   std::uint64_t below_count_ = 0;
   std::uint64_t over_cap_ = 0;
 };
+
+/// For line sources (logs, syslog): the alert or clear to store for `match`, or nullopt when the gate
+/// holds it back. The gate is told at once that it was sent; a line source whose store fails offers
+/// the same lines again (logs) or keeps the drafts (syslog), so nothing is lost by that.
+std::optional<protocol::Message> GateMatch(AlertGate& gate, const RuleMatch& match, const LogRule& rule,
+                                           const GateOptions& options, std::int64_t now_ms);
 
 }  // namespace lifeline::agent

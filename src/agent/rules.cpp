@@ -208,7 +208,8 @@ Result<RuleSet> RuleSet::Compile(std::vector<LogRule> rules, std::string* error)
                                   rule.name, rule.clear_pattern, why));
       }
     }
-    for (const bool clear : {false, true}) {
+    // The clear pattern first: it is usually the narrower one ("... resolved" inside "SIM=... .*").
+    for (const bool clear : {true, false}) {
       const std::string& pattern = clear ? rule.clear_pattern : rule.pattern;
       if (clear && pattern.empty()) {
         continue;

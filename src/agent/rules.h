@@ -85,7 +85,8 @@ class RuleSet {
   std::optional<protocol::AlertBody> Match(std::string_view line, std::string_view source) const;
 
   /// The first rule whose pattern or clear pattern matches `line`, with `values` available to its
-  /// templates. A rule's alert pattern is tried before its clear pattern. Never throws.
+  /// templates. A rule's clear pattern is tried before its alert pattern
+  /// (a clear pattern is usually the narrower of the two). Never throws.
   std::optional<RuleMatch> Evaluate(std::string_view line, std::string_view source,
                                     std::span<const TemplateValue> values = {}) const;
 
@@ -104,8 +105,8 @@ class RuleSet {
                                  std::string_view line, std::string_view source,
                                  std::span<const TemplateValue> values) const;
   std::vector<Compiled> compiled_;
-  // Every pattern in one automaton, in priority order (rule 0's pattern, its clear pattern, rule 1's
-  // pattern, ...); set_entries_[k] says which rule and which of its patterns entry k is.
+  // Every pattern in one automaton, in priority order (rule 0's clear pattern, its pattern, rule 1's
+  // clear pattern, ...); set_entries_[k] says which rule and which of its patterns entry k is.
   struct Automaton;  // wraps RE2::Set (a nested class, which cannot be declared here)
   std::unique_ptr<Automaton> set_;
   std::vector<std::pair<std::size_t, bool>> set_entries_;
