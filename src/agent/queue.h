@@ -5,14 +5,29 @@
 // none of it. Every method is one transaction and is safe to call from several threads (the capture and
 // sender threads share one AgentQueue).
 //
-// Tables: messages (rowid order = send order), log_positions (path -> device, inode, offset),
-// state (key -> value, e.g. "last_contact_ms"), tickets (message_id, ticket, alert code, received_at).
+// Priorities: alerts and clears > heartbeats > inventory, configuration (and bundle manifests) >
+// performance. Peek returns higher priorities first and, within one, capture order; sequence numbers stay
+// in capture order. A disk budget (QueueOptions::max_bytes) bounds the file: bulk data (inventory,
+// configuration, performance) is evicted oldest-lowest-priority first to make room, never alerts or
+// heartbeats; every eviction is counted per message type (persisted), reported through
+// TakeEvictionReport() and, at most once per eviction_alert_interval, by an alert
+// "LIFELINE-QUEUE-EVICTION" queued like any other. A file SQLite reports corrupt at Open is moved aside
+// (queue.db.corrupt-<time>), what can be read from it is salvaged into a fresh queue. See the "Queue"
+// section of docs/architecture.md.
+//
+// Tables: messages (rowid order = capture order; priority, size), log_positions (path -> device, inode,
+// offset), state (key -> value, e.g. "last_contact_ms"; "queue.*" keys are the queue's own),
+// tickets (message_id, ticket, alert code, received_at).
 #include "agent/log_follower.h"  // FilePosition, Errc
+#include "common/clock.h"
 #include "common/result.h"
 #include "protocol/message.h"
 
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,6 +49,43 @@ struct TicketRecord {
   std::int64_t received_at_ms = 0;  // device clock, when the reply naming the ticket arrived
 };
 
+/// Send priority; a lower value goes first. Derived from the message type at Enqueue.
+enum class QueuePriority : int {
+  kAlert = 0,        // alert, clear
+  kHeartbeat = 1,    // heartbeat
+  kReport = 2,       // inventory, configuration, bundle manifest
+  kPerformance = 3,  // performance
+};
+inline constexpr std::size_t kQueuePriorityCount = 4;
+QueuePriority PriorityOf(protocol::MessageType type);
+/// True for the kinds the budget may evict (inventory, configuration, bundle manifests, performance).
+inline bool IsBulk(QueuePriority priority) { return priority >= QueuePriority::kReport; }
+
+struct QueueOptions {
+  static constexpr std::int64_t kDefaultMaxBytes = 256LL * 1024 * 1024;
+  /// Disk budget: bytes of the queue file in use (pages not on SQLite's free list).
+  std::int64_t max_bytes = kDefaultMaxBytes;
+  /// The eviction alert is queued at most once per this interval (while evictions happen).
+  std::chrono::seconds eviction_alert_interval = std::chrono::hours(1);
+  /// Timestamps of the eviction alert and of the "corrupt-<time>" name; must outlive the queue.
+  const Clock* clock = &SystemClock::Instance();
+};
+
+/// Evicted message counts by message type name ("performance", "inventory", ...); absent = 0.
+using EvictionCounts = std::map<std::string, std::int64_t>;
+/// "performance=12, inventory=1" (empty for no evictions), for heartbeat status and log lines.
+std::string FormatEvictionCounts(const EvictionCounts& counts);
+
+struct QueueStats {
+  std::array<std::int64_t, kQueuePriorityCount> depth{};          // messages by QueuePriority
+  std::array<std::int64_t, kQueuePriorityCount> message_bytes{};  // their estimated stored bytes
+  std::int64_t bytes_used = 0;  // file pages in use * page size: what the budget bounds
+  std::int64_t file_bytes = 0;  // page_count * page_size (free pages included; the -wal not)
+  std::int64_t max_bytes = 0;
+  EvictionCounts evicted;       // every eviction since the file was created
+  std::int64_t Depth() const;
+};
+
 class AgentQueue {
  public:
   /// State keys the queue writes itself (readable with GetState).
@@ -41,9 +93,21 @@ class AgentQueue {
   static constexpr std::string_view kNextSequenceKey = "next_sequence";   // not settable
   /// RecentTickets keeps this many; older ticket records are pruned.
   static constexpr std::size_t kTicketsKept = 1000;
+  /// The alert code of the eviction alert (severity warning, source kEvictionAlertSource).
+  static constexpr std::string_view kEvictionAlertCode = "LIFELINE-QUEUE-EVICTION";
+  static constexpr std::string_view kEvictionAlertSource = "agent queue";
+  /// SetState refuses keys with this prefix: the queue's own counters live there.
+  static constexpr std::string_view kReservedStatePrefix = "queue.";
 
   /// Opens or creates the queue file and brings its schema up to date. The directory must exist.
-  [[nodiscard]] static Result<std::unique_ptr<AgentQueue>> Open(const std::filesystem::path& path);
+  /// A file SQLite finds corrupt (or not a database) is renamed to "<path>.corrupt-<UTC time>" with
+  /// its -wal, the messages, log positions and counters that can still be read are copied into a
+  /// fresh file, and one error line says so; Open fails only on other errors (permissions, disk).
+  [[nodiscard]] static Result<std::unique_ptr<AgentQueue>> Open(const std::filesystem::path& path,
+                                                                QueueOptions options);
+  [[nodiscard]] static Result<std::unique_ptr<AgentQueue>> Open(const std::filesystem::path& path) {
+    return Open(path, QueueOptions{});
+  }
   /// For `lifeline agent status` beside a running agent: read-only, never creates the file
   /// (Errc::kQueueMissing when it is not there). Writing methods fail on such a queue.
   [[nodiscard]] static Result<std::unique_ptr<AgentQueue>> OpenForStatus(const std::filesystem::path& path);
@@ -55,14 +119,26 @@ class AgentQueue {
   /// next sequence number (strictly increasing for the life of the file, never reused), and saves
   /// `position` for its log path if given, all in one transaction. Other fields are stored as given.
   /// Empty `drafts` with a position just saves the position (lines that matched no rule).
+  ///
+  /// Budget: when a draft does not fit, bulk messages of its own or a lower priority are evicted,
+  /// oldest of the lowest priority first. A bulk draft that still does not fit is dropped itself
+  /// (counted, not returned); an alert, clear or heartbeat is stored over the budget (error logged,
+  /// rate-limited). Returns the messages stored. On a full disk (SQLite's "database or disk is full")
+  /// bulk data is evicted and the store tried once more; if that fails too the error is returned and
+  /// nothing of the call was stored (the caller keeps its data and retries).
   [[nodiscard]] Result<std::vector<protocol::Message>> Enqueue(
       std::vector<protocol::Message> drafts,
       std::optional<std::pair<std::string, FilePosition>> position = std::nullopt);
-  /// The oldest `max` messages, in send order.
+  /// Up to `max` messages in send order: higher priority first, within one priority capture order.
   [[nodiscard]] Result<std::vector<protocol::Message>> Peek(std::size_t max);
   /// Deletes these messages; unknown ids are ignored.
   [[nodiscard]] VoidResult Remove(const std::vector<std::string>& ids);
   [[nodiscard]] Result<std::int64_t> Depth();
+  /// Depth and bytes per priority, budget use, eviction totals. One scan of the messages index.
+  [[nodiscard]] Result<QueueStats> Stats();
+  /// Evictions not yet taken (by type), and marks them taken: for the heartbeat's status line. The
+  /// counts are persisted, so evictions before a crash are reported after it.
+  [[nodiscard]] Result<EvictionCounts> TakeEvictionReport();
 
   /// Removes every message the reply answered (accepted or rejected: a rejection is final), records
   /// the ticket numbers it gave and sets last_contact_ms to `now_ms`, in one transaction.
@@ -79,12 +155,27 @@ class AgentQueue {
   /// The newest `max` ticket records, newest first.
   [[nodiscard]] Result<std::vector<TicketRecord>> RecentTickets(std::size_t max);
 
-  /// Free-form state (last_contact_ms and whatever the agent needs). kNextSequenceKey is refused.
+  /// Free-form state (last_contact_ms and whatever the agent needs). kNextSequenceKey and keys starting
+  /// with kReservedStatePrefix are refused.
   [[nodiscard]] VoidResult SetState(const std::string& key, const std::string& value);
   [[nodiscard]] Result<std::optional<std::string>> GetState(const std::string& key);
 
  private:
-  explicit AgentQueue(std::unique_ptr<store::sqlite::Database> db);
+  struct Staged;
+  AgentQueue(std::unique_ptr<store::sqlite::Database> db, QueueOptions options);
+  static Result<std::unique_ptr<AgentQueue>> OpenOrRecover(const std::filesystem::path& path, QueueOptions options,
+                                                          bool may_recover);
+  static Result<std::unique_ptr<store::sqlite::Database>> OpenChecked(const std::filesystem::path& path);
+  static VoidResult Recover(const std::filesystem::path& path, const QueueOptions& options, std::error_code why);
+  Result<std::vector<protocol::Message>> EnqueueLocked(
+      const std::vector<protocol::Message>& drafts,
+      const std::optional<std::pair<std::string, FilePosition>>& position, Staged* staged);
+  Result<std::int64_t> BytesUsedLocked();
+  // Evicts bulk messages of priority >= `floor` (and never above kReport), lowest priority and oldest
+  // first, until `need` estimated bytes are freed or none is left; returns the estimated bytes freed.
+  Result<std::int64_t> EvictLocked(QueuePriority floor, std::int64_t need, EvictionCounts* evicted);
+  Result<std::uint64_t> NextSequenceLocked();
+  Result<std::int64_t> StateIntLocked(std::string_view key);
   VoidResult SavePositionLocked(const std::string& path, const FilePosition& position);
   VoidResult RecordTicketLocked(const std::string& message_id, const std::string& alert_code,
                                 const std::string& ticket, std::int64_t when_ms);
@@ -92,6 +183,11 @@ class AgentQueue {
 
   std::mutex mutex_;  // one connection, used by one thread at a time
   std::unique_ptr<store::sqlite::Database> db_;
+  QueueOptions options_;
+  // Cached from the state table so the common path (no evictions) costs no extra query.
+  bool evictions_unalerted_ = false;
+  std::int64_t last_eviction_alert_ms_ = 0;
+  std::chrono::steady_clock::time_point last_over_budget_log_{};
 };
 
 }  // namespace lifeline::agent
