@@ -14,11 +14,20 @@ namespace lifeline::agent {
 Sender::Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys,
                protocol::DeviceIdentity device, std::string home_url, std::size_t batch_size,
                std::chrono::milliseconds timeout, const Clock& clock)
+    : Sender(queue, std::move(client), keys, std::move(device),
+             std::make_unique<ConnectionPaths>(std::vector<transport::ProxySettings>{},
+                                               std::vector<std::string>{std::move(home_url)},
+                                               std::chrono::minutes(5), clock),
+             batch_size, timeout, clock) {}
+
+Sender::Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys,
+               protocol::DeviceIdentity device, std::unique_ptr<ConnectionPaths> paths,
+               std::size_t batch_size, std::chrono::milliseconds timeout, const Clock& clock)
     : queue_(queue),
       client_(std::move(client)),
       keys_(keys),
       device_(std::move(device)),
-      url_(std::move(home_url)),
+      paths_(std::move(paths)),
       batch_size_(batch_size),
       timeout_(timeout),
       clock_(clock) {}
@@ -43,13 +52,21 @@ Result<SendOutcome> Sender::SendOnce() {
   const auto sealed = crypto::SealEnvelope(crypto::AsBytes(plain), keys_.device_sign, keys_.home_seal_public);
 
   transport::ClientRequest request;
-  request.url = url_ + "/v1/batches";
   request.content_type = "application/vnd.lifeline.sealed-batch";
   request.body.assign(sealed.begin(), sealed.end());
   request.timeout = timeout_;
-  auto response = client_.Send(request);
+  auto response = paths_->Send([&](const transport::ProxySettings& path, const std::string& endpoint,
+                                   std::string* detail) {
+    request.url = endpoint + "/v1/batches";
+    request.proxy = path;
+    auto answer = client_.Send(request);
+    if (!answer) {
+      *detail = client_.LastErrorDetail();
+    }
+    return answer;
+  });
   if (!response) {
-    log->warn("cannot reach the home at {}: {} ({} messages waiting)", url_, response.error().message(),
+    log->warn("cannot reach the home: {} ({} messages waiting)", paths_->LastFailure(),
               batch.messages.size());
     return response.error();
   }
@@ -107,7 +124,8 @@ Result<std::unique_ptr<Sender>> MakeSender(const AgentConfig& config, AgentQueue
   const AgentPkiPaths paths(config.pki_dir);
   transport::HttpClient client(
       transport::ClientTls{paths.ca_cert.string(), paths.device_cert.string(), paths.device_key.string()});
-  return std::make_unique<Sender>(queue, std::move(client), keys, config.device, config.home_url,
+  return std::make_unique<Sender>(queue, std::move(client), keys, config.device,
+                                  MakeConnectionPaths(config, &queue),
                                   static_cast<std::size_t>(config.batch_size),
                                   std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout),
                                   SystemClock::Instance());

@@ -3,6 +3,7 @@
 // device key, seals it to the home's key and POSTs it. Messages leave the queue only when the home's
 // signed reply answers them, so a crash, a timeout or a lost reply means "send again" (the home answers
 // repeated message ids with the same answer and no second effect).
+#include "agent/connection_paths.h"
 #include "agent/queue.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
@@ -29,8 +30,13 @@ struct SendOutcome {
 
 class Sender {
  public:
+  /// Sends to `home_url` directly.
   Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys, protocol::DeviceIdentity device,
          std::string home_url, std::size_t batch_size, std::chrono::milliseconds timeout, const Clock& clock);
+  /// Sends over `paths` (endpoints and connection paths tried in order, see ConnectionPaths).
+  Sender(AgentQueue& queue, transport::HttpClient client, SenderKeys keys, protocol::DeviceIdentity device,
+         std::unique_ptr<ConnectionPaths> paths, std::size_t batch_size, std::chrono::milliseconds timeout,
+         const Clock& clock);
 
   /// One attempt with up to batch_size messages. An error means nothing was acknowledged: retry later.
   [[nodiscard]] Result<SendOutcome> SendOnce();
@@ -40,7 +46,7 @@ class Sender {
   transport::HttpClient client_;
   SenderKeys keys_;
   protocol::DeviceIdentity device_;
-  std::string url_;
+  std::unique_ptr<ConnectionPaths> paths_;
   std::size_t batch_size_;
   std::chrono::milliseconds timeout_;
   const Clock& clock_;
