@@ -1,31 +1,47 @@
 #pragma once
-// Heartbeats: one at start, then every interval, so the home can tell a silent device from a dead one.
-#include "agent/source.h"
+// Heartbeats: one at start, then every interval (with jitter, so a fleet started together does not beat
+// in lockstep), so the home can tell a silent device from a dead one. Each carries a short status:
+// agent version, uptime and the queue's state.
+#include "agent/reports.h"
 
 #include <chrono>
-#include <condition_variable>
+#include <cstdint>
 #include <functional>
-#include <mutex>
-#include <thread>
+#include <random>
+#include <string>
+#include <string_view>
 
 namespace lifeline::agent {
 
-class HeartbeatSource final : public Source {
+struct HeartbeatOptions {
+  std::chrono::seconds interval{6 * 3600};
+  double jitter = 0.1;  // fraction of the interval, see JitteredInterval
+  /// The queue part of the status ("queue depth 3"); empty: no queue part.
+  std::function<std::string()> queue_status;
+  std::uint64_t seed = std::random_device{}();
+};
+
+/// "ok; agent 0.1.0; up 1d 2h 3m; queue depth 3" (the queue part left out when empty). Cut to the
+/// protocol's text limit.
+std::string HeartbeatStatus(std::string_view agent_version, std::chrono::seconds uptime,
+                            std::string_view queue_status);
+
+/// "45s", "12m 5s", "3h 4m", "2d 3h".
+std::string FormatUptime(std::chrono::seconds uptime);
+
+class HeartbeatSource final : public PeriodicSource {
  public:
-  /// `status` gives the short summary each heartbeat carries (e.g. the queue depth).
-  HeartbeatSource(std::chrono::seconds interval, std::function<std::string()> status);
+  explicit HeartbeatSource(HeartbeatOptions options);
   ~HeartbeatSource() override;
   std::string name() const override { return "heartbeat"; }
-  void Start(DetectionSink& sink) override;
-  void Stop() override;
+
+ protected:
+  std::chrono::milliseconds Tick(DetectionSink& sink) override;
 
  private:
-  std::chrono::seconds interval_;
-  std::function<std::string()> status_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  std::thread thread_;
+  HeartbeatOptions options_;
+  std::mt19937_64 random_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace lifeline::agent

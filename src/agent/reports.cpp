@@ -1,19 +1,229 @@
 #include "agent/reports.h"
 
+#include "agent/config_report.h"
 #include "agent/heartbeat_source.h"
+#include "agent/inventory.h"
+#include "agent/log_follower.h"  // Errc
+#include "agent/performance.h"
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace lifeline::agent {
+namespace {
+
+// The length of the valid UTF-8 sequence starting at `s[0]`, or 0 when it is not one (overlong forms,
+// surrogates and code points above U+10FFFF are invalid, as in RFC 3629).
+std::size_t Utf8SequenceLength(std::string_view s) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char b0 = byte(0);
+  if (b0 < 0x80) {
+    return 1;
+  }
+  std::size_t length = 0;
+  unsigned char min1 = 0x80;
+  unsigned char max1 = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    length = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    length = 3;
+    min1 = b0 == 0xE0 ? 0xA0 : 0x80;
+    max1 = b0 == 0xED ? 0x9F : 0xBF;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    length = 4;
+    min1 = b0 == 0xF0 ? 0x90 : 0x80;
+    max1 = b0 == 0xF4 ? 0x8F : 0xBF;
+  } else {
+    return 0;
+  }
+  if (s.size() < length || byte(1) < min1 || byte(1) > max1) {
+    return 0;
+  }
+  for (std::size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xBF) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+}  // namespace
+
+std::chrono::milliseconds JitteredInterval(std::chrono::milliseconds interval, double fraction,
+                                           std::mt19937_64& random) {
+  fraction = std::clamp(fraction, 0.0, 0.9);
+  std::uniform_real_distribution<double> factor(1.0 - fraction, 1.0 + fraction);
+  const double ms = static_cast<double>(interval.count()) * factor(random);
+  return std::chrono::milliseconds(std::max<std::int64_t>(1, std::llround(ms)));
+}
+
+std::string CleanUtf8(std::string_view in, std::size_t max_bytes) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(std::min(in.size(), max_bytes));
+  std::size_t i = 0;
+  while (i < in.size()) {
+    const std::size_t length = Utf8SequenceLength(in.substr(i));
+    const std::string_view piece = length == 0 ? kReplacement : in.substr(i, length);
+    if (out.size() + piece.size() > max_bytes) {
+      break;
+    }
+    out.append(piece);
+    i += length == 0 ? 1 : length;
+  }
+  return out;
+}
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    return {};
+  }
+  std::string hex;
+  hex.reserve(length * 2);
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += fmt::format("{:02x}", digest[i]);
+  }
+  return hex;
+}
+
+Result<std::string> ReadFileBounded(const std::string& path, std::size_t max_bytes, bool* truncated) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    return std::error_code(errno, std::generic_category());
+  }
+  // /proc files report size 0, so read until EOF (or one byte past the limit) rather than trusting stat.
+  std::string data;
+  char buffer[16 * 1024];
+  while (data.size() <= max_bytes) {
+    const ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      const std::error_code ec(errno, std::generic_category());
+      ::close(fd);
+      return ec;
+    }
+    if (got == 0) {
+      break;
+    }
+    data.append(buffer, static_cast<std::size_t>(got));
+  }
+  ::close(fd);
+  const bool more = data.size() > max_bytes;
+  if (more) {
+    data.resize(max_bytes);
+  }
+  if (truncated != nullptr) {
+    *truncated = more;
+  }
+  return data;
+}
+
+PeriodicSource::~PeriodicSource() { Stop(); }
+
+void PeriodicSource::Start(DetectionSink& sink) {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this, &sink] {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      const auto wait = Tick(sink);
+      lock.lock();
+      wake_.wait_for(lock, wait, [this] { return stopping_ || woken_; });
+      woken_ = false;
+    }
+  });
+}
+
+void PeriodicSource::Wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  wake_.notify_all();
+}
+
+void PeriodicSource::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
 
 Result<std::vector<std::unique_ptr<Source>>> MakeReportSources(const AgentConfig& config, AgentQueue& queue,
-                                                               std::string* /*error*/) {
+                                                               std::string* error, ReportHooks hooks) {
+  const ReportsConfig& reports = config.reports;
+  const auto refuse = [&](std::string why) -> Result<std::vector<std::unique_ptr<Source>>> {
+    if (error != nullptr) {
+      *error = std::move(why);
+    }
+    return Fail(Errc::kBadRule);
+  };
+  if (reports.inventory_enabled && reports.inventory_check_interval > reports.inventory_interval) {
+    return refuse("key 'inventory.check_interval': must not exceed inventory.interval");
+  }
+  if (reports.performance_enabled && reports.performance_sample_interval > reports.performance_report_interval) {
+    return refuse("key 'performance.sample_interval': must not exceed performance.report_interval");
+  }
+
   std::vector<std::unique_ptr<Source>> sources;
-  AgentQueue* q = &queue;
-  sources.push_back(std::make_unique<HeartbeatSource>(config.reports.heartbeat_interval, [q] {
-    auto depth = q->Depth();
-    return fmt::format("ok; queue depth {}", depth ? *depth : -1);
-  }));
+  HeartbeatOptions heartbeat;
+  heartbeat.interval = reports.heartbeat_interval;
+  heartbeat.jitter = static_cast<double>(reports.heartbeat_jitter_percent) / 100.0;
+  heartbeat.queue_status = std::move(hooks.queue_status);
+  if (!heartbeat.queue_status) {
+    AgentQueue* q = &queue;
+    heartbeat.queue_status = [q] {
+      auto depth = q->Depth();
+      return fmt::format("queue depth {}", depth ? *depth : -1);
+    };
+  }
+  sources.push_back(std::make_unique<HeartbeatSource>(std::move(heartbeat)));
+
+  if (reports.inventory_enabled) {
+    InventorySourceOptions options;
+    options.interval = reports.inventory_interval;
+    options.check_interval = reports.inventory_check_interval;
+    options.packages = reports.inventory_packages;
+    sources.push_back(std::make_unique<InventorySource>(options, queue));
+  }
+
+  if (!reports.config_files.empty()) {
+    std::vector<ReportedFile> files;
+    for (std::size_t i = 0; i < reports.config_files.size(); ++i) {
+      const auto& file = reports.config_files[i];
+      std::string why;
+      auto redactor = Redactor::Compile(file.redact, &why);
+      if (!redactor) {
+        return refuse(fmt::format("key 'config_files[{}].redact' ({}): {}", i, file.path, why));
+      }
+      files.push_back({file.path, std::move(*redactor)});
+    }
+    sources.push_back(std::make_unique<ConfigFileSource>(
+        std::move(files), reports.config_files_interval,
+        static_cast<std::size_t>(reports.config_files_max_bytes), queue));
+  }
+
+  if (reports.performance_enabled) {
+    sources.push_back(std::make_unique<PerformanceSource>(reports.performance_sample_interval,
+                                                          reports.performance_report_interval));
+  }
   return sources;
 }
 
