@@ -7,8 +7,15 @@
 namespace lifeline::agent {
 
 LogSource::LogSource(std::vector<std::unique_ptr<LogFollower>> followers, RuleSet rules, AgentQueue& queue,
-                     std::chrono::milliseconds poll_interval)
-    : followers_(std::move(followers)), rules_(std::move(rules)), queue_(queue), poll_interval_(poll_interval) {}
+                     std::chrono::milliseconds poll_interval, std::vector<GateOptions> gates)
+    : followers_(std::move(followers)),
+      rules_(std::move(rules)),
+      gates_(std::move(gates)),
+      gate_(SystemClock::Instance()),
+      queue_(queue),
+      poll_interval_(poll_interval) {
+  gates_.resize(rules_.size());
+}
 
 LogSource::~LogSource() { Stop(); }
 
@@ -49,14 +56,14 @@ void LogSource::PollOnce(DetectionSink& sink) {
     std::vector<protocol::Message> drafts;
     const std::int64_t now_ms = SystemClock::Instance().NowUnixMillis();
     for (const auto& line : *lines) {
-      if (auto alert = rules_.Match(line.text, follower->path().string())) {
-        protocol::Message draft;
-        draft.type = protocol::MessageType::kAlert;
-        draft.timestamp_ms = now_ms;
-        draft.alert = *alert;
-        log->info("alert {} ({}) in {}: {}", alert->code, protocol::ToString(alert->severity),
-                  follower->path().string(), alert->text);
-        drafts.push_back(std::move(draft));
+      auto match = rules_.Evaluate(line.text, follower->path().string());
+      if (!match) {
+        continue;
+      }
+      if (auto draft = GateMatch(gate_, *match, rules_.rule(match->rule), gates_[match->rule], now_ms)) {
+        log->info("{} {} ({}) in {}: {}", match->clear ? "clear" : "alert", draft->alert.code,
+                  protocol::ToString(draft->alert.severity), follower->path().string(), draft->alert.text);
+        drafts.push_back(std::move(*draft));
       }
     }
     if (!sink.Emit(std::move(drafts), std::make_pair(follower->path().string(), lines->back().after))) {

@@ -1,6 +1,7 @@
 #pragma once
 // Log files as a detection source: follows each file (rotation included), matches new lines against the
 // rules, and stores the alerts together with the position reached, so every line counts exactly once.
+#include "agent/alert_gate.h"
 #include "agent/log_follower.h"
 #include "agent/rules.h"
 #include "agent/source.h"
@@ -18,9 +19,10 @@ class AgentQueue;
 
 class LogSource final : public Source {
  public:
-  /// `followers` start where the queue says the previous run stopped.
+  /// `followers` start where the queue says the previous run stopped. `gates[i]` holds rule i's gate
+  /// options (defaults when missing).
   LogSource(std::vector<std::unique_ptr<LogFollower>> followers, RuleSet rules, AgentQueue& queue,
-            std::chrono::milliseconds poll_interval);
+            std::chrono::milliseconds poll_interval, std::vector<GateOptions> gates = {});
   ~LogSource() override;
   std::string name() const override { return "logs"; }
   void Start(DetectionSink& sink) override;
@@ -31,6 +33,8 @@ class LogSource final : public Source {
  private:
   std::vector<std::unique_ptr<LogFollower>> followers_;
   RuleSet rules_;
+  std::vector<GateOptions> gates_;
+  AlertGate gate_;
   AgentQueue& queue_;
   std::chrono::milliseconds poll_interval_;
   std::mutex mutex_;
