@@ -43,6 +43,7 @@ AgentConfig AgentConfig::Load(const std::filesystem::path& file) {
   if (!config.home_url.starts_with("https://")) {
     throw config::ConfigError(fmt::format("{}: key 'home.url': must start with https://", file.string()));
   }
+  ValidatePathOptions(config.paths, config.home_url, file);
   if (config.retry_min > config.retry_max) {
     throw config::ConfigError(
         fmt::format("{}: key 'send.retry_min': must not exceed send.retry_max", file.string()));

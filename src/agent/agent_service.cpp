@@ -1,5 +1,6 @@
 #include "agent/agent_service.h"
 
+#include "agent/connection_paths.h"
 #include "agent/log_follower.h"
 #include "agent/queue.h"
 #include "agent/queue_config.h"
@@ -226,13 +227,23 @@ Result<EnrollOutcome> Enroll(const AgentConfig& config, const std::string& token
                                   .csr_pem = *csr,
                                   .signing_public_key = crypto::Base64Encode(sign->public_key)};
   transport::HttpClient client(transport::ClientTls{.ca_file = paths.ca_cert.string()});
-  auto response = client.Send({.url = config.home_url + "/v1/enroll",
-                               .content_type = "application/json",
-                               .body = protocol::EncodeEnrollRequest(request),
-                               .timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout)});
+  // The same paths and endpoints as the sender: enrollment must work where sending does.
+  auto routes = MakeConnectionPaths(config, nullptr);
+  transport::ClientRequest enroll_request{
+      .url = "", .content_type = "application/json", .body = protocol::EncodeEnrollRequest(request),
+      .timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.request_timeout)};
+  auto response = routes->Send([&](const transport::ProxySettings& path, const std::string& endpoint,
+                                   std::string* detail) {
+    enroll_request.url = endpoint + "/v1/enroll";
+    enroll_request.proxy = path;
+    auto answer = client.Send(enroll_request);
+    if (!answer) {
+      *detail = client.LastErrorDetail();
+    }
+    return answer;
+  });
   if (!response) {
-    return fail(response.error(), fmt::format("cannot reach the home at {}: {}", config.home_url,
-                                              response.error().message()));
+    return fail(response.error(), fmt::format("cannot reach the home: {}", routes->LastFailure()));
   }
   if (response->status != 200) {
     std::string message;

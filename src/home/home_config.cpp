@@ -36,6 +36,9 @@ config::Schema HomeConfig::MakeSchema() {
       .Choice("ingest.ticket_min_severity", &ticket_min_severity, {"info", "warning", "error", "critical"},
               "alerts at or above this severity open tickets")
       .Int("ingest.worker_threads", &worker_threads, 1, 64, "threads running store work for requests")
+      .Bool("ingest.require_client_certificate", &require_client_certificate,
+            "refuse batches without the device's TLS client certificate; set false only for agents behind "
+            "TLS-inspecting proxies (the device is then identified by its batch signature alone)")
       .Int("enrollment.certificate_days", &certificate_days, 1, 3650, "validity of device certificates")
       .String("smtp.url", &smtp.url, "smtp://host:port (STARTTLS when offered) or smtps://host:port")
       .String("smtp.from", &smtp.from, "sender address of notification emails")

@@ -23,6 +23,7 @@ struct HomeConfig {
   std::string ticket_min_severity = "error";
   std::int64_t certificate_days = 365;
   std::int64_t worker_threads = 2;
+  bool require_client_certificate = true;
   SmtpSettings smtp;
   std::string smtp_starttls = "opportunistic";
   std::vector<std::string> email_contacts;

@@ -105,7 +105,12 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   IngestSettings settings{.max_clock_skew = config.max_clock_skew,
                           .ticket_min_severity = config.TicketMinSeverity(),
                           .email_contacts = config.email_contacts,
-                          .certificate_days = static_cast<int>(config.certificate_days)};
+                          .certificate_days = static_cast<int>(config.certificate_days),
+                          .require_client_certificate = config.require_client_certificate};
+  if (!config.require_client_certificate) {
+    Log()->warn("ingest.require_client_certificate is false: batches without a client certificate are "
+                "accepted when their signature verifies with the enrolled device's key");
+  }
   Notifier* notifier = parts->notifier.get();
   parts->ingest = std::make_unique<IngestHandler>(*parts->store, std::move(*keys), settings,
                                                   SystemClock::Instance(), [notifier] { notifier->Wake(); });

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 namespace lifeline::home {
 namespace {
 
@@ -72,14 +74,21 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
     return ErrorResponse(reason, detail.empty() ? make_error_code(reason).message() : detail);
   };
 
+  // Without a client certificate (allowed by ingest.require_client_certificate = false, for agents
+  // behind TLS-inspecting proxies) the device's identity rests on the envelope's signature below.
+  std::optional<protocol::DeviceIdentity> cert_identity;
   if (!request.peer) {
-    return refuse(Reject::kClientCertRequired, "batches need the device's client certificate");
+    if (settings_.require_client_certificate) {
+      return refuse(Reject::kClientCertRequired, "batches need the device's client certificate");
+    }
+  } else {
+    auto identity = crypto::IdentityFromCertificatePem(request.peer->pem);
+    if (!identity) {
+      return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
+    }
+    cert_identity = *identity;
+    peer_name = fmt::format("{} ({})", cert_identity->Key(), request.remote);
   }
-  auto cert_identity = crypto::IdentityFromCertificatePem(request.peer->pem);
-  if (!cert_identity) {
-    return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
-  }
-  peer_name = fmt::format("{} ({})", cert_identity->Key(), request.remote);
 
   const std::vector<std::uint8_t> sealed(request.body.begin(), request.body.end());
   auto opened = crypto::OpenEnvelope(sealed, keys_.seal);
@@ -94,7 +103,9 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
   if (!batch) {
     return refuse(static_cast<Reject>(batch.error().value()), why);
   }
-  if (!batch->device.SameDevice(*cert_identity)) {
+  if (!cert_identity) {
+    peer_name = fmt::format("{} ({}, no client certificate)", batch->device.Key(), request.remote);
+  } else if (!batch->device.SameDevice(*cert_identity)) {
     return refuse(Reject::kIdentityMismatch,
                   fmt::format("the batch is for device {} but the TLS certificate is {}",
                               batch->device.Key(), cert_identity->Key()));

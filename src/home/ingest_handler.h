@@ -23,6 +23,9 @@ struct IngestSettings {
   protocol::Severity ticket_min_severity = protocol::Severity::kError;
   std::vector<std::string> email_contacts;
   int certificate_days = 365;
+  /// When false, a batch without a TLS client certificate (e.g. through a TLS-inspecting proxy) is
+  /// accepted if its sealed envelope's signature verifies with the enrolled device's key.
+  bool require_client_certificate = true;
 };
 
 /// Keys the home needs to take batches and enroll devices (loaded from the PKI directory).
