@@ -5,7 +5,10 @@
 
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -263,10 +266,16 @@ struct Salvage {
 // salvage, not the recovery.
 Salvage SalvageFrom(const std::filesystem::path& aside) {
   Salvage salvage;
-  auto db = Database::Open(aside);
+  // Read-only: the pragmas a writer sets need the schema, and a root page lost to truncation makes
+  // SQLite refuse the whole schema. With writable_schema on it skips the bad entry and the tables whose
+  // pages are still there can be read.
+  Database::Options read_only;
+  read_only.read_only = true;
+  auto db = Database::Open(aside, read_only);
   if (!db) {
     return salvage;
   }
+  (void)(*db)->Exec("PRAGMA writable_schema=ON");
   if (auto select = (*db)->Prepare(std::string("SELECT ") + std::string(kMessageColumns) +
                                    " FROM messages ORDER BY send_order")) {
     for (;;) {
@@ -400,6 +409,9 @@ Result<std::unique_ptr<AgentQueue>> AgentQueue::OpenOrRecover(const std::filesys
     }
     return db.error();
   }
+  // A WAL of at most about 1 MiB between checkpoints (SQLite's default is 4 MiB): on a nearly full
+  // disk the WAL competes with the queue for space, and a checkpoint that cannot finish keeps it growing.
+  (void)(*db)->Exec("PRAGMA wal_autocheckpoint=256");
   auto queue = std::unique_ptr<AgentQueue>(new AgentQueue(std::move(*db), options));
   auto unalerted = ReadCounts(*queue->db_, kUnalertedPrefix);
   auto last_alert = queue->StateIntLocked(kEvictionAlertKey);
@@ -411,6 +423,7 @@ Result<std::unique_ptr<AgentQueue>> AgentQueue::OpenOrRecover(const std::filesys
   }
   queue->evictions_unalerted_ = !unalerted->empty();
   queue->last_eviction_alert_ms_ = *last_alert;
+  queue->MaybeCreateReserveLocked();
   return queue;
 }
 
@@ -520,7 +533,9 @@ Result<std::unique_ptr<AgentQueue>> AgentQueue::OpenForStatus(const std::filesys
     // Created but never brought up to date by an agent (or an older one): nothing to report from.
     return Fail(Errc::kQueueMissing);
   }
-  return std::unique_ptr<AgentQueue>(new AgentQueue(std::move(*db), QueueOptions{}));
+  auto queue = std::unique_ptr<AgentQueue>(new AgentQueue(std::move(*db), QueueOptions{}));
+  queue->read_only_ = true;
+  return queue;
 }
 
 Result<std::int64_t> AgentQueue::BytesUsedLocked() {
@@ -537,6 +552,21 @@ Result<std::int64_t> AgentQueue::BytesUsedLocked() {
     return page_size.error();
   }
   return (*pages - *free_pages) * *page_size;
+}
+
+std::int64_t AgentQueue::LimitLocked(std::int64_t used) {
+  // The disk is part of the budget: bulk data gives way before the file system fills, so there is
+  // always room left for the WAL, the reserve's job and the alerts that are stored beyond any budget.
+  struct statvfs fs_stats {};
+  if (::statvfs(db_->path().parent_path().c_str(), &fs_stats) != 0) {
+    return options_.max_bytes;
+  }
+  auto free_pages = QueryInt(*db_, "PRAGMA freelist_count");
+  auto page_size = QueryInt(*db_, "PRAGMA page_size");
+  const std::int64_t inside = free_pages && page_size ? *free_pages * *page_size : 0;
+  const std::int64_t available =
+      static_cast<std::int64_t>(fs_stats.f_bavail) * static_cast<std::int64_t>(fs_stats.f_frsize);
+  return std::min(options_.max_bytes, used + inside + available - kDiskHeadroomBytes);
 }
 
 Result<std::int64_t> AgentQueue::EvictLocked(QueuePriority floor, std::int64_t need, EvictionCounts* evicted) {
@@ -648,6 +678,7 @@ Result<std::vector<protocol::Message>> AgentQueue::EnqueueLocked(
     if (!used) {
       return used.error();
     }
+    const std::int64_t limit = LimitLocked(*used);
     auto insert = PrepareInsert(*db_);
     if (!insert) {
       return insert.error();
@@ -658,13 +689,13 @@ Result<std::vector<protocol::Message>> AgentQueue::EnqueueLocked(
     for (const auto& draft : drafts) {
       const QueuePriority priority = PriorityOf(draft.type);
       const std::int64_t size = EstimatedBytes(draft) + 32;  // + the id not yet assigned
-      if (*used + size > options_.max_bytes) {
-        auto freed = EvictLocked(priority, *used + size - options_.max_bytes + slack, &staged->evicted);
+      if (*used + size > limit) {
+        auto freed = EvictLocked(priority, *used + size - limit + slack, &staged->evicted);
         if (!freed) {
           return freed.error();
         }
         *used -= *freed;
-        if (*used + size > options_.max_bytes) {
+        if (*used + size > limit) {
           if (IsBulk(priority)) {
             // Nothing of its own or a lower priority is left to give way: the newest bulk data is the
             // one dropped, never an alert, heartbeat or report of a higher priority.
@@ -766,8 +797,14 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
   };
   auto stored = attempt();
   if (!stored && IsSqlite(stored.error(), kSqliteFull)) {
-    // The disk (or the file system's quota) is full. Deleting bulk rows frees pages inside the file that
-    // the retry can reuse; if that does not help, the caller keeps its data and tries again later.
+    // The disk (or the file system's quota) is full. Release the reserve so the eviction can be
+    // written, evict bulk data (its pages become free inside the file for the retry to reuse), fold the
+    // WAL back into the file and try once more. If nothing helps, the caller keeps its data and tries
+    // again later. The reserve comes back once the file system has room for it twice over.
+    ReleaseReserveLocked();
+    // RESTART, not TRUNCATE: the WAL file keeps its size and is written again from its start, so its
+    // space serves the next transactions instead of going back to a file system that has none.
+    (void)db_->Exec("PRAGMA wal_checkpoint(RESTART)");
     std::int64_t need = 256 * 1024;
     for (const auto& draft : drafts) {
       need += 2 * EstimatedBytes(draft);
@@ -785,18 +822,23 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
       }
       return bytes;
     });
-    Log()->error("queue {}: the disk is full; evicted {} bulk message(s) ({}) to make room{}",
-                 db_->path().string(), [&] {
-                   std::int64_t total = 0;
-                   for (const auto& [type, count] : evicted) {
-                     total += count;
-                   }
-                   return total;
-                 }(),
-                 FormatEvictionCounts(evicted), freed ? "" : fmt::format(" (eviction failed: {})", freed.error().message()));
+    (void)db_->Exec("PRAGMA wal_checkpoint(RESTART)");
+    std::int64_t total = 0;
+    for (const auto& [type, count] : evicted) {
+      total += count;
+    }
     if (freed && !evicted.empty()) {
       evictions_unalerted_ = true;
       stored = attempt();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (last_disk_full_log_ == std::chrono::steady_clock::time_point{} ||
+        now - last_disk_full_log_ >= kLoudLogInterval) {
+      last_disk_full_log_ = now;
+      Log()->error("queue {}: the disk is full; evicted {} bulk message(s){}{}; {}", db_->path().string(), total,
+                   total > 0 ? " (" + FormatEvictionCounts(evicted) + ")" : "",
+                   freed ? "" : fmt::format(" (eviction failed: {})", freed.error().message()),
+                   stored ? "stored after all" : "nothing stored: the source keeps its data and retries");
     }
   }
   if (!stored) {
@@ -804,6 +846,7 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
   }
   evictions_unalerted_ = staged.evictions_unalerted;
   last_eviction_alert_ms_ = staged.last_eviction_alert_ms;
+  MaybeCreateReserveLocked();
   const auto now = std::chrono::steady_clock::now();
   if ((staged.over_budget || !staged.evicted.empty()) &&
       (last_over_budget_log_ == std::chrono::steady_clock::time_point{} ||
@@ -819,6 +862,62 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
     }
   }
   return stored;
+}
+
+std::filesystem::path AgentQueue::ReservePath() const { return db_->path().string() + ".reserve"; }
+
+void AgentQueue::MaybeCreateReserveLocked() {
+  if (read_only_ || reserve_present_) {
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (last_reserve_attempt_ != std::chrono::steady_clock::time_point{} &&
+      now - last_reserve_attempt_ < std::chrono::seconds(10)) {
+    return;
+  }
+  last_reserve_attempt_ = now;
+  const auto path = ReservePath();
+  // Only with room to spare: taking the last free bytes back would make the next write fail.
+  struct statvfs fs_stats {};
+  if (::statvfs(path.parent_path().c_str(), &fs_stats) != 0 ||
+      static_cast<std::int64_t>(fs_stats.f_bavail) * static_cast<std::int64_t>(fs_stats.f_frsize) <
+          3 * kReserveBytes) {
+    return;
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return;
+  }
+  const int rc = ::posix_fallocate(fd, 0, kReserveBytes);
+  ::close(fd);
+  if (rc != 0) {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);  // a partial reserve would only take space
+    return;
+  }
+  reserve_present_ = true;
+}
+
+void AgentQueue::ReleaseReserveLocked() {
+  std::error_code ec;
+  if (std::filesystem::remove(ReservePath(), ec)) {
+    Log()->error("queue {}: the disk is full; released the {}-byte reserve beside the queue so it can "
+                 "evict and acknowledge", db_->path().string(), kReserveBytes);
+  }
+  reserve_present_ = false;
+}
+
+template <class Body>
+VoidResult AgentQueue::RetryIfDiskFullLocked(Body&& body) {
+  auto done = body();
+  if (!done && IsSqlite(done.error(), kSqliteFull)) {
+    // The freed space lets the checkpoint finish (the file may need to grow) and the WAL be written again
+    // from its start.
+    ReleaseReserveLocked();
+    (void)db_->Exec("PRAGMA wal_checkpoint(RESTART)");
+    done = body();
+  }
+  return done;
 }
 
 Result<std::vector<protocol::Message>> AgentQueue::Peek(std::size_t max) {
@@ -853,6 +952,10 @@ Result<std::vector<protocol::Message>> AgentQueue::Peek(std::size_t max) {
 
 VoidResult AgentQueue::Remove(const std::vector<std::string>& ids) {
   std::lock_guard lock(mutex_);
+  return RetryIfDiskFullLocked([&] { return RemoveLocked(ids); });
+}
+
+VoidResult AgentQueue::RemoveLocked(const std::vector<std::string>& ids) {
   return db_->Transaction([&]() -> VoidResult {
     auto remove = db_->Prepare("DELETE FROM messages WHERE id = ?");
     if (!remove) {
@@ -946,6 +1049,12 @@ VoidResult AgentQueue::Acknowledge(const protocol::BatchReply& reply) {
 
 VoidResult AgentQueue::Acknowledge(const protocol::BatchReply& reply, std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
+  // Deleting needs a little room for the WAL too: on a full disk the reserve makes it, so the queue
+  // drains (and frees space) instead of resending the same batch forever.
+  return RetryIfDiskFullLocked([&] { return AcknowledgeLocked(reply, now_ms); });
+}
+
+VoidResult AgentQueue::AcknowledgeLocked(const protocol::BatchReply& reply, std::int64_t now_ms) {
   return db_->Transaction([&]() -> VoidResult {
     auto code_of = db_->Prepare("SELECT alert_code FROM messages WHERE id = ?");
     auto remove = db_->Prepare("DELETE FROM messages WHERE id = ?");

@@ -98,6 +98,11 @@ class AgentQueue {
   static constexpr std::string_view kEvictionAlertSource = "agent queue";
   /// SetState refuses keys with this prefix: the queue's own counters live there.
   static constexpr std::string_view kReservedStatePrefix = "queue.";
+  /// Size of "<path>.reserve", the space released when the disk fills (see Enqueue).
+  static constexpr std::int64_t kReserveBytes = 1024 * 1024;
+  /// Bulk data is evicted when the file system has less than this left (room for the WAL, about 1 MiB
+  /// between checkpoints, and for alerts): a full disk acts as a smaller budget.
+  static constexpr std::int64_t kDiskHeadroomBytes = 2 * 1024 * 1024;
 
   /// Opens or creates the queue file and brings its schema up to date. The directory must exist.
   /// A file SQLite finds corrupt (or not a database) is renamed to "<path>.corrupt-<UTC time>" with
@@ -125,7 +130,9 @@ class AgentQueue {
   /// (counted, not returned); an alert, clear or heartbeat is stored over the budget (error logged,
   /// rate-limited). Returns the messages stored. On a full disk (SQLite's "database or disk is full")
   /// bulk data is evicted and the store tried once more; if that fails too the error is returned and
-  /// nothing of the call was stored (the caller keeps its data and retries).
+  /// nothing of the call was stored (the caller keeps its data and retries). Acknowledge and Remove
+  /// release a reserve file kept beside the queue (kReserveBytes, "<path>.reserve", made at Open and
+  /// remade when there is room again) and retry once, so a full disk never stops the queue draining.
   [[nodiscard]] Result<std::vector<protocol::Message>> Enqueue(
       std::vector<protocol::Message> drafts,
       std::optional<std::pair<std::string, FilePosition>> position = std::nullopt);
@@ -171,10 +178,21 @@ class AgentQueue {
       const std::vector<protocol::Message>& drafts,
       const std::optional<std::pair<std::string, FilePosition>>& position, Staged* staged);
   Result<std::int64_t> BytesUsedLocked();
+  // The budget for this call: max_bytes, or less when the file system has less room left.
+  std::int64_t LimitLocked(std::int64_t used);
   // Evicts bulk messages of priority >= `floor` (and never above kReport), lowest priority and oldest
   // first, until `need` estimated bytes are freed or none is left; returns the estimated bytes freed.
   Result<std::int64_t> EvictLocked(QueuePriority floor, std::int64_t need, EvictionCounts* evicted);
   Result<std::uint64_t> NextSequenceLocked();
+  VoidResult RemoveLocked(const std::vector<std::string>& ids);
+  VoidResult AcknowledgeLocked(const protocol::BatchReply& reply, std::int64_t now_ms);
+  // The reserve: kReserveBytes allocated beside the queue ("<path>.reserve") and deleted when SQLite
+  // reports a full disk, so that evicting and acknowledging (which write to the WAL) still work.
+  std::filesystem::path ReservePath() const;
+  void MaybeCreateReserveLocked();
+  void ReleaseReserveLocked();
+  template <class Body>
+  VoidResult RetryIfDiskFullLocked(Body&& body);
   Result<std::int64_t> StateIntLocked(std::string_view key);
   VoidResult SavePositionLocked(const std::string& path, const FilePosition& position);
   VoidResult RecordTicketLocked(const std::string& message_id, const std::string& alert_code,
@@ -188,6 +206,10 @@ class AgentQueue {
   bool evictions_unalerted_ = false;
   std::int64_t last_eviction_alert_ms_ = 0;
   std::chrono::steady_clock::time_point last_over_budget_log_{};
+  std::chrono::steady_clock::time_point last_disk_full_log_{};
+  std::chrono::steady_clock::time_point last_reserve_attempt_{};
+  bool reserve_present_ = false;
+  bool read_only_ = false;
 };
 
 }  // namespace lifeline::agent

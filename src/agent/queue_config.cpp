@@ -4,8 +4,21 @@
 
 namespace lifeline::agent {
 
-void DeclareQueueOptions(config::Schema& /*schema*/, QueueConfig& /*queue*/) {}
+void DeclareQueueOptions(config::Schema& schema, QueueConfig& queue) {
+  schema.Int("queue.max_bytes", &queue.max_bytes, QueueConfig::kMinMaxBytes, 1LL << 40,
+             "disk budget of the queue in bytes (default 256 MiB); when full, the oldest performance, then "
+             "inventory and configuration data is evicted (counted and reported home); alerts and "
+             "heartbeats are never evicted");
+}
 
-Result<std::unique_ptr<AgentQueue>> OpenQueue(const AgentConfig& config) { return AgentQueue::Open(config.QueuePath()); }
+QueueOptions MakeQueueOptions(const AgentConfig& config) {
+  QueueOptions options;
+  options.max_bytes = config.queue.max_bytes;
+  return options;
+}
+
+Result<std::unique_ptr<AgentQueue>> OpenQueue(const AgentConfig& config) {
+  return AgentQueue::Open(config.QueuePath(), MakeQueueOptions(config));
+}
 
 }  // namespace lifeline::agent
