@@ -423,7 +423,9 @@ path = "{2}"
     Eventually(
         [&] {
           figures.lifeline.delivered = HomeAlerts();
-          figures.zabbix.delivered = zabbix_ ? JsonInt(ParseJson(ReadFile(ZabbixStatsPath())), "values") : -1;
+          const auto stats = ParseJson(ReadFile(ZabbixStatsPath()));
+          figures.zabbix.delivered = zabbix_ ? JsonInt(stats, "distinct_values") : -1;
+          figures.zabbix.resent = zabbix_ ? JsonInt(stats, "resent_lines") : 0;
           figures.lifeline.lag_bytes = LifelineLag();
           return figures.lifeline.delivered >= expected && figures.lifeline.lag_bytes == 0 &&
                  (!zabbix_ || figures.zabbix.delivered >= expected);

@@ -30,7 +30,8 @@ struct AgentFigures {
   ProcSample idle_start, idle_end, load_start, load_end;
   std::int64_t load_peak_rss_kib = 0;
   std::int64_t load_peak_pss_kib = 0;
-  std::int64_t delivered = -1;  // matching lines that reached the server; -1: unknown
+  std::int64_t delivered = -1;  // matching lines that reached the server, counted once; -1: unknown
+  std::int64_t resent = 0;      // values the server received more than once
   std::int64_t lag_bytes = -1;  // end of the log minus the position the agent committed; -1: unknown
 };
 

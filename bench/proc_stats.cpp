@@ -95,7 +95,9 @@ ProcSample Sample(const std::vector<pid_t>& pids) {
     }
     ++sample.processes;
     sample.cpu_ticks += ToInt(fields[11]) + ToInt(fields[12]);
-    sample.rss_kib += std::max<std::int64_t>(0, KibField(ReadAll(dir / "status"), "VmRSS"));
+    const auto status = ReadAll(dir / "status");
+    sample.rss_kib += std::max<std::int64_t>(0, KibField(status, "VmRSS"));
+    sample.rss_anon_kib += std::max<std::int64_t>(0, KibField(status, "RssAnon"));
     sample.pss_kib += std::max<std::int64_t>(0, KibField(ReadAll(dir / "smaps_rollup"), "Pss"));
     std::error_code ec;
     for (const auto& task : std::filesystem::directory_iterator(dir / "task", ec)) {

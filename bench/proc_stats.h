@@ -10,6 +10,7 @@ namespace lifeline::bench {
 struct ProcSample {
   int processes = 0;             // how many of the pids were still there
   std::int64_t rss_kib = 0;      // sum of VmRSS (/proc/PID/status): shared pages count once per process
+  std::int64_t rss_anon_kib = 0; // sum of RssAnon: heap, stacks; the rest of VmRSS is mapped files (code)
   std::int64_t pss_kib = 0;      // sum of Pss (/proc/PID/smaps_rollup): shared pages split between sharers
   std::int64_t cpu_ticks = 0;    // sum of utime+stime (/proc/PID/stat), in clock ticks
   std::int64_t cpu_ns = 0;       // sum over every thread of its run time (/proc/PID/task/*/schedstat)

@@ -6,7 +6,9 @@ list of checks, then sends the values it found. Running a real zabbix-server nee
 frontend; this script answers the two requests the agent makes and nothing else:
 
   {"request": "active checks", "host": ...}  -> the one log[] item given with --key
-  {"request": "agent data", "data": [...]}   -> "success", counting the values received
+  {"request": "agent data", "data": [...]}   -> "success", counting the values received (and the
+                                                distinct log lines: a resent one counts once there;
+                                                position-only entries without a value are not lines)
 
 Zabbix framing: "ZBXD", a flags byte (0x01 protocol, 0x02 zlib-compressed, 0x04 large), then the data
 length and the reserved (uncompressed) length, 4 bytes each little-endian (8 with the large flag).
@@ -69,10 +71,25 @@ class Server(socketserver.ThreadingTCPServer):
         self.stats_file = stats_file
         self.lock = threading.Lock()
         self.stats = {"active_checks_requests": 0, "agent_data_requests": 0, "values": 0,
-                      "last_lastlogsize": 0, "errors": 0}
+                      "distinct_values": 0, "resent_lines": 0, "last_lastlogsize": 0, "errors": 0}
+        # A value resent after an answer the agent did not take comes again with its (session, id).
+        self.seen = set()
 
-    def count(self, **changes):
+    def count(self, data=(), **changes):
         with self.lock:
+            for d in data:
+                # Entries without a value only carry the log position reached (zabbix's "meta" values).
+                if "value" not in d:
+                    continue
+                key = (d.get("session"), d.get("id"), d.get("lastlogsize"), d.get("value"))
+                if key not in self.seen:
+                    self.seen.add(key)
+                    self.stats["distinct_values"] += 1
+                    if len(self.seen) <= 1000:  # kept for a look with bench_agent --keep
+                        with open(self.stats_file + ".values", "a") as f:
+                            f.write(json.dumps(d) + "\n")
+                else:
+                    self.stats["resent_lines"] += 1
             for name, value in changes.items():
                 if name == "last_lastlogsize":
                     self.stats[name] = max(self.stats[name], value)
@@ -104,7 +121,7 @@ class Handler(socketserver.BaseRequestHandler):
             write_packet(self.request, {"response": "success",
                                         "info": "processed: %d; failed: 0; total: %d; seconds spent: 0.0001"
                                         % (len(data), len(data))})
-            self.server.count(agent_data_requests=1, values=len(data), last_lastlogsize=size)
+            self.server.count(data, agent_data_requests=1, values=len(data), last_lastlogsize=size)
         else:
             write_packet(self.request, {"response": "failed", "info": "unsupported request"})
             self.server.count(errors=1)
