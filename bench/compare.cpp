@@ -185,7 +185,7 @@ class ComparisonRun {
 
     auto pki = RunCommand({Binary(), "pki", "init", "--dir", (home / "pki").string()}, home / "pki-init.log");
     if (pki.exit_code != 0) {
-      return "lifeline pki init failed: " + pki.output;
+      return fmt::format("lifeline pki init failed (exit {}, binary {}): {}", pki.exit_code, Binary(), pki.output);
     }
     WriteFile(home / "home.toml", fmt::format(R"([listen]
 ingest = "127.0.0.1:0"
