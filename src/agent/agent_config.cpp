@@ -32,22 +32,38 @@ config::Schema AgentConfig::MakeSchema() {
   return schema;
 }
 
+namespace {
+
+void Validate(const AgentConfig& config, const std::string& origin) {
+  std::string why;
+  if (!protocol::IsValidIdentity(config.device, &why)) {
+    throw config::ConfigError(fmt::format("{}: key 'device': {}", origin, why));
+  }
+  if (!config.home_url.starts_with("https://")) {
+    throw config::ConfigError(fmt::format("{}: key 'home.url': must start with https://", origin));
+  }
+  if (config.retry_min > config.retry_max) {
+    throw config::ConfigError(fmt::format("{}: key 'send.retry_min': must not exceed send.retry_max", origin));
+  }
+  ValidatePathOptions(config.paths, config.home_url, origin);
+}
+
+}  // namespace
+
 AgentConfig AgentConfig::Load(const std::filesystem::path& file) {
   AgentConfig config;
   auto schema = config.MakeSchema();
   schema.Load(file);
-  std::string why;
-  if (!protocol::IsValidIdentity(config.device, &why)) {
-    throw config::ConfigError(fmt::format("{}: key 'device': {}", file.string(), why));
-  }
-  if (!config.home_url.starts_with("https://")) {
-    throw config::ConfigError(fmt::format("{}: key 'home.url': must start with https://", file.string()));
-  }
-  ValidatePathOptions(config.paths, config.home_url, file);
-  if (config.retry_min > config.retry_max) {
-    throw config::ConfigError(
-        fmt::format("{}: key 'send.retry_min': must not exceed send.retry_max", file.string()));
-  }
+  Validate(config, file.string());
+  config.config_path = file.string();
+  return config;
+}
+
+AgentConfig AgentConfig::Parse(std::string_view toml, const std::string& origin) {
+  AgentConfig config;
+  auto schema = config.MakeSchema();
+  schema.LoadString(toml, origin);
+  Validate(config, origin);
   return config;
 }
 

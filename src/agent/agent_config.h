@@ -32,8 +32,13 @@ struct AgentConfig {
 
   std::filesystem::path QueuePath() const { return std::filesystem::path(state_dir) / "queue.db"; }
   config::Schema MakeSchema();
+  /// The file this config was loaded from (where a configuration from home is written).
+  std::string config_path;
+
   /// Loads `file`; throws config::ConfigError naming the file and key.
   static AgentConfig Load(const std::filesystem::path& file);
+  /// Parses and validates TOML text; `origin` names it in errors. Throws config::ConfigError.
+  static AgentConfig Parse(std::string_view toml, const std::string& origin);
 };
 
 /// The agent's PKI directory: public material copied from the home, and the device's own keys.

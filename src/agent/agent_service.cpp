@@ -3,17 +3,20 @@
 #include "agent/connection_paths.h"
 #include "agent/log_follower.h"
 #include "agent/queue.h"
+#include "agent/instructions.h"
 #include "agent/queue_config.h"
 #include "agent/reports.h"
 #include "agent/rules.h"
 #include "agent/sender.h"
 #include "agent/sources.h"
 #include "common/log.h"
+#include "crypto/keys.h"
 #include "crypto/pki.h"
 #include "protocol/codec.h"
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -54,11 +57,46 @@ struct AgentService::Parts final : DetectionSink {
   std::unique_ptr<Sender> sender;
   std::vector<std::unique_ptr<Source>> sources;
 
+  std::unique_ptr<InstructionHandler> instructions;
+  std::atomic<bool> reload_requested{false};
+
   std::mutex mutex;
   std::condition_variable wake_sender;
   bool stopping = false;
   bool work_queued = false;
   std::thread sender_thread;
+
+  // apply_config: the new file must parse, keep this device's identity and directories, and build every
+  // source; then it is staged beside the config file and the main thread swaps it in.
+  bool StageConfig(const std::string& toml, const std::string& id, std::string* detail) {
+    if (config.config_path.empty()) {
+      *detail = "this agent was not started from a config file";
+      return false;
+    }
+    AgentConfig next;
+    try {
+      next = AgentConfig::Parse(toml, "configuration from home");
+    } catch (const config::ConfigError& e) {
+      *detail = e.what();
+      return false;
+    }
+    if (!next.device.SameDevice(config.device) || next.pki_dir != config.pki_dir || next.state_dir != config.state_dir) {
+      *detail = "a configuration from home may not change device identity, pki.dir or state.dir";
+      return false;
+    }
+    std::string error;
+    if (!MakeDetectionSources(next, *queue, &error) || !MakeReportSources(next, *queue, &error)) {
+      *detail = error;
+      return false;
+    }
+    const std::string staged = config.config_path + ".staged";
+    if (!crypto::WriteFileAtomically(staged, toml, 0600) || !crypto::WriteFileAtomically(staged + "-id", id, 0600)) {
+      *detail = "cannot write " + staged;
+      return false;
+    }
+    reload_requested = true;
+    return true;
+  }
 
   // Every source stores what it found here; the sender is woken for it.
   bool Emit(std::vector<protocol::Message> drafts,
@@ -134,6 +172,21 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
     }
   }
 
+  Parts* self = parts.get();
+  InstructionHooks hooks;
+  hooks.send_inventory_now = [self] {
+    for (auto& source : self->sources) {
+      if (source->SendNow()) {
+        return true;
+      }
+    }
+    return false;
+  };
+  hooks.stage_config = [self](const std::string& toml, const std::string& id, std::string* detail) {
+    return self->StageConfig(toml, id, detail);
+  };
+  parts->instructions = std::make_unique<InstructionHandler>(*parts->queue, *parts, std::move(hooks));
+
   const AgentPkiPaths paths(config.pki_dir);
   auto keys = LoadSenderKeys(paths);
   if (!keys) {
@@ -161,6 +214,50 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
 }
 
 AgentService::AgentService(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+bool AgentService::ReloadRequested() const { return parts_ && parts_->reload_requested; }
+
+void AgentService::RecordInstructionResult(const protocol::InstructionResult& result) {
+  parts_->instructions->RecordResult(result);
+}
+
+Result<std::unique_ptr<AgentService>> ApplyStagedConfig(const AgentConfig& current) {
+  const std::filesystem::path path = current.config_path;
+  const std::filesystem::path staged = current.config_path + ".staged";
+  const std::filesystem::path previous = current.config_path + ".previous";
+  auto id = crypto::ReadSmallFile(staged.string() + "-id", 64);
+  const std::string instruction_id = id ? *id : "";
+  std::error_code ec;
+  std::filesystem::copy_file(path, previous, std::filesystem::copy_options::overwrite_existing, ec);
+  if (!ec) {
+    std::filesystem::rename(staged, path, ec);
+  }
+  std::filesystem::remove(staged.string() + "-id");
+  std::string failure;
+  if (ec) {
+    failure = "cannot replace " + path.string() + ": " + ec.message();
+  } else {
+    try {
+      auto next = AgentService::Start(AgentConfig::Load(path));
+      if (next) {
+        Log()->info("configuration from home (instruction {}) applied; previous one kept as {}",
+                    instruction_id.substr(0, 8), previous.string());
+        (*next)->RecordInstructionResult({instruction_id, "done", ""});
+        return next;
+      }
+      failure = "the agent did not start with it: " + next.error().message();
+    } catch (const config::ConfigError& e) {
+      failure = e.what();
+    }
+    std::filesystem::rename(previous, path, ec);
+  }
+  Log()->error("configuration from home (instruction {}) rolled back: {}", instruction_id.substr(0, 8), failure);
+  auto restored = AgentService::Start(AgentConfig::Load(path));
+  if (restored) {
+    (*restored)->RecordInstructionResult({instruction_id, "failed", "rolled back: " + failure});
+  }
+  return restored;
+}
 AgentService::~AgentService() { Stop(); }
 
 void AgentService::Stop() {

@@ -4,6 +4,7 @@
 // so an unreachable home never slows detection and nothing captured is lost.
 #include "agent/agent_config.h"
 #include "common/result.h"
+#include "protocol/message.h"
 
 #include <memory>
 
@@ -17,6 +18,11 @@ class AgentService {
   ~AgentService();
   /// Stops both threads; the queue keeps whatever was not sent.
   void Stop();
+  /// True once a configuration from home has been validated and staged: the caller stops this service
+  /// and calls ApplyStagedConfig.
+  bool ReloadRequested() const;
+  /// Records how an instruction ended (the staged configuration's outcome), for the next batch.
+  void RecordInstructionResult(const protocol::InstructionResult& result);
 
   struct Parts;
 
@@ -24,6 +30,12 @@ class AgentService {
   explicit AgentService(std::unique_ptr<Parts> parts);
   std::unique_ptr<Parts> parts_;
 };
+
+/// Applies the configuration an apply_config instruction staged next to `current.config_path`: keeps the
+/// old file as `.previous`, moves the new one in and starts with it; if that fails, puts the old file back
+/// and starts with it. Either way the instruction's result is recorded for the home. Errors only when not
+/// even the previous configuration starts.
+[[nodiscard]] Result<std::unique_ptr<AgentService>> ApplyStagedConfig(const AgentConfig& current);
 
 /// Result of `lifeline agent enroll`.
 struct EnrollOutcome {

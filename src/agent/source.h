@@ -33,6 +33,8 @@ class Source {
   virtual void Start(DetectionSink& sink) = 0;
   /// Stops and joins the thread. Idempotent.
   virtual void Stop() = 0;
+  /// Asks the source to report now (the home's 'send inventory now'); false if it cannot.
+  virtual bool SendNow() { return false; }
 };
 
 }  // namespace lifeline::agent

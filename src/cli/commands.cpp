@@ -176,10 +176,24 @@ int RunAgent(const std::string& config_path) {
     std::cerr << "lifeline agent: cannot start: " << service.error().message() << " (see the log above)\n";
     return kExitFailure;
   }
-  const auto signal = WaitForStopSignal();
-  log::Get("agent")->info("received signal {}, shutting down", signal.value_or(0));
-  (*service)->Stop();
-  return kExitOk;
+  // Wait for a stop signal; meanwhile apply a configuration from home when one has been staged.
+  for (;;) {
+    if (const auto signal = WaitForStopSignal(std::chrono::milliseconds(200))) {
+      log::Get("agent")->info("received signal {}, shutting down", *signal);
+      (*service)->Stop();
+      return kExitOk;
+    }
+    if ((*service)->ReloadRequested()) {
+      (*service)->Stop();
+      auto current = LoadConfig<agent::AgentConfig>(config_path);
+      service = current ? agent::ApplyStagedConfig(*current) : Result<std::unique_ptr<agent::AgentService>>(
+                                                                   std::make_error_code(std::errc::invalid_argument));
+      if (!service) {
+        std::cerr << "lifeline agent: cannot start after a configuration change: " << service.error().message() << "\n";
+        return kExitFailure;
+      }
+    }
+  }
 }
 
 int EnrollAgent(const std::string& config_path, std::string token, const std::string& token_file, bool force) {
