@@ -161,7 +161,19 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
     Log()->error("{}", error);
     return detection.error();
   }
-  auto reports = MakeReportSources(config, *parts->queue, &error);
+  // The heartbeat tells the home how full the queue is and what it ever had to drop.
+  ReportHooks report_hooks;
+  AgentQueue* queue_for_status = parts->queue.get();
+  report_hooks.queue_status = [queue_for_status] {
+    auto stats = queue_for_status->Stats();
+    if (!stats) {
+      return std::string("queue unreadable");
+    }
+    return fmt::format("queue depth {}, {} KiB of {} KiB{}{}", stats->Depth(), stats->bytes_used / 1024,
+                       stats->max_bytes / 1024, stats->evicted.empty() ? "" : ", evicted ",
+                       FormatEvictionCounts(stats->evicted));
+  };
+  auto reports = MakeReportSources(config, *parts->queue, &error, report_hooks);
   if (!reports) {
     Log()->error("{}", error);
     return reports.error();
@@ -201,6 +213,7 @@ Result<std::unique_ptr<AgentService>> AgentService::Start(const AgentConfig& con
     return sender.error();
   }
   parts->sender = std::move(*sender);
+  parts->sender->SetInstructionHandler(parts->instructions.get());
 
   for (auto& source : parts->sources) {
     source->Start(*parts);

@@ -103,9 +103,8 @@ class InventorySource final : public PeriodicSource {
   Sent Check(DetectionSink& sink, std::int64_t now_ms, bool force_full = false);
   /// "Send inventory now" (an instruction from home): a full report at the next moment.
   void RequestFull();
-  /// Source::SendNow (the home's "send inventory now"): RequestFull. No `override` keyword while
-  /// Source::SendNow is still being added beside this file; it overrides once it is there.
-  bool SendNow() {  // NOLINT(modernize-use-override)
+  /// Source::SendNow (the home's "send inventory now"): RequestFull.
+  bool SendNow() override {
     RequestFull();
     return true;
   }

@@ -39,7 +39,11 @@ Result<SendOutcome> Sender::SendOnce() {
     log->error("cannot read the queue: {}", pending.error().message());
     return pending.error();
   }
-  if (pending->empty()) {
+  std::vector<protocol::InstructionResult> results;
+  if (instructions_ != nullptr) {
+    results = instructions_->PendingResults();
+  }
+  if (pending->empty() && results.empty()) {
     return SendOutcome{.sent = 0, .queue_empty = true};
   }
   protocol::Batch batch;
@@ -47,7 +51,19 @@ Result<SendOutcome> Sender::SendOnce() {
   batch.device = device_;
   batch.sent_at_ms = clock_.NowUnixMillis();
   batch.agent_version = LIFELINE_VERSION;
-  batch.messages = std::move(*pending);
+  batch.instruction_results = results;
+  // Fill by count and by size: a few large reports must not make the body too large for the home.
+  const std::size_t peeked = pending->size();
+  std::size_t bytes = 0;
+  for (auto& m : *pending) {
+    const std::size_t size = 256 + m.payload_json.size() + m.alert.text.size() + m.alert.source.size() +
+                             m.heartbeat.status.size();
+    if (!batch.messages.empty() && bytes + size > kMaxBatchBytes) {
+      break;
+    }
+    bytes += size;
+    batch.messages.push_back(std::move(m));
+  }
   const std::string plain = protocol::EncodeBatch(batch);
   const auto sealed = crypto::SealEnvelope(crypto::AsBytes(plain), keys_.device_sign, keys_.home_seal_public);
 
@@ -115,9 +131,13 @@ Result<SendOutcome> Sender::SendOnce() {
                 result.reason.empty() ? "" : ", ", result.reason);
     }
   }
+  if (instructions_ != nullptr) {
+    instructions_->MarkReported(batch.instruction_results);
+    instructions_->Handle(reply->instructions);
+  }
   log->debug("batch {} delivered: {} messages", batch.batch_id.substr(0, 8), reply->results.size());
   return SendOutcome{.sent = static_cast<int>(reply->results.size()),
-                     .queue_empty = reply->results.size() < batch_size_};
+                     .queue_empty = batch.messages.size() == peeked && peeked < batch_size_};
 }
 
 Result<std::unique_ptr<Sender>> MakeSender(const AgentConfig& config, AgentQueue& queue, SenderKeys keys) {

@@ -4,6 +4,7 @@
 // signed reply answers them, so a crash, a timeout or a lost reply means "send again" (the home answers
 // repeated message ids with the same answer and no second effect).
 #include "agent/connection_paths.h"
+#include "agent/instructions.h"
 #include "agent/queue.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
@@ -38,8 +39,14 @@ class Sender {
          std::unique_ptr<ConnectionPaths> paths, std::size_t batch_size, std::chrono::milliseconds timeout,
          const Clock& clock);
 
-  /// One attempt with up to batch_size messages. An error means nothing was acknowledged: retry later.
+  /// One attempt with up to batch_size messages (and at most kMaxBatchBytes of them, so a batch of large
+  /// reports never exceeds the home's body limit). An error means nothing was acknowledged: retry later.
   [[nodiscard]] Result<SendOutcome> SendOnce();
+  /// Instruction results ride on batches; instructions in replies go to `handler` (may be null).
+  void SetInstructionHandler(InstructionHandler* handler) { instructions_ = handler; }
+
+  /// Encoded messages per batch at most: well under the home's default 1 MiB request limit.
+  static constexpr std::size_t kMaxBatchBytes = 768 * 1024;
 
  private:
   AgentQueue& queue_;
@@ -50,6 +57,7 @@ class Sender {
   std::size_t batch_size_;
   std::chrono::milliseconds timeout_;
   const Clock& clock_;
+  InstructionHandler* instructions_ = nullptr;
 };
 
 struct AgentConfig;
