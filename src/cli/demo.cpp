@@ -15,6 +15,11 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -31,7 +36,42 @@ struct DemoDevice {
   fs::path dir;
   fs::path log_file;
   fs::path config;
+  int syslog_port = 0;  // the agent's syslog receiver (UDP, loopback)
 };
+
+/// A UDP port free right now on 127.0.0.1 (the agent binds it a moment later; fine for a demo).
+int FreeUdpPort() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  return port;
+}
+
+/// Sends one RFC 5424 message, as a device that can only speak syslog would.
+void SendSyslog(int port, const std::string& host, const std::string& text) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return;
+  }
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  const std::string message = fmt::format("<131>1 {} {} enclosure - - - {}",
+                                          FormatRfc3339(std::chrono::system_clock::now()), host, text);
+  ::sendto(fd, message.data(), message.size(), 0, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  ::close(fd);
+}
 
 // Lines a storage array's service processor might log; the rules below turn the SIM ones into alerts.
 struct SampleLine {
@@ -79,6 +119,17 @@ pattern = 'WARN .*SIM=([0-9A-F]{6}) (.*)'
 code = "SIM-{1}"
 severity = "warning"
 message = "{2}"
+
+[[syslog_rules]]
+name = "enclosure fan"
+pattern = 'FAN (\S+) failed'
+code = "ENC-FAN-{1}"
+severity = "error"
+message = "{host}: enclosure fan {1} failed"
+
+[performance]
+sample_interval = "5s"
+report_interval = "20s"
 )";
 
 void WriteText(const fs::path& path, const std::string& text) {
@@ -258,7 +309,8 @@ email = ["oncall@storage-support.example", "service-manager@storage-support.exam
     const char* models[] = {"VSP G900", "HUS 150", "VSP E990", "XP7"};
     const crypto::PkiPaths home_pki(dir_ / "pki");
     for (int i = 0; i < options_.devices; ++i) {
-      DemoDevice device{.serial = fmt::format("SN{:05d}", 41000 + i), .model = models[i % 4]};
+      DemoDevice device{.serial = fmt::format("SN{:05d}", 41000 + i), .model = models[i % 4],
+                        .syslog_port = FreeUdpPort()};
       device.dir = dir_ / "devices" / device.serial;
       device.log_file = device.dir / "array.log";
       device.config = device.dir / "agent.toml";
@@ -291,9 +343,30 @@ retry_max = "5s"
 
 [[logs]]
 path = "{4}"
+
+[syslog]
+udp = "127.0.0.1:{6}"
+
+# The array's controller health, as its CLI would report it: the generator plants a fault now and then.
+[[checks.command]]
+name = "controller"
+command = ["/bin/sh", "-c", "test ! -e {3}/controller-fault"]
+interval = "3s"
+timeout = "5s"
+code = "CTL-FAULT"
+exit_status = "0=ok *=critical"
+message = "controller reports a fault"
+
+[[checks.health]]
+name = "state-disk"
+kind = "filesystem"
+path = "{3}"
+max_percent = 98
+code = "AGENT-DISK-FULL"
+severity = "warning"
 {5})",
                                            device.serial, device.model, ingest_address_, device.dir.string(),
-                                           device.log_file.string(), kAgentRules));
+                                           device.log_file.string(), kAgentRules, device.syslog_port));
       const protocol::DeviceIdentity identity{"ACME Corp", "Berlin DC1", device.serial, device.model};
       const std::string token = crypto::GenerateToken("llt");
       const auto now_ms = SystemClock::Instance().NowUnixMillis();
@@ -353,6 +426,20 @@ path = "{4}"
         // Every device reports a problem early, then now and then; a repeated code shows occurrences.
         if (tick == static_cast<int>(i) || random() % 5 == 0) {
           out << FormatSample(kProblems[random() % std::size(kProblems)], value(random) % 4 + 1);
+        }
+        // The enclosure only speaks syslog.
+        if (random() % 8 == 0) {
+          SendSyslog(devices_[i].syslog_port, devices_[i].serial + "-enc",
+                     fmt::format("FAN {} failed, speed 0 rpm", value(random) % 4 + 1));
+        }
+      }
+      // The first device's controller reports a fault for a while, then recovers: a ticket opens and resolves.
+      if (!devices_.empty()) {
+        const fs::path fault = devices_[0].dir / "controller-fault";
+        if (tick == 3) {
+          WriteText(fault, "fault\n");
+        } else if (tick == 9) {
+          fs::remove(fault);
         }
       }
       ++tick;
