@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 
 #include "agent/agent_service.h"
+#include "agent/env_check.h"
 #include "cli/demo.h"
 #include "cli/signals.h"
 #include "cli/tickets_command.h"
@@ -232,6 +233,16 @@ int EnrollAgent(const std::string& config_path, std::string token, const std::st
   return kExitOk;
 }
 
+int CheckEnvironment(const std::string& config_path) {
+  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
+  }
+  const auto report = agent::RunEnvironmentCheck(*loaded);
+  std::cout << "Lifeline environment check for " << loaded->device.Key() << "\n\n" << report.Render();
+  return report.Passed() ? kExitOk : kExitFailure;
+}
+
 int AgentStatus(const std::string& config_path) {
   auto loaded = LoadConfig<agent::AgentConfig>(config_path);
   if (!loaded) {
@@ -335,6 +346,12 @@ int Run(int argc, char** argv) {
   auto* agent_status = agent_cmd->add_subcommand("status", "Show queue depth, last contact and tickets received");
   agent_status->add_option("--config", agent_config, "agent.toml")->required();
 
+  auto* check_cmd = app.add_subcommand(
+      "check", "Check this device's path home: certificate, name resolution, TCP reach, TLS and CA pin, clock skew,\n"
+               "every connection path and endpoint, and a test message round trip (exit 1 on any failure)");
+  std::string check_config;
+  check_cmd->add_option("--config", check_config, "agent.toml")->required();
+
   TicketsOptions tickets_options;
   auto* tickets_cmd = AddTicketsCommand(app, tickets_options);
   DemoOptions demo_options;
@@ -404,6 +421,9 @@ int Run(int argc, char** argv) {
   }
   if (agent_status->parsed()) {
     return AgentStatus(agent_config);
+  }
+  if (check_cmd->parsed()) {
+    return CheckEnvironment(check_config);
   }
   if (tickets_cmd->parsed()) {
     return RunTicketsCommand(*tickets_cmd, tickets_options);

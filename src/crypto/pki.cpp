@@ -644,6 +644,15 @@ Result<std::string> CertificateFingerprintSha256(std::string_view pem) {
   return fingerprint;
 }
 
+Result<std::int64_t> CertificateNotAfterUnix(std::string_view pem) {
+  ErrorQueueGuard guard;
+  X509Ptr cert = ParseCertificate(pem);
+  if (!cert) {
+    return OpenSslError(Errc::kBadCertificate, "reading a certificate");
+  }
+  return UnixTime(X509_get0_notAfter(cert.get()));
+}
+
 bool VerifyCertificateChain(std::string_view cert_pem, std::string_view ca_cert_pem) {
   ErrorQueueGuard guard;
   X509Ptr cert = ParseCertificate(cert_pem);

@@ -133,6 +133,9 @@ std::string DeviceUri(const protocol::DeviceIdentity& identity);
 /// `openssl x509 -fingerprint -sha256`, without colons). Errc::kBadCertificate.
 [[nodiscard]] Result<std::string> CertificateFingerprintSha256(std::string_view pem);
 
+/// The certificate's notAfter as Unix seconds.
+[[nodiscard]] Result<std::int64_t> CertificateNotAfterUnix(std::string_view pem);
+
 /// True when `cert_pem` chains to `ca_cert_pem` as the only trust anchor (no system store), with
 /// valid signatures and dates at the current time.
 bool VerifyCertificateChain(std::string_view cert_pem, std::string_view ca_cert_pem);

@@ -54,6 +54,11 @@ transport::HttpResponse IngestHandler::Handle(const transport::HttpRequest& requ
   if (request.method == "POST" && request.target == "/v1/enroll") {
     return HandleEnroll(request);
   }
+  if (request.method == "GET" && request.target == "/v1/time") {
+    // For `lifeline check`: the device compares its clock with the home's before it sends batches.
+    return SignedJson(fmt::format(R"({{"version":{},"time_ms":{}}})", protocol::kProtocolVersion,
+                                  clock_.NowUnixMillis()));
+  }
   return ErrorResponse(Reject::kNotFound, fmt::format("no endpoint {} {}", request.method, request.target));
 }
 
