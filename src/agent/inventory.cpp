@@ -1,5 +1,7 @@
 #include "agent/inventory.h"
 
+#include "agent/proc_text.h"
+
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -41,35 +43,7 @@ std::string_view Trim(std::string_view s) {
 }
 
 // Calls `f(line)` for each line of `text`.
-template <class F>
-void ForEachLine(std::string_view text, F&& f) {
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    f(text.substr(0, end));
-    if (end == std::string_view::npos) {
-      break;
-    }
-    text.remove_prefix(end + 1);
-  }
-}
 
-std::vector<std::string_view> Fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) {
-      ++i;
-    }
-    const std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') {
-      ++i;
-    }
-    if (i > start) {
-      fields.push_back(line.substr(start, i - start));
-    }
-  }
-  return fields;
-}
 
 std::optional<std::int64_t> ToInt(std::string_view s) {
   std::int64_t value = 0;

@@ -1,5 +1,7 @@
 #include "agent/performance.h"
 
+#include "agent/proc_text.h"
+
 #include "agent/inventory.h"  // ParseMeminfo
 
 #include "common/clock.h"
@@ -18,35 +20,7 @@ namespace {
 
 std::shared_ptr<spdlog::logger> Log() { return log::Get("agent"); }
 
-template <class F>
-void ForEachLine(std::string_view text, F&& f) {
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    f(text.substr(0, end));
-    if (end == std::string_view::npos) {
-      break;
-    }
-    text.remove_prefix(end + 1);
-  }
-}
 
-std::vector<std::string_view> Fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) {
-      ++i;
-    }
-    const std::size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') {
-      ++i;
-    }
-    if (i > start) {
-      fields.push_back(line.substr(start, i - start));
-    }
-  }
-  return fields;
-}
 
 bool ToUint(std::string_view s, std::uint64_t* out) {
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);

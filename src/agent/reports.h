@@ -4,6 +4,7 @@
 #include "agent/agent_config.h"
 #include "agent/queue.h"
 #include "agent/source.h"
+#include "common/utf8.h"  // CleanUtf8, used by every report
 
 #include <chrono>
 #include <condition_variable>
@@ -40,9 +41,6 @@ inline constexpr std::size_t kReportPayloadBudget = 192 * 1024;
 /// [0, 0.9]); at least 1 ms.
 std::chrono::milliseconds JitteredInterval(std::chrono::milliseconds interval, double fraction,
                                            std::mt19937_64& random);
-
-/// Valid UTF-8 of at most `max_bytes`: invalid bytes become U+FFFD, the cut falls between characters.
-std::string CleanUtf8(std::string_view in, std::size_t max_bytes);
 
 /// Lowercase hex SHA-256.
 std::string Sha256Hex(std::string_view data);
