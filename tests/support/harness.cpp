@@ -215,13 +215,21 @@ CommandResult TestAgent::Enroll(const std::string& token) {
 }
 
 void TestAgent::Start() {
+  // The log keeps earlier runs' lines: wait for one more "started" line than there was before.
+  auto started_lines = [&] {
+    const std::string text = AgentLogText();
+    std::size_t count = 0;
+    for (auto at = text.find("started: home"); at != std::string::npos; at = text.find("started: home", at + 1)) {
+      ++count;
+    }
+    return count;
+  };
+  const std::size_t before = started_lines();
   auto process = cli::Subprocess::Spawn({LIFELINE_BINARY, "agent", "run", "--config", config().string()}, agent_log());
   ASSERT_TRUE(process);
   process_.emplace(std::move(*process));
   // Started means it is watching: only lines appended after this count.
-  ASSERT_TRUE(Eventually([&] { return AgentLogText().find("agent ") != std::string::npos &&
-                                      AgentLogText().find("started") != std::string::npos; },
-                         std::chrono::seconds(20)))
+  ASSERT_TRUE(Eventually([&] { return started_lines() > before; }, std::chrono::seconds(20)))
       << AgentLogText();
 }
 
