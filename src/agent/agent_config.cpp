@@ -46,6 +46,11 @@ void Validate(const AgentConfig& config, const std::string& origin) {
     throw config::ConfigError(fmt::format("{}: key 'send.retry_min': must not exceed send.retry_max", origin));
   }
   ValidatePathOptions(config.paths, config.home_url, origin);
+  for (const auto& kind : config.queue.review_kinds) {
+    if (!protocol::ParseMessageType(kind)) {
+      throw config::ConfigError(fmt::format("{}: key 'review.kinds': '{}' is not a message type", origin, kind));
+    }
+  }
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ using store::sqlite::Database;
 using store::sqlite::Statement;
 
 // Schema steps: kMigrations[i] takes the file from version i to i + 1 (PRAGMA user_version).
-constexpr std::array<std::string_view, 2> kMigrations = {
+constexpr std::array<std::string_view, 3> kMigrations = {
     R"sql(
 CREATE TABLE messages (
   send_order     INTEGER PRIMARY KEY,  -- rowid: capture order
@@ -65,6 +65,10 @@ UPDATE messages SET
        + length(CAST(alert_text AS BLOB)) + length(CAST(alert_source AS BLOB))
        + length(CAST(heartbeat_status AS BLOB)) + length(CAST(payload_json AS BLOB));
 CREATE INDEX messages_by_priority ON messages (priority, send_order);
+)sql",
+    // Review before sending: held messages wait for a local operator's approval.
+    R"sql(
+ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 )sql"};
 
 constexpr std::string_view kMessageColumns =
@@ -715,6 +719,17 @@ Result<std::vector<protocol::Message>> AgentQueue::EnqueueLocked(
       if (auto ran = InsertMessage(*insert, message); !ran) {
         return ran.error();
       }
+      if (std::find(options_.held_for_review.begin(), options_.held_for_review.end(), message.type) !=
+          options_.held_for_review.end()) {
+        auto hold = db_->Prepare("UPDATE messages SET held = 1 WHERE id = ?");
+        if (!hold) {
+          return hold.error();
+        }
+        hold->Bind(1, message.id);
+        if (auto ran = hold->Run(); !ran) {
+          return ran.error();
+        }
+      }
       *used += size;
       stored.push_back(std::move(message));
     }
@@ -923,7 +938,7 @@ VoidResult AgentQueue::RetryIfDiskFullLocked(Body&& body) {
 Result<std::vector<protocol::Message>> AgentQueue::Peek(std::size_t max) {
   std::lock_guard lock(mutex_);
   auto select = db_->Prepare(std::string("SELECT ") + std::string(kMessageColumns) +
-                             " FROM messages WHERE priority = ? ORDER BY send_order LIMIT ?");
+                             " FROM messages WHERE priority = ? AND held = 0 ORDER BY send_order LIMIT ?");
   if (!select) {
     return select.error();
   }
@@ -948,6 +963,60 @@ Result<std::vector<protocol::Message>> AgentQueue::Peek(std::size_t max) {
     }
   }
   return messages;
+}
+
+Result<std::vector<protocol::Message>> AgentQueue::Held(std::size_t max) {
+  std::lock_guard lock(mutex_);
+  auto select = db_->Prepare(std::string("SELECT ") + std::string(kMessageColumns) +
+                             " FROM messages WHERE held = 1 ORDER BY send_order LIMIT ?");
+  if (!select) {
+    return select.error();
+  }
+  select->Bind(1, static_cast<std::int64_t>(std::min<std::size_t>(max, INT64_MAX)));
+  std::vector<protocol::Message> messages;
+  for (;;) {
+    auto row = select->Step();
+    if (!row) {
+      return row.error();
+    }
+    if (!*row) {
+      break;
+    }
+    auto message = ReadMessage(*select);
+    if (!message) {
+      return message.error();
+    }
+    messages.push_back(std::move(*message));
+  }
+  return messages;
+}
+
+Result<std::int64_t> AgentQueue::Review(const std::vector<std::string>& ids, bool approve) {
+  std::lock_guard lock(mutex_);
+  return db_->Transaction([&]() -> Result<std::int64_t> {
+    const std::string action = approve ? "UPDATE messages SET held = 0 WHERE held = 1"
+                                       : "DELETE FROM messages WHERE held = 1";
+    std::int64_t changed = 0;
+    if (ids.empty()) {
+      if (auto ran = db_->Exec(action); !ran) {
+        return ran.error();
+      }
+      return static_cast<std::int64_t>(db_->Changes());
+    }
+    auto statement = db_->Prepare(action + " AND id = ?");
+    if (!statement) {
+      return statement.error();
+    }
+    for (const auto& id : ids) {
+      statement->Reset();
+      statement->Bind(1, id);
+      if (auto ran = statement->Run(); !ran) {
+        return ran.error();
+      }
+      changed += db_->Changes();
+    }
+    return changed;
+  });
 }
 
 VoidResult AgentQueue::Remove(const std::vector<std::string>& ids) {

@@ -69,6 +69,8 @@ struct QueueOptions {
   std::chrono::seconds eviction_alert_interval = std::chrono::hours(1);
   /// Timestamps of the eviction alert and of the "corrupt-<time>" name; must outlive the queue.
   const Clock* clock = &SystemClock::Instance();
+  /// Review before sending: messages of these types are held until a local operator approves them.
+  std::vector<protocol::MessageType> held_for_review;
 };
 
 /// Evicted message counts by message type name ("performance", "inventory", ...); absent = 0.
@@ -140,6 +142,11 @@ class AgentQueue {
   [[nodiscard]] Result<std::vector<protocol::Message>> Peek(std::size_t max);
   /// Deletes these messages; unknown ids are ignored.
   [[nodiscard]] VoidResult Remove(const std::vector<std::string>& ids);
+  /// Messages held for review (QueueOptions::held_for_review), oldest first. Peek never returns them.
+  [[nodiscard]] Result<std::vector<protocol::Message>> Held(std::size_t max);
+  /// Approves (releases for sending) or rejects (deletes) held messages: those in `ids`, or every held
+  /// one when `ids` is empty. Returns how many changed.
+  [[nodiscard]] Result<std::int64_t> Review(const std::vector<std::string>& ids, bool approve);
   [[nodiscard]] Result<std::int64_t> Depth();
   /// Depth and bytes per priority, budget use, eviction totals. One scan of the messages index.
   [[nodiscard]] Result<QueueStats> Stats();

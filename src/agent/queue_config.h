@@ -15,6 +15,9 @@ struct QueueConfig {
   static constexpr std::int64_t kMinMaxBytes = 2LL * 1024 * 1024;
   /// [queue] max_bytes: disk budget of queue.db (pages in use; the -wal comes on top, a few MiB).
   std::int64_t max_bytes = QueueOptions::kDefaultMaxBytes;
+  /// [review]: hold outgoing messages until a local operator approves them (`lifeline agent review`).
+  bool review = false;
+  std::vector<std::string> review_kinds = {"alert", "clear", "inventory", "configuration", "performance"};
 };
 
 void DeclareQueueOptions(config::Schema& schema, QueueConfig& queue);

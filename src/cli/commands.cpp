@@ -3,6 +3,8 @@
 
 #include "agent/agent_service.h"
 #include "agent/env_check.h"
+#include "agent/queue_config.h"
+#include "common/clock.h"
 #include "cli/demo.h"
 #include "cli/signals.h"
 #include "cli/tickets_command.h"
@@ -243,6 +245,70 @@ int CheckEnvironment(const std::string& config_path) {
   return report.Passed() ? kExitOk : kExitFailure;
 }
 
+struct ReviewOptions {
+  std::vector<std::string> ids;
+  bool all = false;
+};
+
+/// `lifeline agent review`: what waits for approval, exactly as it will leave, and the decision on it.
+int ReviewMessages(const std::string& config_path, const std::string& action, const ReviewOptions& options) {
+  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
+  if (!loaded) {
+    return kExitUsage;
+  }
+  auto queue = agent::OpenQueue(*loaded);
+  if (!queue) {
+    std::cerr << "lifeline agent review: cannot open " << loaded->QueuePath().string() << ": "
+              << queue.error().message() << "\n";
+    return kExitFailure;
+  }
+  if (action == "list" || action == "show") {
+    auto held = (*queue)->Held(10000);
+    if (!held) {
+      std::cerr << "lifeline agent review: " << held.error().message() << "\n";
+      return kExitFailure;
+    }
+    if (action == "list") {
+      if (held->empty()) {
+        std::cout << (loaded->queue.review ? "nothing waits for review\n"
+                                           : "nothing waits for review (review.enabled is off)\n");
+      }
+      for (const auto& m : *held) {
+        std::cout << fmt::format("{}  {:<13} {}  {}\n", m.id, protocol::ToString(m.type),
+                                 FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(m.timestamp_ms))),
+                                 m.type == protocol::MessageType::kAlert || m.type == protocol::MessageType::kClear
+                                     ? m.alert.code + " " + m.alert.text
+                                     : fmt::format("{} bytes of {}", m.payload_json.size(), protocol::ToString(m.type)));
+      }
+      return kExitOk;
+    }
+    for (const auto& m : *held) {
+      if (std::find(options.ids.begin(), options.ids.end(), m.id) != options.ids.end()) {
+        // Exactly the document that leaves the machine (inside the sealed envelope), but for the batch
+        // id and send time, which are set when it is sent.
+        protocol::Batch batch{.batch_id = std::string(32, '0'), .device = loaded->device, .agent_version = LIFELINE_VERSION};
+        batch.messages.push_back(m);
+        std::cout << protocol::EncodeBatch(batch) << "\n";
+        return kExitOk;
+      }
+    }
+    std::cerr << "lifeline agent review show: no held message with that id\n";
+    return kExitFailure;
+  }
+  if (options.ids.empty() && !options.all) {
+    std::cerr << "lifeline agent review " << action << ": name message ids, or --all\n";
+    return kExitUsage;
+  }
+  auto changed = (*queue)->Review(options.all ? std::vector<std::string>{} : options.ids, action == "approve");
+  if (!changed) {
+    std::cerr << "lifeline agent review: " << changed.error().message() << "\n";
+    return kExitFailure;
+  }
+  std::cout << fmt::format("{} {} message(s){}\n", action == "approve" ? "approved" : "rejected", *changed,
+                           action == "approve" ? "; the agent sends them with its next batch" : "; they will not be sent");
+  return kExitOk;
+}
+
 int AgentStatus(const std::string& config_path) {
   auto loaded = LoadConfig<agent::AgentConfig>(config_path);
   if (!loaded) {
@@ -343,6 +409,26 @@ int Run(int argc, char** argv) {
   agent_enroll->add_option("--token", enroll_token, "Enrollment token (or LIFELINE_ENROLL_TOKEN)");
   agent_enroll->add_option("--token-file", enroll_token_file, "File holding the enrollment token");
   agent_enroll->add_flag("--force", enroll_force, "Enroll again although a certificate exists");
+  auto* agent_review = agent_cmd->add_subcommand(
+      "review", "Review before sending: list, show, approve or reject messages held for a local operator")
+      ->require_subcommand(1);
+  ReviewOptions review;
+  std::string review_action;
+  for (const char* action : {"list", "show", "approve", "reject"}) {
+    const char* help = std::string_view(action) == "list"    ? "List held messages"
+                       : std::string_view(action) == "show"  ? "Print exactly what a held message sends"
+                       : std::string_view(action) == "approve" ? "Release held messages for sending"
+                                                               : "Delete held messages unsent";
+    auto* sub = agent_review->add_subcommand(action, help);
+    sub->add_option("--config", agent_config, "agent.toml")->required();
+    if (std::string_view(action) != "list") {
+      sub->add_option("ids", review.ids, "Message ids (from `review list`)");
+    }
+    if (std::string_view(action) == "approve" || std::string_view(action) == "reject") {
+      sub->add_flag("--all", review.all, "Every held message");
+    }
+    sub->callback([&review_action, action] { review_action = action; });
+  }
   auto* agent_status = agent_cmd->add_subcommand("status", "Show queue depth, last contact and tickets received");
   agent_status->add_option("--config", agent_config, "agent.toml")->required();
 
@@ -418,6 +504,9 @@ int Run(int argc, char** argv) {
   }
   if (agent_enroll->parsed()) {
     return EnrollAgent(agent_config, enroll_token, enroll_token_file, enroll_force);
+  }
+  if (agent_review->parsed()) {
+    return ReviewMessages(agent_config, review_action, review);
   }
   if (agent_status->parsed()) {
     return AgentStatus(agent_config);
