@@ -174,6 +174,24 @@ Result<protocol::Message> ReadMessage(const Statement& row) {
   return message;
 }
 
+// Reads every row of a SELECT of kMessageColumns into `out`.
+VoidResult AppendRows(Statement& select, std::vector<protocol::Message>* out) {
+  for (;;) {
+    auto row = select.Step();
+    if (!row) {
+      return row.error();
+    }
+    if (!*row) {
+      return {};
+    }
+    auto message = ReadMessage(select);
+    if (!message) {
+      return message.error();
+    }
+    out->push_back(std::move(*message));
+  }
+}
+
 VoidResult InsertMessage(Statement& insert, const protocol::Message& message) {
   insert.Reset();
   insert.BindAll(message.id, protocol::ToString(message.type), AsStored(message.sequence), message.timestamp_ms,
@@ -947,19 +965,8 @@ Result<std::vector<protocol::Message>> AgentQueue::Peek(std::size_t max) {
     select->Reset();
     select->BindAll(static_cast<std::int64_t>(priority),
                     static_cast<std::int64_t>(std::min<std::size_t>(max - messages.size(), INT64_MAX)));
-    for (;;) {
-      auto row = select->Step();
-      if (!row) {
-        return row.error();
-      }
-      if (!*row) {
-        break;
-      }
-      auto message = ReadMessage(*select);
-      if (!message) {
-        return message.error();
-      }
-      messages.push_back(std::move(*message));
+    if (auto read = AppendRows(*select, &messages); !read) {
+      return read.error();
     }
   }
   return messages;
@@ -974,19 +981,8 @@ Result<std::vector<protocol::Message>> AgentQueue::Held(std::size_t max) {
   }
   select->Bind(1, static_cast<std::int64_t>(std::min<std::size_t>(max, INT64_MAX)));
   std::vector<protocol::Message> messages;
-  for (;;) {
-    auto row = select->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      break;
-    }
-    auto message = ReadMessage(*select);
-    if (!message) {
-      return message.error();
-    }
-    messages.push_back(std::move(*message));
+  if (auto read = AppendRows(*select, &messages); !read) {
+    return read.error();
   }
   return messages;
 }
