@@ -112,9 +112,18 @@ std::int64_t EstimatedBytes(const protocol::Message& m) {
 }
 
 // 128 random bits as 32 lowercase hex characters, from the kernel's CSPRNG.
+// Time-ordered: 48 bits of Unix milliseconds, then 80 random bits. New ids land at the end of the
+// UNIQUE index instead of all over it (measured: it keeps group commits fast as the queue grows), and
+// 80 random bits per millisecond keep them unique and unguessable enough for ids (they are not secrets).
 Result<std::string> RandomId() {
   std::array<unsigned char, 16> bytes{};
-  std::size_t filled = 0;
+  const auto now_ms = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  for (int i = 0; i < 6; ++i) {
+    bytes[i] = static_cast<unsigned char>(now_ms >> (8 * (5 - i)));
+  }
+  std::size_t filled = 6;
   while (filled < bytes.size()) {
     const ssize_t n = ::getrandom(bytes.data() + filled, bytes.size() - filled, 0);
     if (n < 0) {
@@ -445,7 +454,7 @@ Result<std::unique_ptr<AgentQueue>> AgentQueue::OpenOrRecover(const std::filesys
   }
   queue->evictions_unalerted_ = !unalerted->empty();
   queue->last_eviction_alert_ms_ = *last_alert;
-  queue->MaybeCreateReserveLocked();
+  queue->MaybeCreateReservesLocked();
   return queue;
 }
 
@@ -834,7 +843,16 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
     // written, evict bulk data (its pages become free inside the file for the retry to reuse), fold the
     // WAL back into the file and try once more. If nothing helps, the caller keeps its data and tries
     // again later. The reserve comes back once the file system has room for it twice over.
-    ReleaseReserveLocked();
+    //
+    // The reserve is released only when there is bulk data to evict. With only alerts and heartbeats
+    // left, releasing it would let the next few alerts take its space, and then nothing would be left
+    // for the acknowledgements that make room: the queue would be stuck full.
+    auto evictable = HasBulkLocked();
+    if (!evictable || !*evictable) {
+      LogDiskFullLocked(0, {}, VoidResult{}, false);
+      return stored;
+    }
+    ReleaseReserveLocked(Reserve::kEvict);
     // RESTART, not TRUNCATE: the WAL file keeps its size and is written again from its start, so its
     // space serves the next transactions instead of going back to a file system that has none.
     (void)db_->Exec("PRAGMA wal_checkpoint(RESTART)");
@@ -864,22 +882,14 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
       evictions_unalerted_ = true;
       stored = attempt();
     }
-    const auto now = std::chrono::steady_clock::now();
-    if (last_disk_full_log_ == std::chrono::steady_clock::time_point{} ||
-        now - last_disk_full_log_ >= kLoudLogInterval) {
-      last_disk_full_log_ = now;
-      Log()->error("queue {}: the disk is full; evicted {} bulk message(s){}{}; {}", db_->path().string(), total,
-                   total > 0 ? " (" + FormatEvictionCounts(evicted) + ")" : "",
-                   freed ? "" : fmt::format(" (eviction failed: {})", freed.error().message()),
-                   stored ? "stored after all" : "nothing stored: the source keeps its data and retries");
-    }
+    LogDiskFullLocked(total, evicted, freed ? VoidResult{} : VoidResult(Fail(freed.error())), stored.has_value());
   }
   if (!stored) {
     return stored;
   }
   evictions_unalerted_ = staged.evictions_unalerted;
   last_eviction_alert_ms_ = staged.last_eviction_alert_ms;
-  MaybeCreateReserveLocked();
+  MaybeCreateReservesLocked();
   const auto now = std::chrono::steady_clock::now();
   if ((staged.over_budget || !staged.evicted.empty()) &&
       (last_over_budget_log_ == std::chrono::steady_clock::time_point{} ||
@@ -897,10 +907,39 @@ Result<std::vector<protocol::Message>> AgentQueue::Enqueue(
   return stored;
 }
 
-std::filesystem::path AgentQueue::ReservePath() const { return db_->path().string() + ".reserve"; }
+void AgentQueue::LogDiskFullLocked(std::int64_t total, const EvictionCounts& evicted, const VoidResult& eviction,
+                                   bool stored) {
+  const auto now = std::chrono::steady_clock::now();
+  if (last_disk_full_log_ != std::chrono::steady_clock::time_point{} &&
+      now - last_disk_full_log_ < kLoudLogInterval) {
+    return;
+  }
+  last_disk_full_log_ = now;
+  Log()->error("queue {}: the disk is full; evicted {} bulk message(s){}{}; {}", db_->path().string(), total,
+               total > 0 ? " (" + FormatEvictionCounts(evicted) + ")" : "",
+               eviction ? "" : fmt::format(" (eviction failed: {})", eviction.error().message()),
+               stored ? "stored after all" : "nothing stored: the source keeps its data and retries");
+}
 
-void AgentQueue::MaybeCreateReserveLocked() {
-  if (read_only_ || reserve_present_) {
+Result<bool> AgentQueue::HasBulkLocked() {
+  auto select = db_->Prepare("SELECT EXISTS(SELECT 1 FROM messages WHERE priority >= ?)");
+  if (!select) {
+    return Fail(select.error());
+  }
+  select->Bind(1, static_cast<int>(QueuePriority::kReport));
+  auto row = select->Step();
+  if (!row) {
+    return Fail(row.error());
+  }
+  return *row && select->Int(0) != 0;
+}
+
+std::filesystem::path AgentQueue::ReservePath(Reserve which) const {
+  return db_->path().string() + (which == Reserve::kDrain ? ".reserve" : ".reserve-evict");
+}
+
+void AgentQueue::MaybeCreateReservesLocked() {
+  if (read_only_ || (reserve_present_[0] && reserve_present_[1])) {
     return;
   }
   const auto now = std::chrono::steady_clock::now();
@@ -909,35 +948,46 @@ void AgentQueue::MaybeCreateReserveLocked() {
     return;
   }
   last_reserve_attempt_ = now;
-  const auto path = ReservePath();
-  // Only with room to spare: taking the last free bytes back would make the next write fail.
-  struct statvfs fs_stats {};
-  if (::statvfs(path.parent_path().c_str(), &fs_stats) != 0 ||
-      static_cast<std::int64_t>(fs_stats.f_bavail) * static_cast<std::int64_t>(fs_stats.f_frsize) <
-          3 * kReserveBytes) {
-    return;
+  // The drain reserve first: without it a full disk could stop acknowledgements, and so the queue.
+  for (const Reserve which : {Reserve::kDrain, Reserve::kEvict}) {
+    bool& present = reserve_present_[static_cast<int>(which)];
+    if (present) {
+      continue;
+    }
+    const auto path = ReservePath(which);
+    // Only with room to spare: taking the last free bytes back would make the next write fail.
+    struct statvfs fs_stats {};
+    if (::statvfs(path.parent_path().c_str(), &fs_stats) != 0 ||
+        static_cast<std::int64_t>(fs_stats.f_bavail) * static_cast<std::int64_t>(fs_stats.f_frsize) <
+            3 * kReserveBytes) {
+      return;
+    }
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return;
+    }
+    const int rc = ::posix_fallocate(fd, 0, kReserveBytes);
+    ::close(fd);
+    if (rc != 0) {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);  // a partial reserve would only take space
+      return;
+    }
+    present = true;
   }
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return;
-  }
-  const int rc = ::posix_fallocate(fd, 0, kReserveBytes);
-  ::close(fd);
-  if (rc != 0) {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);  // a partial reserve would only take space
-    return;
-  }
-  reserve_present_ = true;
 }
 
-void AgentQueue::ReleaseReserveLocked() {
+bool AgentQueue::ReleaseReserveLocked(Reserve which) {
   std::error_code ec;
-  if (std::filesystem::remove(ReservePath(), ec)) {
-    Log()->error("queue {}: the disk is full; released the {}-byte reserve beside the queue so it can "
-                 "evict and acknowledge", db_->path().string(), kReserveBytes);
+  bool& present = reserve_present_[static_cast<int>(which)];
+  const bool released = std::filesystem::remove(ReservePath(which), ec);
+  if (released) {
+    Log()->error("queue {}: the disk is full; released the {}-byte {} reserve beside the queue so it can {}",
+                 db_->path().string(), kReserveBytes, which == Reserve::kDrain ? "drain" : "eviction",
+                 which == Reserve::kDrain ? "acknowledge and remove sent messages" : "evict bulk data");
   }
-  reserve_present_ = false;
+  present = false;
+  return released;
 }
 
 template <class Body>
@@ -946,7 +996,10 @@ VoidResult AgentQueue::RetryIfDiskFullLocked(Body&& body) {
   if (!done && IsSqlite(done.error(), kSqliteFull)) {
     // The freed space lets the checkpoint finish (the file may need to grow) and the WAL be written again
     // from its start.
-    ReleaseReserveLocked();
+    // The drain reserve is for exactly this; if an earlier drain took it, the eviction reserve serves.
+    if (!ReleaseReserveLocked(Reserve::kDrain)) {
+      (void)ReleaseReserveLocked(Reserve::kEvict);
+    }
     (void)db_->Exec("PRAGMA wal_checkpoint(RESTART)");
     done = body();
   }

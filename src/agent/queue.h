@@ -100,7 +100,7 @@ class AgentQueue {
   static constexpr std::string_view kEvictionAlertSource = "agent queue";
   /// SetState refuses keys with this prefix: the queue's own counters live there.
   static constexpr std::string_view kReservedStatePrefix = "queue.";
-  /// Size of "<path>.reserve", the space released when the disk fills (see Enqueue).
+  /// Size of each reserve file ("<path>.reserve", "<path>.reserve-evict"), released when the disk fills.
   static constexpr std::int64_t kReserveBytes = 1024 * 1024;
   /// Bulk data is evicted when the file system has less than this left (room for the WAL, about 1 MiB
   /// between checkpoints, and for alerts): a full disk acts as a smaller budget.
@@ -134,7 +134,8 @@ class AgentQueue {
   /// bulk data is evicted and the store tried once more; if that fails too the error is returned and
   /// nothing of the call was stored (the caller keeps its data and retries). Acknowledge and Remove
   /// release a reserve file kept beside the queue (kReserveBytes, "<path>.reserve", made at Open and
-  /// remade when there is room again) and retry once, so a full disk never stops the queue draining.
+  /// remade when there is room again) and retry once, so a full disk never stops the queue draining;
+  /// the eviction above has its own ("<path>.reserve-evict"), so it cannot use up the drain reserve.
   [[nodiscard]] Result<std::vector<protocol::Message>> Enqueue(
       std::vector<protocol::Message> drafts,
       std::optional<std::pair<std::string, FilePosition>> position = std::nullopt);
@@ -193,11 +194,18 @@ class AgentQueue {
   Result<std::uint64_t> NextSequenceLocked();
   VoidResult RemoveLocked(const std::vector<std::string>& ids);
   VoidResult AcknowledgeLocked(const protocol::BatchReply& reply, std::int64_t now_ms);
-  // The reserve: kReserveBytes allocated beside the queue ("<path>.reserve") and deleted when SQLite
-  // reports a full disk, so that evicting and acknowledging (which write to the WAL) still work.
-  std::filesystem::path ReservePath() const;
-  void MaybeCreateReserveLocked();
-  void ReleaseReserveLocked();
+  // Two reserves of kReserveBytes each, allocated beside the queue and deleted when SQLite reports a
+  // full disk, so that writes to the WAL still work: "<path>.reserve-evict" lets Enqueue evict bulk data,
+  // "<path>.reserve" lets Remove and Acknowledge drain the queue. Two, because a full disk can be hit
+  // twice before there is room to remake them: with one, the eviction would use it up and the alerts
+  // stored afterwards would fill the disk with no room left to acknowledge them.
+  enum class Reserve { kDrain = 0, kEvict = 1 };
+  std::filesystem::path ReservePath(Reserve which) const;
+  void MaybeCreateReservesLocked();
+  bool ReleaseReserveLocked(Reserve which);  // true when the file was there
+  /// True when bulk messages (reports, performance) are queued: only they can be evicted for room.
+  Result<bool> HasBulkLocked();
+  void LogDiskFullLocked(std::int64_t total, const EvictionCounts& evicted, const VoidResult& eviction, bool stored);
   template <class Body>
   VoidResult RetryIfDiskFullLocked(Body&& body);
   Result<std::int64_t> StateIntLocked(std::string_view key);
@@ -215,7 +223,7 @@ class AgentQueue {
   std::chrono::steady_clock::time_point last_over_budget_log_{};
   std::chrono::steady_clock::time_point last_disk_full_log_{};
   std::chrono::steady_clock::time_point last_reserve_attempt_{};
-  bool reserve_present_ = false;
+  bool reserve_present_[2] = {false, false};  // by Reserve
   bool read_only_ = false;
 };
 

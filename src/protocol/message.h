@@ -51,7 +51,7 @@ struct HeartbeatBody {
 };
 
 struct Message {
-  std::string id;               // globally unique: 32 lowercase hex characters (128 random bits)
+  std::string id;               // globally unique: 32 lowercase hex characters (agents: 48-bit ms time + 80 random bits)
   MessageType type = MessageType::kHeartbeat;
   std::uint64_t sequence = 0;   // per device, strictly increasing in capture order
   std::int64_t timestamp_ms = 0;  // capture time on the device, Unix milliseconds

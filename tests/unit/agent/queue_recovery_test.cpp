@@ -247,7 +247,8 @@ TEST(AgentQueueRecovery, FullDiskEvictsBulkFirstThenRefusesWithoutDamage) {
   for (const auto& m : *head) {
     ids.push_back(m.id);
   }
-  ASSERT_TRUE((*queue)->Remove(ids));
+  auto removed = (*queue)->Remove(ids);
+  ASSERT_TRUE(removed) << removed.error().message();
   auto again = (*queue)->Enqueue({Alert("AFTER-ROOM", 2000)});
   EXPECT_TRUE(again) << again.error().message();
   queue->reset();
