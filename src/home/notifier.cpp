@@ -1,14 +1,42 @@
 #include "home/notifier.h"
 
 #include "common/log.h"
+#include "home/notify/kinds.h"
 
 #include <algorithm>
 
 namespace lifeline::home {
 
+namespace {
+
+std::string_view Channel(std::string_view kind) {
+  if (kind == notify::kKindEmail) {
+    return "email";
+  }
+  if (kind == notify::kKindSms) {
+    return "SMS";
+  }
+  if (kind == notify::kKindSmsEmail) {
+    return "SMS by email";
+  }
+  if (kind == notify::kKindWebhook) {
+    return "webhook";
+  }
+  return kind;
+}
+
+}  // namespace
+
 Notifier::Notifier(store::HomeStore& store, SmtpMailer mailer, const Clock& clock,
                    std::chrono::seconds retry_max)
-    : store_(store), mailer_(std::move(mailer)), clock_(clock), retry_max_(retry_max) {}
+    : Notifier(store,
+               std::make_unique<notify::Dispatcher>(std::make_unique<SmtpMailer>(std::move(mailer)),
+                                                    notify::DispatcherSettings{}, clock),
+               clock, NotifierOptions{.retry_max = retry_max}) {}
+
+Notifier::Notifier(store::HomeStore& store, std::unique_ptr<notify::Dispatcher> dispatcher,
+                   const Clock& clock, NotifierOptions options)
+    : store_(store), dispatcher_(std::move(dispatcher)), clock_(clock), options_(options) {}
 
 Notifier::~Notifier() { Stop(); }
 
@@ -41,7 +69,7 @@ void Notifier::Loop() {
       return;
     }
     // A full claim means more may be waiting; otherwise sleep until woken or a retry may be due.
-    if (claimed == 0) {
+    if (claimed < options_.claim_batch) {
       wake_.wait_for(lock, std::chrono::seconds(1), [this] { return woken_ || stopping_; });
     }
     woken_ = false;
@@ -51,32 +79,56 @@ void Notifier::Loop() {
   }
 }
 
+std::chrono::seconds Notifier::RetryDelay(std::int64_t failed_attempts) const {
+  // Doubling from retry_min, capped; the shift is bounded so it cannot overflow.
+  const std::int64_t doubled = options_.retry_min.count()
+                               << std::clamp<std::int64_t>(failed_attempts - 1, 0, 20);
+  return std::chrono::seconds(std::min<std::int64_t>(options_.retry_max.count(), doubled));
+}
+
 int Notifier::DeliverDue() {
-  constexpr int kClaimBatch = 20;
-  auto due = store_.ClaimNotifications(kClaimBatch, clock_.NowUnixMillis());
+  auto log = log::Get("notify");
+  auto due = store_.ClaimNotifications(options_.claim_batch, clock_.NowUnixMillis());
   if (!due) {
-    log::Get("notify")->error("cannot read the outbox: {}", due.error().message());
+    log->error("cannot read the outbox: {}", due.error().message());
     return 0;
   }
   for (const auto& n : *due) {
-    std::string detail;
-    auto sent = mailer_.Send(Email{.to = {n.recipient}, .subject = n.subject, .body = n.body}, &detail);
+    const notify::DeliveryResult result = dispatcher_->Deliver(n);
     const std::int64_t now_ms = clock_.NowUnixMillis();
-    if (sent) {
-      log::Get("notify")->info("emailed {} about ticket {}", n.recipient, n.ticket_number);
+    const std::int64_t attempt = n.attempts + 1;
+    const std::string_view channel = Channel(n.kind);
+    if (result.outcome == notify::Outcome::kSent) {
+      log->info("{} to {} about ticket {}: sent (notification {}, attempt {})", channel,
+                n.recipient, n.ticket_number, n.id, attempt);
       if (auto marked = store_.MarkNotificationSent(n.id, now_ms); !marked) {
-        log::Get("notify")->error("sent email {} but could not record it: {}", n.id, marked.error().message());
+        log->error("sent notification {} but could not record it: {}", n.id,
+                   marked.error().message());
       }
       continue;
     }
-    // Exponential backoff, 10 s doubling per attempt, capped; the row stays pending so nothing is lost.
-    const std::int64_t delay_s = std::min<std::int64_t>(
-        retry_max_.count(), std::int64_t{10} << std::min<std::int64_t>(n.attempts, 20));
-    log::Get("notify")->warn("email to {} about ticket {} failed (attempt {}): {}; retrying in {} s",
-                             n.recipient, n.ticket_number, n.attempts + 1, detail, delay_s);
-    if (auto marked = store_.MarkNotificationFailed(n.id, detail, now_ms + delay_s * 1000);
+    std::optional<std::int64_t> next_attempt_ms;
+    const std::int64_t age_ms = now_ms - n.created_at_ms;
+    if (result.outcome == notify::Outcome::kPermanent) {
+      log->error("{} to {} about ticket {}: failed permanently (notification {}, attempt {}): {}",
+                 channel, n.recipient, n.ticket_number, n.id, attempt, result.detail);
+    } else if (age_ms >= options_.give_up_after.count() * 1000) {
+      log->error(
+          "{} to {} about ticket {}: still failing after {} s, giving up (notification {}, "
+          "attempt {}): {}",
+          channel, n.recipient, n.ticket_number, age_ms / 1000, n.id, attempt, result.detail);
+    } else {
+      // The row stays pending, so nothing is lost while the receiver is down.
+      const std::chrono::seconds delay = RetryDelay(attempt);
+      next_attempt_ms = now_ms + delay.count() * 1000;
+      log->warn("{} to {} about ticket {}: failed (notification {}, attempt {}): {}; retrying in {} s",
+                channel, n.recipient, n.ticket_number, n.id, attempt, result.detail,
+                delay.count());
+    }
+    if (auto marked = store_.MarkNotificationFailed(n.id, result.detail, next_attempt_ms);
         !marked) {
-      log::Get("notify")->error("could not record the failed email {}: {}", n.id, marked.error().message());
+      log->error("could not record the outcome of notification {}: {}", n.id,
+                 marked.error().message());
     }
   }
   return static_cast<int>(due->size());
