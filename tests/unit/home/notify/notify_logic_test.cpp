@@ -11,6 +11,7 @@
 #include "home/notify/routing.h"
 #include "home/notify/webhook.h"
 #include "support/fake_clock.h"
+#include "support/temp_dir.h"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -442,6 +443,28 @@ TEST(NotifyConfig, SecretsFromTheEnvironmentAndCoexistingKeys) {
   EXPECT_EQ(notify.dispatcher.webhooks[0].secret, "from-env");
   EXPECT_EQ(notify.give_up_after, 24h);
   EXPECT_NE(schema.Describe().find("notify.rotation"), std::string::npos);
+}
+
+TEST(NotifyConfig, TheDocumentedExampleLoads) {
+  const std::string doc = lifeline::testing::ReadFile(std::string(LIFELINE_SOURCE_DIR) + "/docs/notifications.md");
+  const std::size_t begin = doc.find("```toml\n");
+  ASSERT_NE(begin, std::string::npos);
+  const std::size_t end = doc.find("```", begin + 8);
+  ASSERT_NE(end, std::string::npos);
+  setenv("PAGER_HOOK_SECRET", "pager-secret", 1);
+  setenv("SMS_GATEWAY_TOKEN", "sms-token", 1);
+  const CompiledNotify notify = Compile(doc.substr(begin + 8, end - begin - 8));
+  EXPECT_EQ(notify.dispatcher.webhooks.at(1).secret, "pager-secret");
+  EXPECT_EQ(notify.dispatcher.sms_gateway.bearer_token, "sms-token");
+  EXPECT_EQ(notify.give_up_after, 48h);
+  // From Monday 2026-03-02 09:00 +01:00 it is alice's turn (week 8), but bob covers it.
+  const Rotation* support = notify.plan.FindRotation("support");
+  ASSERT_NE(support, nullptr);
+  EXPECT_EQ(support->TurnAt(Utc(2026, 3, 2, 8)), 0u);
+  EXPECT_EQ(notify.plan.OnCall("oncall", Utc(2026, 3, 2, 8)), "bob");
+  EXPECT_EQ(notify.plan.OnCall("oncall", Utc(2026, 3, 9, 7, 59)), "bob");
+  EXPECT_EQ(notify.plan.OnCall("oncall", Utc(2026, 3, 16, 8)), "alice");  // week 10
+  EXPECT_EQ(notify.plan.escalation().levels.size(), 2u);
 }
 
 // ---- Rendering ----------------------------------------------------------------------------------
