@@ -432,6 +432,15 @@ TEST_F(HeartbeatTrackerTest, ASweepExaminesOnlyWhatCameDueAndStaysWithinTheByteB
   }
 }
 
+TEST_F(HeartbeatTrackerTest, EveryDeviceItsOwnSiteStaysWithinTheByteBudget) {
+  constexpr std::uint32_t kDevices = 1u << 16;
+  for (std::uint32_t d = 0; d < kDevices; ++d) {
+    Beat(d, d);
+  }
+  EXPECT_TRUE(Sweep().empty());
+  EXPECT_LE(static_cast<double>(tracker_.MemoryBytes()) / kDevices, 64.0);
+}
+
 TEST_F(HeartbeatTrackerTest, ObserversRacingTheSweeperLeaveConsistentState) {
   // Two ingest threads beat 20,000 devices (a quarter without a site, the rest in 200 sites) with
   // the fake time while a sweeper moves the time on in jumps, so devices go missing and come back
