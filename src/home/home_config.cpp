@@ -29,7 +29,16 @@ config::Schema HomeConfig::MakeSchema() {
               "write the addresses actually bound to this file as JSON (useful with port 0)")
       .String("pki.dir", &pki_dir,
               "directory made by `lifeline pki init` (ca.crt, ca.key, home.crt, home.key, home-seal.key, home-sign.key)")
-      .String("store.path", &store_path, "SQLite database file")
+      .Choice("store.backend", &store_backend, {"sqlite", "postgresql"},
+              "where the home keeps its data: an embedded SQLite file, or a PostgreSQL database that several "
+              "home processes can share")
+      .String("store.path", &store_path, "SQLite database file (store.backend = \"sqlite\")")
+      .Secret("store.postgresql.url", &store_postgresql_url,
+              "libpq connection string or URI (store.backend = \"postgresql\"), e.g. "
+              "\"postgresql://lifeline@db.example/lifeline?sslmode=verify-full\" or "
+              "\"host=/run/postgresql dbname=lifeline\"; holds the password, so prefer _file or _env")
+      .Int("store.postgresql.pool_size", &store_postgresql_pool_size, 1, 64,
+           "most PostgreSQL connections this home opens (requests, notifier and maintenance share them)")
       .Int("ingest.max_body_bytes", &max_body_bytes, 1024, 64 * 1024 * 1024, "largest accepted request body")
       .Duration("ingest.max_clock_skew", &max_clock_skew, seconds(5), std::chrono::hours(24),
                 "largest accepted difference between a batch's send time and the home's clock")
@@ -57,6 +66,12 @@ HomeConfig HomeConfig::Load(const std::filesystem::path& file) {
   HomeConfig config;
   auto schema = config.MakeSchema();
   schema.Load(file);
+  if (config.store_backend == "postgresql" && config.store_postgresql_url.empty()) {
+    throw config::ConfigError(fmt::format(
+        "{}: key 'store.postgresql.url': required when store.backend = \"postgresql\" (or set "
+        "store.postgresql.url_file / store.postgresql.url_env)",
+        file.string()));
+  }
   config.smtp.starttls = config.smtp_starttls == "required" ? SmtpSettings::Tls::kRequired
                          : config.smtp_starttls == "off"    ? SmtpSettings::Tls::kOff
                                                             : SmtpSettings::Tls::kOpportunistic;

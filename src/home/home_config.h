@@ -17,7 +17,10 @@ struct HomeConfig {
   std::string admin_listen;                   // engineers: admin API (bearer token)
   std::string address_file;                   // if set, the bound addresses are written here as JSON
   std::string pki_dir = "/etc/lifeline/pki";
+  std::string store_backend = "sqlite";  // or "postgresql"
   std::string store_path = "/var/lib/lifeline/home.db";
+  std::string store_postgresql_url;  // libpq connection string or URI; a secret (inline, _file or _env)
+  std::int64_t store_postgresql_pool_size = 4;
   std::int64_t max_body_bytes = 1024 * 1024;
   std::chrono::seconds max_clock_skew{300};
   std::string ticket_min_severity = "error";

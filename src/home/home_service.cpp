@@ -6,7 +6,7 @@
 #include "home/admin_api.h"
 #include "home/ingest_handler.h"
 #include "home/notifier.h"
-#include "store/sqlite/home_store.h"
+#include "store/sql_home_store.h"
 
 #include <fmt/format.h>
 
@@ -76,9 +76,22 @@ struct HomeService::Parts {
 };
 
 Result<std::unique_ptr<store::HomeStore>> OpenHomeStore(const HomeConfig& config) {
-  auto store = store::SqliteHomeStore::Open(config.store_path);
+  const bool postgres = config.store_backend == "postgresql";
+  const store::HomeStoreOptions options{
+      .backend = postgres ? store::sql::Backend::kPostgres : store::sql::Backend::kSqlite,
+      .sqlite_path = config.store_path,
+      .postgres_conninfo = config.store_postgresql_url,
+      .postgres_pool_size = static_cast<int>(config.store_postgresql_pool_size)};
+  auto store = store::SqlHomeStore::Open(options);
   if (!store) {
-    Log()->error("cannot open the store {}: {}", config.store_path, store.error().message());
+    // Name the key to fix; never the URL itself, which may hold a password.
+    if (postgres) {
+      Log()->error("cannot open the store on PostgreSQL (store.postgresql.url): {}: {}", store.error().message(),
+                   store::sql::LastErrorDetail());
+    } else {
+      Log()->error("cannot open the store {} (store.path): {}: {}", config.store_path, store.error().message(),
+                   store::sql::LastErrorDetail());
+    }
     return store.error();
   }
   return std::unique_ptr<store::HomeStore>(std::move(*store));
@@ -165,7 +178,8 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
     }
   }
   Log()->info("home ready: agents on {}, admin API on {}, store {}, {} email contact(s)",
-              service->IngestAddress(), service->AdminAddress(), config.store_path,
+              service->IngestAddress(), service->AdminAddress(),
+              config.store_backend == "postgresql" ? std::string("on PostgreSQL") : config.store_path,
               config.email_contacts.size());
   return service;
 }

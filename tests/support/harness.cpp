@@ -71,7 +71,11 @@ std::vector<std::string> MailSink::Messages() const {
   return messages;
 }
 
-TestHome::TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> contacts) : dir_(dir) {
+TestHome::TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> contacts, std::string store_config)
+    : dir_(dir), store_config_(std::move(store_config)) {
+  if (store_config_.empty()) {
+    store_config_ = fmt::format("path = \"{}/home.db\"", dir_.string());
+  }
   fs::create_directories(dir_);
   auto pki = RunLifeline({"pki", "init", "--dir", pki_dir().string()});
   EXPECT_EQ(pki.exit_code, 0) << pki.output;
@@ -80,7 +84,9 @@ TestHome::TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> 
   }
   smtp_port_ = smtp_port;
   WriteConfig();
-  auto admin = RunLifeline({"home", "admin-token", "--config", config().string(), "--name", "tests"});
+  // Named after the directory: homes that share one PostgreSQL database need distinct names.
+  auto admin = RunLifeline(
+      {"home", "admin-token", "--config", config().string(), "--name", "tests-" + dir_.filename().string()});
   EXPECT_EQ(admin.exit_code, 0) << admin.output;
   // The token is the last line; the explanation before it went to stderr.
   auto text = admin.output;
@@ -98,7 +104,7 @@ address_file = "{0}/addresses.json"
 [pki]
 dir = "{0}/pki"
 [store]
-path = "{0}/home.db"
+{5}
 [smtp]
 url = "smtp://127.0.0.1:{1}"
 from = "lifeline-test@localhost"
@@ -106,7 +112,7 @@ from = "lifeline-test@localhost"
 email = [{2}]
 retry_max = "10s"
 )",
-                                  dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_));
+                                  dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_, store_config_));
 }
 
 void TestHome::Start() {

@@ -44,7 +44,9 @@ class MailSink {
 /// A home with a fresh PKI, its own store and an admin token.
 class TestHome {
  public:
-  TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> contacts = {"oncall@example.com"});
+  /// `store_config` is the body of home.toml's [store] table; empty: a SQLite file in `dir`.
+  TestHome(const fs::path& dir, int smtp_port, std::vector<std::string> contacts = {"oncall@example.com"},
+           std::string store_config = "");
   void Start();
   void Stop();
   bool Running();
@@ -67,6 +69,7 @@ class TestHome {
   fs::path dir_;
   int smtp_port_ = 0;
   std::string emails_;
+  std::string store_config_;
   std::string ingest_listen_ = "127.0.0.1:0";
   std::string admin_listen_ = "127.0.0.1:0";
   std::string admin_token_;

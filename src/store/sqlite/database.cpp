@@ -108,6 +108,28 @@ std::vector<std::uint8_t> Statement::Blob(int column) const {
 }
 bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
+int Statement::ParameterCount() const { return sqlite3_bind_parameter_count(stmt_); }
+std::string Statement::ParameterName(int index) const {
+  const char* name = sqlite3_bind_parameter_name(stmt_, index);
+  return name == nullptr ? std::string() : std::string(name);
+}
+int Statement::ColumnCount() const { return sqlite3_column_count(stmt_); }
+Statement::ColumnType Statement::TypeOf(int column) const {
+  switch (sqlite3_column_type(stmt_, column)) {
+    case SQLITE_INTEGER:
+      return ColumnType::kInteger;
+    case SQLITE_FLOAT:
+      return ColumnType::kReal;
+    case SQLITE_TEXT:
+      return ColumnType::kText;
+    case SQLITE_BLOB:
+      return ColumnType::kBlob;
+    default:
+      return ColumnType::kNull;
+  }
+}
+bool Statement::ReadOnly() const { return sqlite3_stmt_readonly(stmt_) != 0; }
+
 Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& path, Options options) {
   sqlite3* raw = nullptr;
   const int flags = options.read_only ? SQLITE_OPEN_READONLY
@@ -179,5 +201,7 @@ VoidResult Database::Migrate(std::span<const std::string_view> steps) {
 std::int64_t Database::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 int Database::Changes() const { return sqlite3_changes(db_); }
 std::string Database::LastErrorMessage() const { return sqlite3_errmsg(db_); }
+int Database::LastExtendedErrorCode() const { return sqlite3_extended_errcode(db_); }
+bool Database::InTransaction() const { return sqlite3_get_autocommit(db_) == 0; }
 
 }  // namespace lifeline::store::sqlite

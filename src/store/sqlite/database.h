@@ -61,6 +61,16 @@ class Statement {
   std::vector<std::uint8_t> Blob(int column) const;
   bool IsNull(int column) const;
 
+  /// For drivers that bind by name (store/sqlite/sql_session): the number of parameters, the name
+  /// of parameter `index` ("$1", ":x"; "" for a plain ?), the result's columns and their types.
+  int ParameterCount() const;
+  std::string ParameterName(int index) const;
+  int ColumnCount() const;
+  enum class ColumnType { kInteger, kReal, kText, kBlob, kNull };
+  ColumnType TypeOf(int column) const;
+  /// True when the statement cannot change the database (a SELECT).
+  bool ReadOnly() const;
+
  private:
   friend class Database;
   Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
@@ -114,6 +124,11 @@ class Database {
   int Changes() const;
   /// The last error message SQLite reported on this connection, for log lines.
   std::string LastErrorMessage() const;
+  /// The extended result code of the last error (SQLITE_CONSTRAINT_UNIQUE, ...), for drivers that
+  /// sort constraint failures.
+  int LastExtendedErrorCode() const;
+  /// True while a transaction is open on this connection.
+  bool InTransaction() const;
   const std::filesystem::path& path() const { return path_; }
 
  private:

@@ -1,7 +1,16 @@
-#include "store/sqlite/home_store.h"
+// The home store's suite. Every test runs on both backends (TEST_P over SQLite and PostgreSQL): the
+// same behaviour is the contract of SqlHomeStore. PostgreSQL is a real server this binary starts
+// (tests/support/postgres_server.h), with a fresh database per test.
+#include "store/sql_home_store.h"
 
 #include "common/clock.h"
+#include "store/home_schema.h"
+#include "store/postgres/session.h"
+#include "store/sql/migrate.h"
 #include "store/sqlite/database.h"
+#include "store/sqlite/home_store.h"
+#include "store/sqlite/sql_session.h"
+#include "support/postgres_server.h"
 #include "support/temp_dir.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +19,7 @@
 #include <latch>
 #include <map>
 #include <regex>
+#include <set>
 #include <thread>
 
 namespace lifeline::store {
@@ -55,33 +65,62 @@ Message Heartbeat(std::string id, std::int64_t interval_s) {
   return m;
 }
 
-/// Row counts of every table, read through a second connection: the store's own view could hide
-/// uncommitted or rolled-back work, this one only sees what is on disk.
-std::map<std::string, std::int64_t> CountRows(const std::filesystem::path& path) {
-  auto db = sqlite::Database::Open(path);
-  EXPECT_TRUE(db) << db.error().message();
-  std::map<std::string, std::int64_t> counts;
-  for (const char* table : {"enrollment_tokens", "devices", "batches", "tickets", "events",
-                            "notifications", "admin_tokens"}) {
-    auto stmt = (*db)->Prepare(std::string("SELECT COUNT(*) FROM ") + table);
-    EXPECT_TRUE(stmt);
-    auto row = stmt->Step();
-    EXPECT_TRUE(row && *row);
-    counts[table] = stmt->Int(0);
-  }
-  return counts;
-}
+const auto* const postgres_environment =
+    ::testing::AddGlobalTestEnvironment(new testing::PostgresEnvironment);
 
-class HomeStoreTest : public ::testing::Test {
+class HomeStoreTest : public ::testing::TestWithParam<sql::Backend> {
  protected:
-  void SetUp() override { store_ = OpenStore(); }
+  void SetUp() override {
+    if (GetParam() == sql::Backend::kPostgres) {
+      auto* server = testing::SharedPostgres();
+      ASSERT_NE(server, nullptr) << "the test PostgreSQL server did not start (see above)";
+      conninfo_ = server->CreateDatabase();
+    }
+    store_ = OpenStore();
+    ASSERT_TRUE(store_);
+  }
 
-  std::filesystem::path db_path() const { return dir_ / "home.db"; }
+  HomeStoreOptions Options() const {
+    return {.backend = GetParam(),
+            .sqlite_path = dir_ / "home.db",
+            .postgres_conninfo = conninfo_,
+            .postgres_pool_size = 4};
+  }
 
-  std::unique_ptr<SqliteHomeStore> OpenStore() {
-    auto opened = SqliteHomeStore::Open(db_path());
-    EXPECT_TRUE(opened) << opened.error().message();
+  /// Another store on the same database, with its own connections: on PostgreSQL it stands for a
+  /// second home process.
+  std::unique_ptr<SqlHomeStore> OpenStore() {
+    auto opened = SqlHomeStore::Open(Options());
+    EXPECT_TRUE(opened) << opened.error().message() << ": " << sql::LastErrorDetail();
     return opened ? std::move(*opened) : nullptr;
+  }
+
+  /// A connection of the test's own to the same database, outside any store.
+  std::shared_ptr<sql::Database> OpenRaw() {
+    auto db = GetParam() == sql::Backend::kSqlite
+                  ? sqlite::OpenSqlDatabase(dir_ / "home.db")
+                  : postgres::Open({.conninfo = conninfo_, .pool_size = 1});
+    EXPECT_TRUE(db) << sql::LastErrorDetail();
+    return db ? *db : nullptr;
+  }
+
+  /// Row counts of every table, read through a connection of their own: the store's view could hide
+  /// uncommitted or rolled-back work, this one only sees what is committed.
+  std::map<std::string, std::int64_t> CountRows() {
+    auto db = OpenRaw();
+    std::map<std::string, std::int64_t> counts;
+    if (!db) {
+      return counts;
+    }
+    for (const char* table : {"enrollment_tokens", "devices", "batches", "tickets", "events",
+                              "notifications", "admin_tokens"}) {
+      auto row = db->WithSession([&](sql::Session& s) {
+        return s.QueryRow(std::string("SELECT COUNT(*) FROM ") + table);
+      });
+      EXPECT_TRUE(row && *row) << table;
+      counts[table] = row && *row ? (*row)->Int(0) : -1;
+    }
+    return counts;
   }
 
   EnrollmentRequest Enrollment(const std::string& token_hash, const protocol::DeviceIdentity& id,
@@ -102,9 +141,9 @@ class HomeStoreTest : public ::testing::Test {
     ASSERT_TRUE(enrolled) << enrolled.error().message();
   }
 
-  IngestRequest Request(std::string batch_id, std::vector<Message> messages,
-                        std::int64_t now_ms = kNow,
-                        const protocol::DeviceIdentity& device = Device()) {
+  static IngestRequest Request(std::string batch_id, std::vector<Message> messages,
+                               std::int64_t now_ms = kNow,
+                               const protocol::DeviceIdentity& device = Device()) {
     IngestRequest request;
     request.batch.batch_id = std::move(batch_id);
     request.batch.device = device;
@@ -129,12 +168,13 @@ class HomeStoreTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<SqliteHomeStore> store_;
+  std::string conninfo_;
+  std::unique_ptr<SqlHomeStore> store_;
 };
 
 // ---- Enrollment --------------------------------------------------------------------------------
 
-TEST_F(HomeStoreTest, EnrollConsumesTokenAndRecordsDevice) {
+TEST_P(HomeStoreTest, EnrollConsumesTokenAndRecordsDevice) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   ASSERT_TRUE(store_->Enroll(Enrollment("h1", Device())));
 
@@ -159,13 +199,13 @@ TEST_F(HomeStoreTest, EnrollConsumesTokenAndRecordsDevice) {
   EXPECT_EQ(all->size(), 1u);
 }
 
-TEST_F(HomeStoreTest, EnrollRejectsUnknownToken) {
+TEST_P(HomeStoreTest, EnrollRejectsUnknownToken) {
   auto enrolled = store_->Enroll(Enrollment("never-issued", Device()));
   EXPECT_EQ(enrolled.error(), Errc::kTokenUnknown);
-  EXPECT_EQ(CountRows(db_path())["devices"], 0);
+  EXPECT_EQ(CountRows()["devices"], 0);
 }
 
-TEST_F(HomeStoreTest, EnrollRejectsUsedToken) {
+TEST_P(HomeStoreTest, EnrollRejectsUsedToken) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   ASSERT_TRUE(store_->Enroll(Enrollment("h1", Device())));
   auto again = store_->Enroll(Enrollment("h1", Device(), kNow + 1));
@@ -174,17 +214,17 @@ TEST_F(HomeStoreTest, EnrollRejectsUsedToken) {
   EXPECT_EQ((*device)->enrolled_at_ms, kNow);  // the refused attempt changed nothing
 }
 
-TEST_F(HomeStoreTest, EnrollRejectsExpiredToken) {
+TEST_P(HomeStoreTest, EnrollRejectsExpiredToken) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   EXPECT_EQ(store_->Enroll(Enrollment("h1", Device(), kNow + 60'000)).error(), Errc::kTokenExpired);
   EXPECT_EQ(store_->Enroll(Enrollment("h1", Device(), kNow + 3'600'000)).error(),
             Errc::kTokenExpired);
-  EXPECT_EQ(CountRows(db_path())["devices"], 0);
+  EXPECT_EQ(CountRows()["devices"], 0);
   // One millisecond before expiry it is still good.
   EXPECT_TRUE(store_->Enroll(Enrollment("h1", Device(), kNow + 59'999)));
 }
 
-TEST_F(HomeStoreTest, EnrollRejectsTokenIssuedForAnotherDevice) {
+TEST_P(HomeStoreTest, EnrollRejectsTokenIssuedForAnotherDevice) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   for (auto other : {protocol::DeviceIdentity{"OTHER", "site-1", "SN123", "X-200"},
                      protocol::DeviceIdentity{"ACME", "site-2", "SN123", "X-200"},
@@ -192,7 +232,7 @@ TEST_F(HomeStoreTest, EnrollRejectsTokenIssuedForAnotherDevice) {
     EXPECT_EQ(store_->Enroll(Enrollment("h1", other)).error(), Errc::kTokenIdentityMismatch)
         << other.Key();
   }
-  EXPECT_EQ(CountRows(db_path())["devices"], 0);
+  EXPECT_EQ(CountRows()["devices"], 0);
   // The mismatches did not burn the token; the model is descriptive and may differ.
   auto right = Device();
   right.model = "X-300";
@@ -200,13 +240,13 @@ TEST_F(HomeStoreTest, EnrollRejectsTokenIssuedForAnotherDevice) {
   EXPECT_EQ((*store_->FindDevice("ACME", "site-1", "SN123"))->identity.model, "X-300");
 }
 
-TEST_F(HomeStoreTest, DuplicateTokenHashIsRefused) {
+TEST_P(HomeStoreTest, DuplicateTokenHashIsRefused) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   EXPECT_EQ(store_->CreateEnrollmentToken("h1", Device("SN2"), kNow + 60'000, kNow).error(),
             Errc::kAlreadyExists);
 }
 
-TEST_F(HomeStoreTest, TokenIsSingleUseUnderRacingThreads) {
+TEST_P(HomeStoreTest, TokenIsSingleUseUnderRacingThreads) {
   // Half the rounds share one store (the mutex serialises), half race two connections on one file
   // (SQLite's write lock and the transaction serialise): either way exactly one enrollment wins.
   auto second = OpenStore();
@@ -236,17 +276,17 @@ TEST_F(HomeStoreTest, TokenIsSingleUseUnderRacingThreads) {
     EXPECT_EQ(wins.load(), 1) << "round " << round;
     EXPECT_EQ(used.load(), 1) << "round " << round;
   }
-  EXPECT_EQ(CountRows(db_path())["devices"], 20);
+  EXPECT_EQ(CountRows()["devices"], 20);
 }
 
-TEST_F(HomeStoreTest, RevokedDeviceIsRefusedAndReenrollmentReactivates) {
+TEST_P(HomeStoreTest, RevokedDeviceIsRefusedAndReenrollmentReactivates) {
   EnrollDevice(Device());
   EXPECT_EQ(store_->RevokeDevice("ACME", "site-1", "nope").error(), Errc::kDeviceUnknown);
   ASSERT_TRUE(store_->RevokeDevice("ACME", "site-1", "SN123"));
   EXPECT_EQ((*store_->FindDevice("ACME", "site-1", "SN123"))->status, DeviceStatus::kRevoked);
   auto refused = store_->IngestBatch(Request("b1", {Heartbeat("m1", 60)}));
   EXPECT_EQ(refused.error(), Errc::kDeviceRevoked);
-  EXPECT_EQ(CountRows(db_path())["batches"], 0);
+  EXPECT_EQ(CountRows()["batches"], 0);
 
   ASSERT_TRUE(store_->CreateEnrollmentToken("h2", Device(), kNow + 60'000, kNow));
   ASSERT_TRUE(store_->Enroll(Enrollment("h2", Device(), kNow + 10)));
@@ -254,15 +294,15 @@ TEST_F(HomeStoreTest, RevokedDeviceIsRefusedAndReenrollmentReactivates) {
   EXPECT_TRUE(store_->IngestBatch(Request("b1", {Heartbeat("m1", 60)})));
 }
 
-TEST_F(HomeStoreTest, UnknownDeviceIsRefused) {
+TEST_P(HomeStoreTest, UnknownDeviceIsRefused) {
   auto refused = store_->IngestBatch(Request("b1", {Heartbeat("m1", 60)}));
   EXPECT_EQ(refused.error(), Errc::kDeviceUnknown);
-  EXPECT_EQ(CountRows(db_path())["batches"], 0);
+  EXPECT_EQ(CountRows()["batches"], 0);
 }
 
 // ---- Ingest ------------------------------------------------------------------------------------
 
-TEST_F(HomeStoreTest, AlertOpensTicketAndQueuesOneEmailPerContact) {
+TEST_P(HomeStoreTest, AlertOpensTicketAndQueuesOneEmailPerContact) {
   EnrollDevice(Device());
   auto reply = Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical)}));
   EXPECT_EQ(reply.batch_id, "b1");
@@ -318,7 +358,7 @@ TEST_F(HomeStoreTest, AlertOpensTicketAndQueuesOneEmailPerContact) {
   EXPECT_EQ(stats->emails_sent, 0);
 }
 
-TEST_F(HomeStoreTest, RepeatedAlertAddsOccurrenceWithoutNewEmail) {
+TEST_P(HomeStoreTest, RepeatedAlertAddsOccurrenceWithoutNewEmail) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kError, "first")}));
   auto reply =
@@ -336,15 +376,15 @@ TEST_F(HomeStoreTest, RepeatedAlertAddsOccurrenceWithoutNewEmail) {
   EXPECT_EQ(detail.ticket.severity, Severity::kCritical);  // escalated while open
   EXPECT_EQ(detail.events.size(), 2u);
   EXPECT_EQ(detail.notifications.size(), 2u);
-  EXPECT_EQ(CountRows(db_path())["notifications"], 2);
-  EXPECT_EQ(CountRows(db_path())["tickets"], 1);
+  EXPECT_EQ(CountRows()["notifications"], 2);
+  EXPECT_EQ(CountRows()["tickets"], 1);
 }
 
-TEST_F(HomeStoreTest, RepeatedMessageIdGetsTheSameAnswerAndChangesNothing) {
+TEST_P(HomeStoreTest, RepeatedMessageIdGetsTheSameAnswerAndChangesNothing) {
   EnrollDevice(Device());
   auto first =
       Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical), Heartbeat("m2", 60)}));
-  const auto before = CountRows(db_path());
+  const auto before = CountRows();
   auto again = Ingest(Request(
       "b2", {Alert("m1", "SIM-3A21", Severity::kCritical), Heartbeat("m2", 60)}, kNow + 1000));
   ASSERT_EQ(again.results.size(), 2u);
@@ -356,14 +396,14 @@ TEST_F(HomeStoreTest, RepeatedMessageIdGetsTheSameAnswerAndChangesNothing) {
     EXPECT_EQ(again.results[i].reason, first.results[i].reason);
     EXPECT_EQ(again.results[i].ticket, first.results[i].ticket);
   }
-  auto after = CountRows(db_path());
+  auto after = CountRows();
   EXPECT_EQ(after["batches"], before.at("batches") + 1);  // the new batch id itself is recorded
   after["batches"] = before.at("batches");
   EXPECT_EQ(after, before);
   EXPECT_EQ(Ticket("LL-000001").ticket.occurrences, 1);
 }
 
-TEST_F(HomeStoreTest, DuplicateIdWithinOneBatchIsAnsweredOnce) {
+TEST_P(HomeStoreTest, DuplicateIdWithinOneBatchIsAnsweredOnce) {
   EnrollDevice(Device());
   auto reply = Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical),
                                      Alert("m1", "SIM-3A21", Severity::kCritical)}));
@@ -374,10 +414,10 @@ TEST_F(HomeStoreTest, DuplicateIdWithinOneBatchIsAnsweredOnce) {
   EXPECT_EQ(Ticket("LL-000001").ticket.occurrences, 1);
 }
 
-TEST_F(HomeStoreTest, ReplayedBatchIsRefusedAndStoresNothing) {
+TEST_P(HomeStoreTest, ReplayedBatchIsRefusedAndStoresNothing) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical)}));
-  const auto before = CountRows(db_path());
+  const auto before = CountRows();
   const auto device_before = **store_->FindDevice("ACME", "site-1", "SN123");
 
   // Same batch id, fresh content: a replay must not smuggle anything in.
@@ -385,13 +425,13 @@ TEST_F(HomeStoreTest, ReplayedBatchIsRefusedAndStoresNothing) {
       "b1", {Alert("m9", "NEW-CODE", Severity::kCritical), Heartbeat("m10", 30)}, kNow + 5000));
   ASSERT_FALSE(replay);
   EXPECT_EQ(replay.error(), Errc::kReplayedBatch);
-  EXPECT_EQ(CountRows(db_path()), before);
+  EXPECT_EQ(CountRows(), before);
   const auto device_after = **store_->FindDevice("ACME", "site-1", "SN123");
   EXPECT_EQ(device_after.last_seen_ms, device_before.last_seen_ms);
   EXPECT_EQ(device_after.last_heartbeat_ms, device_before.last_heartbeat_ms);
 }
 
-TEST_F(HomeStoreTest, ClearResolvesAndTheNextAlertOpensANewTicket) {
+TEST_P(HomeStoreTest, ClearResolvesAndTheNextAlertOpensANewTicket) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical)}));
   auto cleared = Ingest(Request("b2", {Clear("m2", "SIM-3A21")}, kNow + 2000));
@@ -413,24 +453,24 @@ TEST_F(HomeStoreTest, ClearResolvesAndTheNextAlertOpensANewTicket) {
   EXPECT_EQ(Ticket("LL-000002").ticket.state, TicketState::kOpen);
   EXPECT_EQ(Ticket("LL-000002").notifications.size(), 2u);
   EXPECT_EQ(Ticket("LL-000001").ticket.state, TicketState::kResolved);
-  EXPECT_EQ(CountRows(db_path())["notifications"], 4);
+  EXPECT_EQ(CountRows()["notifications"], 4);
 }
 
-TEST_F(HomeStoreTest, AlertBelowThresholdIsRecordedWithoutTicket) {
+TEST_P(HomeStoreTest, AlertBelowThresholdIsRecordedWithoutTicket) {
   EnrollDevice(Device());
   auto reply = Ingest(Request("b1", {Alert("m1", "TMP-01", Severity::kWarning)}));
   ASSERT_EQ(reply.results.size(), 1u);
   EXPECT_EQ(reply.results[0].status, MessageStatus::kAccepted);
   EXPECT_EQ(reply.results[0].reason, "recorded; below ticket severity");
   EXPECT_EQ(reply.results[0].ticket, "");
-  const auto counts = CountRows(db_path());
+  const auto counts = CountRows();
   EXPECT_EQ(counts.at("tickets"), 0);
   EXPECT_EQ(counts.at("notifications"), 0);
   EXPECT_EQ(counts.at("events"), 1);
   EXPECT_EQ(store_->Stats()->alerts, 1);
 }
 
-TEST_F(HomeStoreTest, HeartbeatAndSequenceUpdateTheDevice) {
+TEST_P(HomeStoreTest, HeartbeatAndSequenceUpdateTheDevice) {
   EnrollDevice(Device());
   Message hb = Heartbeat("m1", 300);
   hb.sequence = 41;
@@ -453,7 +493,7 @@ TEST_F(HomeStoreTest, HeartbeatAndSequenceUpdateTheDevice) {
   EXPECT_EQ(after.last_sequence, 43u);
 }
 
-TEST_F(HomeStoreTest, InstructionsRideOnRepliesUntilTheDeviceReportsOnThem) {
+TEST_P(HomeStoreTest, InstructionsRideOnRepliesUntilTheDeviceReportsOnThem) {
   EnrollDevice(Device());
   auto id = store_->QueueInstruction(Device(), "send_inventory", "", kNow);
   ASSERT_TRUE(id) << id.error().message();
@@ -483,7 +523,7 @@ TEST_F(HomeStoreTest, InstructionsRideOnRepliesUntilTheDeviceReportsOnThem) {
   EXPECT_TRUE((*listed)[1].completed_at_ms.has_value());
 }
 
-TEST_F(HomeStoreTest, ADeviceCannotAnswerAnotherDevicesInstructions) {
+TEST_P(HomeStoreTest, ADeviceCannotAnswerAnotherDevicesInstructions) {
   EnrollDevice(Device());
   const protocol::DeviceIdentity other{"ACME", "site-1", "SN999", "M"};
   EnrollDevice(other);
@@ -495,13 +535,13 @@ TEST_F(HomeStoreTest, ADeviceCannotAnswerAnotherDevicesInstructions) {
   EXPECT_EQ((*store_->ListInstructions(other))[0].status, "pending");
 }
 
-TEST_F(HomeStoreTest, InstructionForAnUnknownDeviceIsRefused) {
+TEST_P(HomeStoreTest, InstructionForAnUnknownDeviceIsRefused) {
   auto id = store_->QueueInstruction({"ACME", "site-1", "NOPE", ""}, "send_inventory", "", kNow);
   ASSERT_FALSE(id);
   EXPECT_EQ(id.error(), Errc::kDeviceUnknown);
 }
 
-TEST_F(HomeStoreTest, OtherMessageKindsAreStoredAsRawJson) {
+TEST_P(HomeStoreTest, OtherMessageKindsAreStoredAsRawJson) {
   EnrollDevice(Device());
   Message inventory;
   inventory.id = "m1";
@@ -516,28 +556,28 @@ TEST_F(HomeStoreTest, OtherMessageKindsAreStoredAsRawJson) {
   EXPECT_EQ(reply.results[0].status, MessageStatus::kAccepted);
   EXPECT_EQ(reply.results[1].status, MessageStatus::kAccepted);
 
-  auto db = sqlite::Database::Open(db_path());
+  auto db = OpenRaw();
   ASSERT_TRUE(db);
-  auto stmt = (*db)->Prepare("SELECT type, payload_json FROM events ORDER BY id");
-  ASSERT_TRUE(stmt);
-  ASSERT_TRUE(*stmt->Step());
-  EXPECT_EQ(stmt->Text(0), "inventory");
-  EXPECT_EQ(stmt->Text(1), inventory.payload_json);
-  ASSERT_TRUE(*stmt->Step());
-  EXPECT_EQ(stmt->Text(0), "performance");
-  EXPECT_EQ(stmt->Text(1), perf.payload_json);
+  auto rows = db->WithSession(
+      [](sql::Session& s) { return s.Query("SELECT type, payload_json FROM events ORDER BY id"); });
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].Text(0), "inventory");
+  EXPECT_EQ((*rows)[0].Text(1), inventory.payload_json);
+  EXPECT_EQ((*rows)[1].Text(0), "performance");
+  EXPECT_EQ((*rows)[1].Text(1), perf.payload_json);
 }
 
-TEST_F(HomeStoreTest, AlertWithoutCodeIsRejected) {
+TEST_P(HomeStoreTest, AlertWithoutCodeIsRejected) {
   EnrollDevice(Device());
   auto reply = Ingest(Request("b1", {Alert("m1", "", Severity::kCritical), Message{}}));
   ASSERT_EQ(reply.results.size(), 2u);
   EXPECT_EQ(reply.results[0].status, MessageStatus::kRejected);
   EXPECT_EQ(reply.results[1].status, MessageStatus::kRejected);  // no message id
-  EXPECT_EQ(CountRows(db_path())["tickets"], 0);
+  EXPECT_EQ(CountRows()["tickets"], 0);
 }
 
-TEST_F(HomeStoreTest, SubjectCannotCarryHeaderBreaks) {
+TEST_P(HomeStoreTest, SubjectCannotCarryHeaderBreaks) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "X\r\nBcc: evil@example.com", Severity::kCritical)}));
   const auto detail = Ticket("LL-000001");
@@ -547,7 +587,7 @@ TEST_F(HomeStoreTest, SubjectCannotCarryHeaderBreaks) {
   EXPECT_EQ(subject.find('\n'), std::string::npos);
 }
 
-TEST_F(HomeStoreTest, TicketNumbersAndListing) {
+TEST_P(HomeStoreTest, TicketNumbersAndListing) {
   EnrollDevice(Device());
   for (int i = 1; i <= 3; ++i) {
     Ingest(Request("b" + std::to_string(i),
@@ -581,7 +621,7 @@ TEST_F(HomeStoreTest, TicketNumbersAndListing) {
   EXPECT_FALSE(none->has_value());
 }
 
-TEST_F(HomeStoreTest, PrunedBatchIdsAreForgotten) {
+TEST_P(HomeStoreTest, PrunedBatchIdsAreForgotten) {
   EnrollDevice(Device());
   Ingest(Request("old", {Heartbeat("m1", 60)}, kNow));
   Ingest(Request("new", {Heartbeat("m2", 60)}, kNow + 100'000));
@@ -592,7 +632,7 @@ TEST_F(HomeStoreTest, PrunedBatchIdsAreForgotten) {
   EXPECT_TRUE(store_->IngestBatch(Request("old", {}, kNow + 200'000)));
 }
 
-TEST_F(HomeStoreTest, ConcurrentIngestFromManyThreads) {
+TEST_P(HomeStoreTest, ConcurrentIngestFromManyThreads) {
   constexpr int kThreads = 4;
   constexpr int kBatches = 10;
   for (int t = 0; t < kThreads; ++t) {
@@ -627,7 +667,7 @@ TEST_F(HomeStoreTest, ConcurrentIngestFromManyThreads) {
 
 // ---- Outbox ------------------------------------------------------------------------------------
 
-TEST_F(HomeStoreTest, OutboxClaimSentAndFailed) {
+TEST_P(HomeStoreTest, OutboxClaimSentAndFailed) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical)}));
 
@@ -679,7 +719,7 @@ TEST_F(HomeStoreTest, OutboxClaimSentAndFailed) {
   EXPECT_EQ(detail.notifications[1].last_error, "mailbox unavailable");
 }
 
-TEST_F(HomeStoreTest, AbandonedClaimComesBackAfterTheLease) {
+TEST_P(HomeStoreTest, AbandonedClaimComesBackAfterTheLease) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical)}));
   ASSERT_EQ(store_->ClaimNotifications(1, kNow)->size(), 1u);   // limit honoured
@@ -690,7 +730,7 @@ TEST_F(HomeStoreTest, AbandonedClaimComesBackAfterTheLease) {
 
 // ---- Admin tokens ------------------------------------------------------------------------------
 
-TEST_F(HomeStoreTest, AdminTokenLookup) {
+TEST_P(HomeStoreTest, AdminTokenLookup) {
   ASSERT_TRUE(store_->CreateAdminToken("ops", "admin-hash", "admin", kNow));
   auto found = store_->FindAdminToken("admin-hash");
   ASSERT_TRUE(found);
@@ -710,16 +750,16 @@ TEST_F(HomeStoreTest, AdminTokenLookup) {
 
 // ---- Durability and schema ---------------------------------------------------------------------
 
-TEST_F(HomeStoreTest, ReopeningTheFileKeepsEverything) {
+TEST_P(HomeStoreTest, ReopeningTheFileKeepsEverything) {
   EnrollDevice(Device());
   Ingest(Request("b1", {Alert("m1", "SIM-3A21", Severity::kCritical), Heartbeat("m2", 60)}));
   ASSERT_TRUE(store_->CreateAdminToken("ops", "admin-hash", "admin", kNow));
-  const auto before = CountRows(db_path());
+  const auto before = CountRows();
   store_.reset();
 
   store_ = OpenStore();
   ASSERT_TRUE(store_);
-  EXPECT_EQ(CountRows(db_path()), before);
+  EXPECT_EQ(CountRows(), before);
   auto device = store_->FindDevice("ACME", "site-1", "SN123");
   ASSERT_TRUE(device && device->has_value());
   EXPECT_EQ((*device)->last_heartbeat_interval_s, 60);
@@ -734,7 +774,7 @@ TEST_F(HomeStoreTest, ReopeningTheFileKeepsEverything) {
   EXPECT_EQ(next.results[0].ticket, "LL-000002");
 }
 
-TEST_F(HomeStoreTest, MigrationsAreIdempotent) {
+TEST_P(HomeStoreTest, MigrationsAreIdempotent) {
   EnrollDevice(Device());
   store_.reset();
   for (int i = 0; i < 2; ++i) {
@@ -742,14 +782,304 @@ TEST_F(HomeStoreTest, MigrationsAreIdempotent) {
     ASSERT_TRUE(store_);
     store_.reset();
   }
-  auto db = sqlite::Database::Open(db_path());
+  auto db = OpenRaw();
   ASSERT_TRUE(db);
-  ASSERT_TRUE((*db)->Migrate(SqliteHomeStore::Migrations()));  // nothing left to do: no error
-  auto version = (*db)->Prepare("PRAGMA user_version");
+  // Nothing left to do: no error, no change.
+  ASSERT_TRUE(sql::Migrate(*db, SqlHomeStore::Migrations(), kHomeMigrationLock));
+  auto version = sql::SchemaVersion(*db);
   ASSERT_TRUE(version);
-  ASSERT_TRUE(*version->Step());
-  EXPECT_EQ(static_cast<std::size_t>(version->Int(0)), SqliteHomeStore::Migrations().size());
-  EXPECT_EQ(CountRows(db_path())["devices"], 1);
+  EXPECT_EQ(*version, static_cast<std::int64_t>(SqlHomeStore::Migrations().size()));
+  EXPECT_EQ(CountRows()["devices"], 1);
+}
+
+TEST_P(HomeStoreTest, HomesStartingAtOnceMigrateOnce) {
+  // A fresh database (SQLite: a fresh file), four homes opening it at the same moment: the schema is
+  // made once and every home starts.
+  if (GetParam() == sql::Backend::kPostgres) {
+    conninfo_ = testing::SharedPostgres()->CreateDatabase();
+  } else {
+    store_.reset();
+    std::filesystem::remove(dir_ / "home.db");
+  }
+  std::latch start(4);
+  std::atomic<int> opened{0};
+  std::vector<std::thread> homes;
+  for (int i = 0; i < 4; ++i) {
+    homes.emplace_back([&] {
+      start.arrive_and_wait();
+      if (auto store = SqlHomeStore::Open(Options())) {
+        ++opened;
+      }
+    });
+  }
+  for (auto& home : homes) {
+    home.join();
+  }
+  EXPECT_EQ(opened.load(), 4);
+  auto db = OpenRaw();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(*sql::SchemaVersion(*db), static_cast<std::int64_t>(SqlHomeStore::Migrations().size()));
+}
+
+TEST_P(HomeStoreTest, TextWithANulCharacterIsStored) {
+  // JSON lets a device send "\u0000"; PostgreSQL text cannot hold it. The batch must still go in
+  // (SQLite keeps the character, PostgreSQL stores U+FFFD), or the agent would retry it forever.
+  EnrollDevice(Device());
+  auto reply = Ingest(Request("b1", {Alert("m1", "NUL-1", Severity::kCritical, std::string("bad\0byte", 8))}));
+  ASSERT_EQ(reply.results.size(), 1u);
+  EXPECT_EQ(reply.results[0].status, MessageStatus::kAccepted);
+  const std::string text = Ticket("LL-000001").ticket.text;
+  EXPECT_EQ(text.substr(0, 3), "bad");
+  EXPECT_EQ(text.substr(text.size() - 4), "byte");
+}
+
+// ---- Several homes on one database -------------------------------------------------------------
+
+TEST_P(HomeStoreTest, TwoHomesIngestingTheSameAlertsMakeOneTicketPerKeyAndOneEmailEach) {
+  // Two stores with their own connections stand for two home processes behind one load balancer.
+  // Four threads each send every device's alerts for two codes, in opposite code order on alternate
+  // threads, so on PostgreSQL the transactions truly overlap. Each batch carries a message id that
+  // every thread shares (an agent's retry landing on the other home) and one of its own.
+  constexpr int kDevices = 3;
+  constexpr int kRounds = 4;
+  constexpr int kThreadsPerHome = 4;
+  const std::vector<std::string> codes = {"DISK-1", "FAN-2"};
+  for (int d = 0; d < kDevices; ++d) {
+    EnrollDevice(Device("SN-" + std::to_string(d)));
+  }
+  auto other_home = OpenStore();
+  ASSERT_TRUE(other_home);
+  HomeStore* homes[2] = {store_.get(), other_home.get()};
+
+  std::atomic<int> failures{0};
+  std::atomic<int> first_answers{0};  // non-duplicate answers to the shared message ids
+  std::latch start(2 * kThreadsPerHome);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2 * kThreadsPerHome; ++t) {
+    threads.emplace_back([&, t] {
+      HomeStore* home = homes[t % 2];
+      start.arrive_and_wait();
+      for (int r = 0; r < kRounds; ++r) {
+        for (int d = 0; d < kDevices; ++d) {
+          std::vector<Message> messages;
+          for (int i = 0; i < 2; ++i) {
+            const std::string& code = codes[(i + t / 2) % 2];
+            const std::string key = std::to_string(d) + "-" + std::to_string(r) + "-" + code;
+            messages.push_back(Alert("shared-" + key, code, Severity::kCritical));
+            messages.push_back(Alert("own-" + std::to_string(t) + "-" + key, code, Severity::kError));
+          }
+          const std::string batch = "batch-" + std::to_string(t) + "-" + std::to_string(r) + "-" + std::to_string(d);
+          auto reply = home->IngestBatch(Request(batch, messages, kNow + r, Device("SN-" + std::to_string(d))));
+          if (!reply) {
+            ++failures;
+            ADD_FAILURE() << batch << ": " << reply.error().message() << " (" << sql::LastErrorDetail() << ")";
+            continue;
+          }
+          for (const auto& result : reply->results) {
+            if (result.status != MessageStatus::kAccepted) {
+              ++failures;
+            }
+            if (result.message_id.starts_with("shared-") && !result.duplicate) {
+              ++first_answers;
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  // Each shared message id was applied once, whichever home got it first.
+  EXPECT_EQ(first_answers.load(), kDevices * kRounds * 2);
+
+  auto tickets = store_->ListTickets({.limit = 1000});
+  ASSERT_TRUE(tickets);
+  ASSERT_EQ(tickets->size(), static_cast<std::size_t>(kDevices * 2));  // one per device and code
+  std::set<std::pair<std::string, std::string>> keys;
+  std::set<std::string> numbers;
+  const std::regex format("LL-[0-9]{6}");
+  for (const auto& t : *tickets) {
+    keys.insert({t.device.serial, t.code});
+    numbers.insert(t.number);
+    EXPECT_TRUE(std::regex_match(t.number, format)) << t.number;
+    EXPECT_EQ(t.state, TicketState::kOpen);
+    // Every distinct message counted once: the shared one per round plus each thread's own.
+    EXPECT_EQ(t.occurrences, kRounds * (1 + 2 * kThreadsPerHome)) << t.number;
+    const auto detail = Ticket(t.number);
+    EXPECT_EQ(detail.notifications.size(), 2u) << t.number;  // one email per contact, once
+  }
+  EXPECT_EQ(keys.size(), static_cast<std::size_t>(kDevices * 2));
+  EXPECT_EQ(numbers.size(), tickets->size());
+  const auto counts = CountRows();
+  EXPECT_EQ(counts.at("tickets"), kDevices * 2);
+  EXPECT_EQ(counts.at("notifications"), kDevices * 2 * 2);
+  EXPECT_EQ(counts.at("events"), kDevices * kRounds * 2 * (1 + 2 * kThreadsPerHome));
+  EXPECT_EQ(counts.at("batches"), 2 * kThreadsPerHome * kRounds * kDevices);
+}
+
+TEST_P(HomeStoreTest, TwoHomesReplayingOneBatchApplyItOnce) {
+  // The same batch (same id) reaches both homes at once, many times over: exactly one applies it.
+  EnrollDevice(Device());
+  auto other_home = OpenStore();
+  ASSERT_TRUE(other_home);
+  HomeStore* homes[2] = {store_.get(), other_home.get()};
+  for (int round = 0; round < 10; ++round) {
+    const auto request = Request("b-" + std::to_string(round),
+                                 {Alert("m-" + std::to_string(round), "CODE-" + std::to_string(round),
+                                        Severity::kCritical)});
+    std::latch start(4);
+    std::atomic<int> applied{0};
+    std::atomic<int> refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        start.arrive_and_wait();
+        auto reply = homes[t % 2]->IngestBatch(request);
+        if (reply) {
+          ++applied;
+        } else if (reply.error() == Errc::kReplayedBatch) {
+          ++refused;
+        }
+      });
+    }
+    for (auto& thread : threads) {
+      thread.join();
+    }
+    EXPECT_EQ(applied.load(), 1) << "round " << round;
+    EXPECT_EQ(refused.load(), 3) << "round " << round;
+  }
+  const auto counts = CountRows();
+  EXPECT_EQ(counts.at("tickets"), 10);
+  EXPECT_EQ(counts.at("notifications"), 20);
+}
+
+TEST_P(HomeStoreTest, TwoHomesClaimEachNotificationOnce) {
+  // Both homes' notifiers poll the one outbox: within the lease, a row goes to one of them only.
+  EnrollDevice(Device());
+  for (int i = 0; i < 15; ++i) {
+    Ingest(Request("b" + std::to_string(i),
+                   {Alert("m" + std::to_string(i), "CODE-" + std::to_string(i), Severity::kCritical)}));
+  }
+  auto other_home = OpenStore();
+  ASSERT_TRUE(other_home);
+  HomeStore* homes[2] = {store_.get(), other_home.get()};
+  std::mutex mutex;
+  std::vector<std::int64_t> claimed;
+  std::latch start(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int attempt = 0; attempt < 50; ++attempt) {
+        auto batch = homes[t % 2]->ClaimNotifications(3, kNow);
+        ASSERT_TRUE(batch) << batch.error().message();
+        if (batch->empty()) {
+          return;
+        }
+        std::lock_guard lock(mutex);
+        for (const auto& n : *batch) {
+          claimed.push_back(n.id);
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(claimed.size(), 30u);
+  EXPECT_EQ(std::set<std::int64_t>(claimed.begin(), claimed.end()).size(), 30u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HomeStoreTest,
+                         ::testing::Values(sql::Backend::kSqlite, sql::Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<sql::Backend>& info) {
+                           return info.param == sql::Backend::kSqlite ? "SQLite" : "PostgreSQL";
+                         });
+
+TEST(SqliteHomeStore, AdoptsAFileFromBeforeSchemaVersion) {
+  // Files written before the SQL seam kept their schema version in PRAGMA user_version only.
+  testing::TempDir dir;
+  {
+    auto db = sqlite::Database::Open(dir / "home.db");
+    ASSERT_TRUE(db);
+    std::vector<std::string_view> steps;
+    for (const auto& m : SqlHomeStore::Migrations()) {
+      steps.push_back(m.sqlite);
+    }
+    ASSERT_TRUE((*db)->Migrate(steps));
+    ASSERT_TRUE((*db)->Exec(
+        "INSERT INTO admin_tokens (name, token_hash, role, created_at_ms) VALUES ('ops', 'h', 'admin', 1)"));
+  }
+  auto store = SqliteHomeStore::Open(dir / "home.db");
+  ASSERT_TRUE(store) << store.error().message();
+  EXPECT_TRUE((*store)->FindAdminToken("h")->has_value());
+  EXPECT_EQ(*sql::SchemaVersion((*store)->database()),
+            static_cast<std::int64_t>(SqlHomeStore::Migrations().size()));
+}
+
+TEST(SqlSeam, ParametersBindByNumberOnBothDrivers) {
+  // SQLite numbers $N parameters in order of first use; the driver must bind them by N.
+  testing::TempDir dir;
+  auto* server = testing::SharedPostgres();
+  ASSERT_NE(server, nullptr);
+  auto lite = sqlite::OpenSqlDatabase(dir / "x.db");
+  auto pg = postgres::Open({.conninfo = server->CreateDatabase(), .pool_size = 1});
+  ASSERT_TRUE(lite && pg);
+  for (auto& db : {*lite, *pg}) {
+    auto row = db->WithSession([](sql::Session& s) {
+      return s.QueryRow("SELECT $2 || '-' || $1, $3 IS NULL, $1", "a", "b", std::optional<std::int64_t>());
+    });
+    ASSERT_TRUE(row && *row) << sql::LastErrorDetail();
+    EXPECT_EQ((*row)->Text(0), "b-a") << ToString(db->backend());
+    EXPECT_EQ((*row)->Text(1).substr(0, 1), db->backend() == sql::Backend::kSqlite ? "1" : "t");
+    auto missing = db->WithSession([](sql::Session& s) { return s.Exec("SELECT $2", 1); });
+    EXPECT_FALSE(missing) << ToString(db->backend());
+  }
+}
+
+TEST(SqlSeam, ErrorsAreSortedTheSameWayOnBothDrivers) {
+  testing::TempDir dir;
+  auto* server = testing::SharedPostgres();
+  ASSERT_NE(server, nullptr);
+  auto lite = sqlite::OpenSqlDatabase(dir / "x.db");
+  auto pg = postgres::Open({.conninfo = server->CreateDatabase(), .pool_size = 1});
+  ASSERT_TRUE(lite && pg);
+  for (auto& db : {*lite, *pg}) {
+    const auto backend = ToString(db->backend());
+    ASSERT_TRUE(db->WithSession([](sql::Session& s) {
+      return s.ExecScript("CREATE TABLE u (k TEXT PRIMARY KEY, n INTEGER NOT NULL CHECK (n > 0))");
+    }));
+    ASSERT_TRUE(db->WithSession([](sql::Session& s) { return s.Exec("INSERT INTO u VALUES ($1, $2)", "x", 1); }));
+    auto dup = db->WithSession([](sql::Session& s) { return s.Exec("INSERT INTO u VALUES ($1, $2)", "x", 2); });
+    EXPECT_EQ(dup.error(), sql::Errc::kUniqueViolation) << backend;
+    EXPECT_FALSE(sql::LastErrorDetail().empty());
+    auto check = db->WithSession([](sql::Session& s) { return s.Exec("INSERT INTO u VALUES ($1, $2)", "y", 0); });
+    EXPECT_EQ(check.error(), sql::Errc::kConstraintViolation) << backend;
+    auto syntax = db->WithSession([](sql::Session& s) { return s.Exec("SELEC 1"); });
+    EXPECT_EQ(syntax.error(), sql::Errc::kStatementFailed) << backend;
+    // A failed body rolls back everything it did.
+    auto rolled = db->Transaction(sql::TxMode::kWrite, [](sql::Session& s) -> VoidResult {
+      if (auto ok = s.Exec("INSERT INTO u VALUES ($1, $2)", "z", 3); !ok) {
+        return ok.error();
+      }
+      return make_error_code(Errc::kNotFound);
+    });
+    EXPECT_EQ(rolled.error(), Errc::kNotFound) << backend;
+    auto count = db->WithSession([](sql::Session& s) { return s.QueryRow("SELECT COUNT(*) FROM u"); });
+    EXPECT_EQ((*count)->Int(0), 1) << backend;
+  }
+}
+
+TEST(PostgresStore, UnreachableServerFailsClearly) {
+  testing::TempDir dir;
+  auto opened = SqlHomeStore::Open(HomeStoreOptions{
+      .backend = sql::Backend::kPostgres,
+      .postgres_conninfo = "host=" + dir.path().string() + " port=1 dbname=none connect_timeout=2"});
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error(), sql::Errc::kConnectionFailed);
+  EXPECT_NE(sql::LastErrorDetail().find("connection to server"), std::string::npos) << sql::LastErrorDetail();
 }
 
 TEST(HomeStoreErrors, ErrorsReadWell) {

@@ -1,0 +1,271 @@
+#include "store/home_schema.h"
+
+#include <array>
+
+namespace lifeline::store {
+namespace {
+
+// The SQLite steps are the ones SQLite files have carried since the first release (they were applied
+// under PRAGMA user_version, which the migration runner adopts). The PostgreSQL steps hold the same
+// tables with PostgreSQL's types: BIGINT for every integer (times in ms, counters), identity columns
+// for INTEGER PRIMARY KEY, a sequence for ticket numbers, and byte-order collation ("C") on the
+// columns listings sort by, so both backends order rows alike.
+
+constexpr std::string_view kSqliteV1 = R"sql(
+CREATE TABLE enrollment_tokens (
+  token_hash     TEXT PRIMARY KEY,
+  customer       TEXT NOT NULL,
+  site           TEXT NOT NULL,
+  serial         TEXT NOT NULL,
+  model          TEXT NOT NULL,
+  created_at_ms  INTEGER NOT NULL,
+  expires_at_ms  INTEGER NOT NULL,
+  used_at_ms     INTEGER
+);
+
+CREATE TABLE devices (
+  id                        INTEGER PRIMARY KEY,
+  customer                  TEXT NOT NULL,
+  site                      TEXT NOT NULL,
+  serial                    TEXT NOT NULL,
+  model                     TEXT NOT NULL,
+  signing_public_b64        TEXT NOT NULL,
+  cert_fingerprint          TEXT NOT NULL,
+  cert_pem                  TEXT NOT NULL,
+  cert_not_after_ms         INTEGER NOT NULL,
+  status                    TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+  enrolled_at_ms            INTEGER NOT NULL,
+  last_seen_ms              INTEGER,
+  last_heartbeat_ms         INTEGER,
+  last_heartbeat_interval_s INTEGER NOT NULL DEFAULT 0,
+  last_sequence             INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (customer, site, serial)
+);
+
+-- Batch ids seen, for replay detection; pruned by age.
+CREATE TABLE batches (
+  batch_id        TEXT PRIMARY KEY,
+  device_id       INTEGER NOT NULL REFERENCES devices (id),
+  received_at_ms  INTEGER NOT NULL
+);
+CREATE INDEX batches_by_time ON batches (received_at_ms);
+
+CREATE TABLE tickets (
+  id              INTEGER PRIMARY KEY,
+  number          TEXT NOT NULL UNIQUE,
+  state           TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+  device_id       INTEGER NOT NULL REFERENCES devices (id),
+  customer        TEXT NOT NULL,
+  site            TEXT NOT NULL,
+  serial          TEXT NOT NULL,
+  code            TEXT NOT NULL,
+  severity        TEXT NOT NULL,
+  text            TEXT NOT NULL,
+  first_seen_ms   INTEGER NOT NULL,
+  last_seen_ms    INTEGER NOT NULL,
+  occurrences     INTEGER NOT NULL,
+  resolved_at_ms  INTEGER
+);
+-- At most one open ticket per device and alert code: repeats join it instead of opening another.
+CREATE UNIQUE INDEX tickets_one_open ON tickets (device_id, code) WHERE state = 'open';
+
+-- Every ingested message with the answer the home gave, so a repeated message id gets the same one.
+CREATE TABLE events (
+  id              INTEGER PRIMARY KEY,
+  device_id       INTEGER NOT NULL REFERENCES devices (id),
+  message_id      TEXT NOT NULL,
+  batch_id        TEXT NOT NULL,
+  type            TEXT NOT NULL,
+  sequence        INTEGER NOT NULL,
+  code            TEXT NOT NULL,
+  severity        TEXT,
+  text            TEXT NOT NULL,
+  payload_json    TEXT NOT NULL,
+  device_time_ms  INTEGER NOT NULL,
+  received_at_ms  INTEGER NOT NULL,
+  ticket_id       INTEGER REFERENCES tickets (id),
+  result_status   TEXT NOT NULL,
+  result_reason   TEXT NOT NULL,
+  result_ticket   TEXT NOT NULL,
+  UNIQUE (device_id, message_id)
+);
+CREATE INDEX events_by_ticket ON events (ticket_id);
+
+CREATE TABLE notifications (
+  id               INTEGER PRIMARY KEY,
+  kind             TEXT NOT NULL,
+  recipient        TEXT NOT NULL,
+  ticket_id        INTEGER NOT NULL REFERENCES tickets (id),
+  subject          TEXT NOT NULL,
+  body             TEXT NOT NULL,
+  status           TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  last_error       TEXT NOT NULL DEFAULT '',
+  created_at_ms    INTEGER NOT NULL,
+  next_attempt_ms  INTEGER NOT NULL,
+  sent_at_ms       INTEGER
+);
+CREATE INDEX notifications_due ON notifications (status, next_attempt_ms);
+
+CREATE TABLE admin_tokens (
+  id             INTEGER PRIMARY KEY,
+  name           TEXT NOT NULL UNIQUE,
+  token_hash     TEXT NOT NULL UNIQUE,
+  role           TEXT NOT NULL,
+  created_at_ms  INTEGER NOT NULL
+);
+
+-- Named sequences: ticket numbers are LL-<counter>, never reused even when rows are deleted.
+CREATE TABLE counters (
+  name   TEXT PRIMARY KEY,
+  value  INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('ticket', 0);
+)sql";
+
+constexpr std::string_view kPostgresV1 = R"sql(
+CREATE TABLE enrollment_tokens (
+  token_hash     TEXT PRIMARY KEY,
+  customer       TEXT NOT NULL,
+  site           TEXT NOT NULL,
+  serial         TEXT NOT NULL,
+  model          TEXT NOT NULL,
+  created_at_ms  BIGINT NOT NULL,
+  expires_at_ms  BIGINT NOT NULL,
+  used_at_ms     BIGINT
+);
+
+CREATE TABLE devices (
+  id                        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  customer                  TEXT COLLATE "C" NOT NULL,
+  site                      TEXT COLLATE "C" NOT NULL,
+  serial                    TEXT COLLATE "C" NOT NULL,
+  model                     TEXT NOT NULL,
+  signing_public_b64        TEXT NOT NULL,
+  cert_fingerprint          TEXT NOT NULL,
+  cert_pem                  TEXT NOT NULL,
+  cert_not_after_ms         BIGINT NOT NULL,
+  status                    TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+  enrolled_at_ms            BIGINT NOT NULL,
+  last_seen_ms              BIGINT,
+  last_heartbeat_ms         BIGINT,
+  last_heartbeat_interval_s BIGINT NOT NULL DEFAULT 0,
+  last_sequence             BIGINT NOT NULL DEFAULT 0,
+  UNIQUE (customer, site, serial)
+);
+
+CREATE TABLE batches (
+  batch_id        TEXT PRIMARY KEY,
+  device_id       BIGINT NOT NULL REFERENCES devices (id),
+  received_at_ms  BIGINT NOT NULL
+);
+CREATE INDEX batches_by_time ON batches (received_at_ms);
+
+CREATE TABLE tickets (
+  id              BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  number          TEXT NOT NULL UNIQUE,
+  state           TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+  device_id       BIGINT NOT NULL REFERENCES devices (id),
+  customer        TEXT NOT NULL,
+  site            TEXT NOT NULL,
+  serial          TEXT NOT NULL,
+  code            TEXT NOT NULL,
+  severity        TEXT NOT NULL,
+  text            TEXT NOT NULL,
+  first_seen_ms   BIGINT NOT NULL,
+  last_seen_ms    BIGINT NOT NULL,
+  occurrences     BIGINT NOT NULL,
+  resolved_at_ms  BIGINT
+);
+-- At most one open ticket per device and alert code, whichever home process ingests.
+CREATE UNIQUE INDEX tickets_one_open ON tickets (device_id, code) WHERE state = 'open';
+
+CREATE TABLE events (
+  id              BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  device_id       BIGINT NOT NULL REFERENCES devices (id),
+  message_id      TEXT NOT NULL,
+  batch_id        TEXT NOT NULL,
+  type            TEXT NOT NULL,
+  sequence        BIGINT NOT NULL,
+  code            TEXT NOT NULL,
+  severity        TEXT,
+  text            TEXT NOT NULL,
+  payload_json    TEXT NOT NULL,
+  device_time_ms  BIGINT NOT NULL,
+  received_at_ms  BIGINT NOT NULL,
+  ticket_id       BIGINT REFERENCES tickets (id),
+  result_status   TEXT NOT NULL,
+  result_reason   TEXT NOT NULL,
+  result_ticket   TEXT NOT NULL,
+  UNIQUE (device_id, message_id)
+);
+CREATE INDEX events_by_ticket ON events (ticket_id);
+
+CREATE TABLE notifications (
+  id               BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  kind             TEXT NOT NULL,
+  recipient        TEXT NOT NULL,
+  ticket_id        BIGINT NOT NULL REFERENCES tickets (id),
+  subject          TEXT NOT NULL,
+  body             TEXT NOT NULL,
+  status           TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+  attempts         BIGINT NOT NULL DEFAULT 0,
+  last_error       TEXT NOT NULL DEFAULT '',
+  created_at_ms    BIGINT NOT NULL,
+  next_attempt_ms  BIGINT NOT NULL,
+  sent_at_ms       BIGINT
+);
+CREATE INDEX notifications_due ON notifications (status, next_attempt_ms);
+
+CREATE TABLE admin_tokens (
+  id             BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  name           TEXT NOT NULL UNIQUE,
+  token_hash     TEXT NOT NULL UNIQUE,
+  role           TEXT NOT NULL,
+  created_at_ms  BIGINT NOT NULL
+);
+
+-- Ticket numbers are LL-<next value>: unique across every home process sharing the database, and
+-- never reused (a rolled-back ticket leaves a gap).
+CREATE SEQUENCE ticket_numbers;
+)sql";
+
+constexpr std::string_view kSqliteV2 = R"sql(
+CREATE TABLE instructions (
+  id              TEXT PRIMARY KEY,
+  device_id       INTEGER NOT NULL REFERENCES devices (id),
+  kind            TEXT NOT NULL,
+  config_toml     TEXT NOT NULL DEFAULT '',
+  created_at_ms   INTEGER NOT NULL,
+  status          TEXT NOT NULL DEFAULT 'pending',  -- pending, done, refused, failed
+  detail          TEXT NOT NULL DEFAULT '',
+  completed_at_ms INTEGER
+);
+CREATE INDEX instructions_by_device ON instructions (device_id, status, created_at_ms);
+)sql";
+
+constexpr std::string_view kPostgresV2 = R"sql(
+CREATE TABLE instructions (
+  id              TEXT PRIMARY KEY,
+  device_id       BIGINT NOT NULL REFERENCES devices (id),
+  kind            TEXT NOT NULL,
+  config_toml     TEXT NOT NULL DEFAULT '',
+  created_at_ms   BIGINT NOT NULL,
+  status          TEXT NOT NULL DEFAULT 'pending',  -- pending, done, refused, failed
+  detail          TEXT NOT NULL DEFAULT '',
+  completed_at_ms BIGINT
+);
+CREATE INDEX instructions_by_device ON instructions (device_id, status, created_at_ms);
+)sql";
+
+constexpr std::array<sql::Migration, 2> kMigrations = {{
+    {kSqliteV1, kPostgresV1},
+    // 2: instructions from home to devices, delivered in replies until the device reports on them.
+    {kSqliteV2, kPostgresV2},
+}};
+
+}  // namespace
+
+std::span<const sql::Migration> HomeMigrations() { return kMigrations; }
+
+}  // namespace lifeline::store
