@@ -60,7 +60,8 @@ class Database {
   /// Runs `body(Session&)` in one transaction and returns what it returned. The body returns a
   /// Result; an error rolls everything back. Retryable errors (IsRetryable) run the whole body again,
   /// up to kMaxAttempts times with a short randomised pause, so the body must only write to the
-  /// database and to values it rebuilds on every run.
+  /// database and to values it rebuilds on every run. A connection found closed at BEGIN is replaced
+  /// and the transaction started again.
   template <class Body>
   auto Transaction(TxMode mode, Body&& body) -> decltype(body(std::declval<Session&>())) {
     using R = decltype(body(std::declval<Session&>()));
@@ -71,8 +72,12 @@ class Database {
       }
       Session& session = **lease;
       std::error_code failure;
+      bool retry = false;
       if (auto begun = session.Begin(mode); !begun) {
         failure = begun.error();
+        // A pooled connection the server has since closed fails at BEGIN, before anything ran: the
+        // pool drops it and the next attempt connects afresh.
+        retry = failure == Errc::kConnectionFailed;
       } else {
         R result = body(session);
         if (result) {
@@ -86,10 +91,12 @@ class Database {
         }
         session.Rollback();
       }
-      if (!IsRetryable(failure) || attempt >= kMaxAttempts) {
+      if (!(retry || IsRetryable(failure)) || attempt >= kMaxAttempts) {
         return Fail(failure);
       }
-      PauseBeforeRetry(attempt);
+      if (!retry) {
+        PauseBeforeRetry(attempt);
+      }
     }
   }
 

@@ -1072,6 +1072,30 @@ TEST(SqlSeam, ErrorsAreSortedTheSameWayOnBothDrivers) {
   }
 }
 
+TEST(PostgresStore, ConnectionsTheServerClosedAreReplaced) {
+  // A PostgreSQL restart or failover closes every pooled connection; the next transaction must not
+  // fail for it.
+  auto* server = testing::SharedPostgres();
+  ASSERT_NE(server, nullptr);
+  const std::string conninfo = server->CreateDatabase();
+  auto store = SqlHomeStore::Open(HomeStoreOptions{
+      .backend = sql::Backend::kPostgres, .postgres_conninfo = conninfo, .postgres_pool_size = 2});
+  ASSERT_TRUE(store);
+  ASSERT_TRUE((*store)->CreateAdminToken("ops", "h1", "admin", kNow));
+  auto admin = postgres::Open({.conninfo = conninfo, .pool_size = 1});
+  ASSERT_TRUE(admin);
+  auto terminated = (*admin)->WithSession([](sql::Session& s) {
+    return s.Query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  });
+  ASSERT_TRUE(terminated) << sql::LastErrorDetail();
+  ASSERT_FALSE(terminated->empty());
+  auto claimed = (*store)->ClaimNotifications(10, kNow);  // a transaction: retried on a new connection
+  EXPECT_TRUE(claimed) << claimed.error().message() << " " << sql::LastErrorDetail();
+  EXPECT_TRUE((*store)->FindAdminToken("h1")->has_value());
+}
+
 TEST(PostgresStore, UnreachableServerFailsClearly) {
   testing::TempDir dir;
   auto opened = SqlHomeStore::Open(HomeStoreOptions{
