@@ -155,15 +155,19 @@ bool PrintComparison(const CompareFigures& f, const CompareOptions& options) {
       zbx.ran ? "n/a" : "-", "", "", "");
 
   fmt::print("\nCPU is the run time of every thread (/proc/PID/task/*/schedstat, ns). The same windows by "
-             "utime+stime of /proc/PID/stat ({} ms ticks): idle lifeline {:.2f} s, zabbix {:.2f} s; load "
-             "lifeline {:.2f} s, zabbix {:.2f} s.\n",
+             "utime+stime+cutime+cstime of /proc/PID/stat ({} ms ticks; this also counts sender processes that "
+             "ended inside a window): idle lifeline {:.2f} s, zabbix {:.2f} s; load lifeline {:.2f} s, zabbix "
+             "{:.2f} s.\n",
              1000 / TicksPerSecond(), TickSeconds(ours.idle_start, ours.idle_end),
              TickSeconds(zbx.idle_start, zbx.idle_end), TickSeconds(ours.load_start, ours.load_end),
              TickSeconds(zbx.load_start, zbx.load_end));
-  fmt::print("lifeline: one process (`lifeline agent run` with the shipped defaults: heartbeat every {} s, log "
-             "poll every {} ms), enrolled with a real `lifeline home run` on loopback.\n",
+  fmt::print("lifeline: `lifeline-agent run` (the resident process: sources, rules, durable queue; heartbeat every "
+             "{} s, log poll every {} ms) and, while there is something to send, the `lifeline agent send` process "
+             "it starts; both are counted, summed like zabbix's. The sender {} when the idle window began. Enrolled "
+             "with a real `lifeline home run` on loopback.\n",
              lifeline::agent::ReportsConfig{}.heartbeat_interval.count(),
-             lifeline::agent::SourcesConfig{}.poll_interval_ms);
+             lifeline::agent::SourcesConfig{}.poll_interval_ms,
+             f.sender_gone_before_idle ? "had left (queue empty for 10 s)" : "was STILL RUNNING");
   if (zbx.ran) {
     fmt::print("zabbix_agentd: Debian's defaults (StartAgents=3 passive listeners, RefreshActiveChecks=120, "
                "BufferSend=5) plus one active log[] item whose regular expression is the ten rules as one "

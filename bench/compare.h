@@ -45,6 +45,7 @@ struct CompareFigures {
   std::uint64_t lines_written = 0;
   std::uint64_t matching_lines_written = 0;
   double average_line_bytes = 0;
+  bool sender_gone_before_idle = false;  // lifeline's sender process had left when the idle window began
 };
 
 /// Bounded in time: start-up waits are capped at 20 s each, the windows are as given.

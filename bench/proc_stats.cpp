@@ -94,7 +94,11 @@ ProcSample Sample(const std::vector<pid_t>& pids) {
       continue;
     }
     ++sample.processes;
+    // utime + stime, plus cutime + cstime: the CPU of children that ended (the agent's sender processes).
     sample.cpu_ticks += ToInt(fields[11]) + ToInt(fields[12]);
+    if (fields.size() >= 15) {
+      sample.cpu_ticks += ToInt(fields[13]) + ToInt(fields[14]);
+    }
     const auto status = ReadAll(dir / "status");
     sample.rss_kib += std::max<std::int64_t>(0, KibField(status, "VmRSS"));
     sample.rss_anon_kib += std::max<std::int64_t>(0, KibField(status, "RssAnon"));

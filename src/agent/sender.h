@@ -3,6 +3,7 @@
 // device key, seals it to the home's key and POSTs it. Messages leave the queue only when the home's
 // signed reply answers them, so a crash, a timeout or a lost reply means "send again" (the home answers
 // repeated message ids with the same answer and no second effect).
+#include "agent/backoff.h"
 #include "agent/connection_paths.h"
 #include "agent/instructions.h"
 #include "agent/queue.h"
@@ -64,10 +65,5 @@ struct AgentConfig;
 /// The sender for `config`: its home endpoint(s) and connection path(s), the device's TLS credentials.
 [[nodiscard]] Result<std::unique_ptr<Sender>> MakeSender(const AgentConfig& config, AgentQueue& queue,
                                                          SenderKeys keys);
-
-/// Delay before retry number `attempt` (0-based): uniformly random in [0, min(max, min * 2^attempt)]
-/// ("full jitter"), never below 100 ms so a dead home is not hammered.
-std::chrono::milliseconds RetryDelay(int attempt, std::chrono::milliseconds min, std::chrono::milliseconds max,
-                                     std::mt19937_64& random);
 
 }  // namespace lifeline::agent

@@ -2,6 +2,10 @@
 #include "cli/commands.h"
 
 #include "agent/agent_service.h"
+#include "agent/enroll.h"
+#include "agent/send_service.h"
+#include "cli/agent_run.h"
+#include "cli/subprocess.h"
 #include "agent/env_check.h"
 #include "agent/queue_config.h"
 #include "common/clock.h"
@@ -165,38 +169,6 @@ int Instruct(const std::string& config_path, const InstructOptions& options) {
   std::cout << fmt::format("instruction {} ({}) queued for {}; it goes out with the next reply to the device\n", *id,
                            kind, options.device.Key());
   return kExitOk;
-}
-
-int RunAgent(const std::string& config_path) {
-  auto loaded = LoadConfig<agent::AgentConfig>(config_path);
-  if (!loaded) {
-    return kExitUsage;
-  }
-  const agent::AgentConfig& config = *loaded;
-  BlockStopSignals();
-  auto service = agent::AgentService::Start(config);
-  if (!service) {
-    std::cerr << "lifeline agent: cannot start: " << service.error().message() << " (see the log above)\n";
-    return kExitFailure;
-  }
-  // Wait for a stop signal; meanwhile apply a configuration from home when one has been staged.
-  for (;;) {
-    if (const auto signal = WaitForStopSignal(std::chrono::milliseconds(200))) {
-      log::Get("agent")->info("received signal {}, shutting down", *signal);
-      (*service)->Stop();
-      return kExitOk;
-    }
-    if ((*service)->ReloadRequested()) {
-      (*service)->Stop();
-      auto current = LoadConfig<agent::AgentConfig>(config_path);
-      service = current ? agent::ApplyStagedConfig(*current) : Result<std::unique_ptr<agent::AgentService>>(
-                                                                   std::make_error_code(std::errc::invalid_argument));
-      if (!service) {
-        std::cerr << "lifeline agent: cannot start after a configuration change: " << service.error().message() << "\n";
-        return kExitFailure;
-      }
-    }
-  }
 }
 
 int EnrollAgent(const std::string& config_path, std::string token, const std::string& token_file, bool force) {
@@ -400,6 +372,10 @@ int Run(int argc, char** argv) {
   auto* agent_run = agent_cmd->add_subcommand("run", "Run the agent until SIGINT/SIGTERM");
   agent_run->add_option("--config", agent_config, "agent.toml");
   agent_run->add_flag("--help-config", agent_help_config, "List every agent.toml key with its default");
+  // Started by `agent run` (or lifeline-agent) whenever the queue has work; hidden from --help.
+  auto* agent_send = agent_cmd->add_subcommand("send", "Internal: the agent's sender process (started by the agent)");
+  agent_send->group("");
+  agent_send->add_option("--config", agent_config, "agent.toml")->required();
   auto* agent_enroll = agent_cmd->add_subcommand(
       "enroll", "Create this device's keys and get its certificate from the home with an enrollment token");
   std::string enroll_token;
@@ -500,7 +476,11 @@ int Run(int argc, char** argv) {
       std::cerr << "lifeline agent run: --config is required\n";
       return kExitUsage;
     }
-    return RunAgent(agent_config);
+    return RunAgentProcess(agent_config, SenderCommand{SelfExecutable(), log_format, log_level}, "lifeline agent");
+  }
+  if (agent_send->parsed()) {
+    auto loaded = LoadConfig<agent::AgentConfig>(agent_config);
+    return loaded ? agent::RunSendService(*loaded, {}) : kExitUsage;
   }
   if (agent_enroll->parsed()) {
     return EnrollAgent(agent_config, enroll_token, enroll_token_file, enroll_force);

@@ -146,29 +146,6 @@ const char* ProxyScheme(ProxyKind kind) {
   return "";
 }
 
-// "host:port" with a non-empty host and a numeric port; IPv6 literals in brackets. No scheme, no
-// credentials, nothing curl would read as more than an address.
-bool CheckProxyAddress(std::string_view address) {
-  if (address.empty() || address.size() > 300 ||
-      address.find_first_of(std::string_view("/@ \t\r\n\0?#", 9)) != std::string_view::npos) {
-    return false;
-  }
-  const std::size_t colon = address.rfind(':');
-  if (colon == std::string_view::npos || colon == 0 || colon + 1 == address.size()) {
-    return false;
-  }
-  const std::string_view host = address.substr(0, colon);
-  if (host.find(':') != std::string_view::npos && !(host.front() == '[' && host.back() == ']')) {
-    return false;  // a bare IPv6 literal: the port would be ambiguous
-  }
-  for (char c : address.substr(colon + 1)) {
-    if (c < '0' || c > '9') {
-      return false;
-    }
-  }
-  return address.size() - colon - 1 <= 5;
-}
-
 // The host[:port] of an https URL, for messages.
 std::string_view UrlHost(std::string_view url) {
   if (const std::size_t scheme = url.find("://"); scheme != std::string_view::npos) {
@@ -259,29 +236,6 @@ std::string PresentedIssuer(const std::string& url, const ProxySettings& proxy,
 }
 
 }  // namespace
-
-std::string_view ToString(ProxyKind kind) {
-  switch (kind) {
-    case ProxyKind::kNone:
-      return "direct";
-    case ProxyKind::kHttp:
-      return "HTTP proxy";
-    case ProxyKind::kSocks4:
-      return "SOCKS4 proxy";
-    case ProxyKind::kSocks5:
-      return "SOCKS5 proxy";
-  }
-  return "direct";
-}
-
-bool IsValidProxyAddress(std::string_view address) { return CheckProxyAddress(address); }
-
-std::string ProxySettings::Describe() const {
-  if (kind == ProxyKind::kNone) {
-    return "direct";
-  }
-  return std::string(ToString(kind)) + " " + address;
-}
 
 struct HttpClient::Impl {
   explicit Impl(ClientTls tls_settings) : tls(std::move(tls_settings)), log(log::Get("transport")) {
@@ -436,7 +390,7 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
     // Never fall back to the system store: the home's CA is pinned.
     return impl.Failure(Errc::kInvalidArgument, request, "no CA file configured");
   }
-  if (proxy.kind != ProxyKind::kNone && !CheckProxyAddress(proxy.address)) {
+  if (proxy.kind != ProxyKind::kNone && !IsValidProxyAddress(proxy.address)) {
     return impl.Failure(Errc::kInvalidArgument, request,
                         "invalid proxy address '" + proxy.address + "' (want host:port or [v6]:port)");
   }

@@ -1,5 +1,7 @@
 #include "support/harness.h"
 
+#include <fstream>
+
 #include "crypto/pki.h"
 #include "transport/http_client.h"
 
@@ -22,9 +24,13 @@ bool Eventually(const std::function<bool()>& condition, std::chrono::millisecond
 }
 
 CommandResult RunLifeline(const std::vector<std::string>& args, std::chrono::seconds timeout) {
-  TempDir out;
   std::vector<std::string> argv = {LIFELINE_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, timeout);
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
+  TempDir out;
   auto process = cli::Subprocess::Spawn(argv, out / "output");
   if (!process) {
     return {};
@@ -231,12 +237,31 @@ void TestAgent::Start() {
     return count;
   };
   const std::size_t before = started_lines();
-  auto process = cli::Subprocess::Spawn({LIFELINE_BINARY, "agent", "run", "--config", config().string()}, agent_log());
+  const std::vector<std::string> argv =
+      use_full_binary ? std::vector<std::string>{LIFELINE_BINARY, "agent", "run", "--config", config().string()}
+                      : std::vector<std::string>{LIFELINE_AGENT_BINARY, "run", "--config", config().string()};
+  auto process = cli::Subprocess::Spawn(argv, agent_log());
   ASSERT_TRUE(process);
   process_.emplace(std::move(*process));
   // Started means it is watching: only lines appended after this count.
   ASSERT_TRUE(Eventually([&] { return started_lines() > before; }, std::chrono::seconds(20)))
       << AgentLogText();
+}
+
+pid_t TestAgent::SenderPid() const {
+  if (!process_) {
+    return -1;
+  }
+  // The sender is the resident process's only child; the thread that started it lists it.
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(process_->pid()) + "/task", ec)) {
+    std::ifstream children(task.path() / "children");
+    pid_t child = -1;
+    if (children >> child) {
+      return child;
+    }
+  }
+  return -1;
 }
 
 void TestAgent::Stop() {

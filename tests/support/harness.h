@@ -27,6 +27,8 @@ struct CommandResult {
   std::string output;
 };
 CommandResult RunLifeline(const std::vector<std::string>& args, std::chrono::seconds timeout = std::chrono::seconds(60));
+/// Runs `argv` (argv[0] a path) the same way.
+CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::seconds timeout = std::chrono::seconds(60));
 
 class MailSink {
  public:
@@ -88,9 +90,15 @@ class TestAgent {
   void SetConfig(const std::string& toml);
   /// `lifeline agent enroll` with the token; returns the command's result.
   CommandResult Enroll(const std::string& token);
+  /// Starts `lifeline-agent run` (the resident agent as devices run it), or `lifeline agent run` (the same
+  /// code in the full binary) when use_full_binary is set.
   void Start();
   void Stop();
   void Kill();
+  /// The resident process's pid, and the pid of the sender process it runs at the moment (-1: none).
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  pid_t SenderPid() const;
+  bool use_full_binary = false;
   fs::path log_file() const { return dir_ / "array.log"; }
   fs::path agent_log() const { return dir_ / "agent.log"; }
   fs::path config() const { return dir_ / "agent.toml"; }
