@@ -381,7 +381,12 @@ severity = "warning"
         std::cerr << "lifeline demo: enrolling " << device.serial << " failed; see " << log.string() << "\n";
         return false;
       }
-      auto agent = Subprocess::Spawn({SelfExecutable().string(), "agent", "run", "--config", device.config.string()},
+      // The small resident agent devices run, when it is installed beside this binary.
+      const auto small_agent = SelfExecutable().parent_path() / "lifeline-agent";
+      auto agent = Subprocess::Spawn(
+          std::filesystem::exists(small_agent)
+              ? std::vector<std::string>{small_agent.string(), "run", "--config", device.config.string()}
+              : std::vector<std::string>{SelfExecutable().string(), "agent", "run", "--config", device.config.string()},
                                      log);
       if (!agent) {
         return false;
