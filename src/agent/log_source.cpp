@@ -44,13 +44,23 @@ void LogSource::Stop() {
 
 void LogSource::PollOnce(DetectionSink& sink) {
   auto log = log::Get("agent");
-  for (auto& follower : followers_) {
+  stored_positions_.resize(followers_.size());
+  for (std::size_t i = 0; i < followers_.size(); ++i) {
+    auto& follower = followers_[i];
     auto lines = follower->Poll(1000);
     if (!lines) {
       log->warn("cannot read {}: {}", follower->path().string(), lines.error().message());
       continue;
     }
     if (lines->empty()) {
+      // Nothing new, but the follower may have opened the file (or moved to a rotated one) since the
+      // position was last stored: store it, so a restart resumes here and reads what arrives meanwhile.
+      const FilePosition now_at = follower->position();
+      if (now_at.inode != 0 && !(now_at == stored_positions_[i])) {
+        if (queue_.SavePosition(follower->path().string(), now_at)) {
+          stored_positions_[i] = now_at;
+        }
+      }
       continue;
     }
     std::vector<protocol::Message> drafts;
@@ -66,7 +76,9 @@ void LogSource::PollOnce(DetectionSink& sink) {
         drafts.push_back(std::move(*draft));
       }
     }
-    if (!sink.Emit(std::move(drafts), std::make_pair(follower->path().string(), lines->back().after))) {
+    if (sink.Emit(std::move(drafts), std::make_pair(follower->path().string(), lines->back().after))) {
+      stored_positions_[i] = lines->back().after;
+    } else {
       // The position was not saved either: start this file again from the last committed position, as
       // after a restart, so these lines are read again and nothing is lost.
       auto saved = queue_.LoadPosition(follower->path().string());

@@ -32,6 +32,9 @@ class LogSource final : public Source {
 
  private:
   std::vector<std::unique_ptr<LogFollower>> followers_;
+  // The position each follower last had stored: a quiet file's starting point is stored too, or a
+  // restart would begin at the end again and skip what was written while the agent was down.
+  std::vector<FilePosition> stored_positions_;
   RuleSet rules_;
   std::vector<GateOptions> gates_;
   AlertGate gate_;

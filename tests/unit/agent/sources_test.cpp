@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <fstream>
+#include <thread>
+
 namespace lifeline::agent {
 namespace {
 
@@ -94,6 +98,57 @@ TEST(MakeDetectionSources, ErrorsNameTheCheckOrRule) {
   EXPECT_FALSE(backref.ok);
   EXPECT_NE(backref.error.find("twice"), std::string::npos) << backref.error;
   EXPECT_NE(Build("[syslog]\nudp = \"not-an-address\"\n").error.find("not-an-address"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lifeline::agent
+
+namespace lifeline::agent {
+namespace {
+
+// Enqueues like the agent does and counts what arrives.
+struct CountingSink final : DetectionSink {
+  explicit CountingSink(AgentQueue& queue) : queue(queue) {}
+  bool Emit(std::vector<protocol::Message> drafts,
+            std::optional<std::pair<std::string, FilePosition>> position) override {
+    alerts += static_cast<int>(drafts.size());
+    return static_cast<bool>(queue.Enqueue(std::move(drafts), std::move(position)));
+  }
+  AgentQueue& queue;
+  std::atomic<int> alerts{0};
+};
+
+// A log that stays quiet while the agent runs, then gets a line while the agent is down: the next
+// start must read it. (The first start reads only new lines, so without a stored starting point the
+// second start would begin at the end again and skip the line.)
+TEST(LogSource, QuietFileKeepsItsStartingPointAcrossRestarts) {
+  testing::TempDir dir;
+  const auto log_path = dir / "array.log";
+  testing::WriteFile(log_path, "old line before the agent ever ran\n");
+  testing::WriteFile(dir / "agent.toml", std::string(kHeader) + "[[logs]]\npath = \"" + log_path.string() +
+                                             "\"\n[watch]\npoll_interval_ms = 50\n[[rules]]\nname = \"crit\"\npattern = 'CRIT (.*)'\n"
+                                             "code = \"CRIT\"\nseverity = \"critical\"\nmessage = \"{1}\"\n");
+  const AgentConfig config = AgentConfig::Load(dir / "agent.toml");
+  auto queue = AgentQueue::Open(dir / "queue.db");
+  ASSERT_TRUE(queue);
+  CountingSink sink(**queue);
+  auto run_for = [&](std::chrono::milliseconds how_long) {
+    std::string error;
+    auto sources = MakeDetectionSources(config, **queue, &error);
+    ASSERT_TRUE(sources) << error;
+    for (auto& s : *sources) {
+      s->Start(sink);
+    }
+    std::this_thread::sleep_for(how_long);
+    for (auto& s : *sources) {
+      s->Stop();
+    }
+  };
+  run_for(std::chrono::milliseconds(600));  // quiet: nothing to read
+  EXPECT_EQ(sink.alerts, 0);
+  std::ofstream(log_path, std::ios::app) << "CRIT written while the agent was down\n";
+  run_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(sink.alerts, 1) << "the line written while the agent was down was skipped";
 }
 
 }  // namespace
