@@ -2,6 +2,7 @@
 
 #include "agent/backoff.h"
 #include "common/log.h"
+#include "common/wait_status.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -21,16 +22,6 @@ std::shared_ptr<spdlog::logger> Log() { return log::Get("agent"); }
 
 // How long Stop waits for a child to finish its current request after SIGTERM.
 constexpr auto kStopGrace = std::chrono::seconds(5);
-
-int DecodeStatus(int status) {
-  if (WIFEXITED(status)) {
-    return WEXITSTATUS(status);
-  }
-  if (WIFSIGNALED(status)) {
-    return 128 + WTERMSIG(status);
-  }
-  return -1;
-}
 
 }  // namespace
 
@@ -136,7 +127,7 @@ int SenderProcess::ReapLocked(bool wait) {
   ::close(event_fd_);
   wake_fd_ = event_fd_ = -1;
   child_ = -1;
-  return done < 0 ? -1 : DecodeStatus(status);
+  return done < 0 ? -1 : DecodeWaitStatus(status);
 }
 
 void SenderProcess::TerminateLocked() {

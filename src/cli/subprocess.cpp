@@ -1,5 +1,7 @@
 #include "cli/subprocess.h"
 
+#include "common/wait_status.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -9,19 +11,6 @@
 #include <thread>
 
 namespace lifeline::cli {
-namespace {
-
-int DecodeStatus(int status) {
-  if (WIFEXITED(status)) {
-    return WEXITSTATUS(status);
-  }
-  if (WIFSIGNALED(status)) {
-    return 128 + WTERMSIG(status);
-  }
-  return -1;
-}
-
-}  // namespace
 
 Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv, const std::filesystem::path& log_file) {
   if (argv.empty()) {
@@ -94,7 +83,7 @@ std::optional<int> Subprocess::Wait(std::chrono::milliseconds timeout) {
     int status = 0;
     const pid_t done = ::waitpid(pid_, &status, WNOHANG);
     if (done == pid_) {
-      exit_code_ = DecodeStatus(status);
+      exit_code_ = DecodeWaitStatus(status);
       return exit_code_;
     }
     if (done < 0 && errno != EINTR) {
