@@ -30,8 +30,9 @@ constexpr std::uint64_t Pack(std::uint32_t last, std::uint32_t interval, std::ui
 constexpr std::uint32_t kSlotChunkBits = 14;  // 16,384 slots (384 KiB) per chunk
 constexpr std::uint32_t kSlotChunk = 1u << kSlotChunkBits;
 constexpr std::uint32_t kSlotChunks = HeartbeatTracker::kMaxId >> kSlotChunkBits;
-constexpr std::uint32_t kSiteChunkBits = 12;  // 4,096 sites (80 KiB) per chunk
+constexpr std::uint32_t kSiteChunkBits = 12;  // 4,096 sites (112 KiB) per chunk
 constexpr std::uint32_t kSiteChunk = 1u << kSiteChunkBits;
+constexpr std::uint32_t kSiteChunks = HeartbeatTracker::kMaxId >> kSiteChunkBits;
 
 // The timing wheel: one-second buckets over 4.5 h. A longer deadline waits in the bucket of its
 // second modulo the wheel and is looked at once per turn until it is near.
@@ -74,7 +75,8 @@ enum class DeviceState : std::uint8_t {
   kResumeReported,     // in the resumed list: its kDeviceResumed goes out at the next sweep
   kMissingFresh,       // in the fresh list during a sweep
   kMissingReported,    // its kDeviceMissing stands; in no list
-  kMissingSuppressed,  // missing while its site is silent; in the site's list
+  kMissingSuppressed,  // missing, not reported on its own: covered by its silent site, or held
+                       // while its site is judged; in the site's list
 };
 
 struct HeartbeatTracker::Slot {
@@ -88,16 +90,25 @@ struct HeartbeatTracker::Site {
   std::uint32_t tracked = 0;
   std::uint32_t missing = 0;
   Link covered;  // sentinel of the list of its kMissingSuppressed devices
+  // The latest heartbeat second of any of its devices; raised by Observe without the lock.
+  std::atomic<std::uint32_t> last_beat{0};
+  // Silent: the second it went silent. Holding devices: the second the latest was held (or the
+  // site resumed), from which the wait is counted.
+  std::uint32_t since = 0;
   bool silent = false;
-  bool dirty = false;  // counts changed since the last sweep looked
+  bool dirty = false;  // in dirty_sites_: to judge at the next sweep
+  // The held devices wait for a sign of life from the site (else only for the time: after the site
+  // resumed).
+  bool quiet_hold = false;
 };
 
 HeartbeatTracker::HeartbeatTracker(HeartbeatTrackerOptions options)
     : options_(options),
       slot_chunks_(new std::atomic<Slot*>[kSlotChunks]),
+      site_chunks_(new std::atomic<Site*>[kSiteChunks]),
       sentinels_(kFixedSentinels) {
   static_assert(sizeof(Slot) == 24, "the per-device budget in heartbeat_tracker.h");
-  static_assert(sizeof(Site) == 20, "the per-site budget in heartbeat_tracker.h");
+  static_assert(sizeof(Site) == 28, "the per-site budget in heartbeat_tracker.h");
   using std::chrono::seconds;
   options_.max_interval = std::clamp(options_.max_interval, seconds(1), seconds(kIntervalLimit));
   options_.min_interval = std::clamp(options_.min_interval, seconds(1), options_.max_interval);
@@ -110,8 +121,12 @@ HeartbeatTracker::HeartbeatTracker(HeartbeatTrackerOptions options)
   options_.grace_max = std::max(options_.grace_max, options_.grace_min);
   options_.grace_fraction = std::max(options_.grace_fraction, 0.0);
   options_.site_min_devices = std::max<std::uint32_t>(options_.site_min_devices, 1);
+  options_.site_correlation = std::clamp(options_.site_correlation, seconds(0), seconds(kIntervalLimit));
   for (std::uint32_t i = 0; i < kSlotChunks; ++i) {
     slot_chunks_[i].store(nullptr, std::memory_order_relaxed);
+  }
+  for (std::uint32_t i = 0; i < kSiteChunks; ++i) {
+    site_chunks_[i].store(nullptr, std::memory_order_relaxed);
   }
   for (std::uint32_t i = 0; i < kFixedSentinels; ++i) {
     sentinels_[i] = {kSentinel + i, kSentinel + i};
@@ -121,6 +136,9 @@ HeartbeatTracker::HeartbeatTracker(HeartbeatTrackerOptions options)
 HeartbeatTracker::~HeartbeatTracker() {
   for (std::uint32_t i = 0; i < kSlotChunks; ++i) {
     delete[] slot_chunks_[i].load(std::memory_order_relaxed);
+  }
+  for (std::uint32_t i = 0; i < kSiteChunks; ++i) {
+    delete[] site_chunks_[i].load(std::memory_order_relaxed);
   }
 }
 
@@ -144,8 +162,14 @@ std::uint64_t HeartbeatTracker::Deadline(std::uint64_t word) const {
          static_cast<std::uint64_t>(GraceFor(std::chrono::seconds(interval)).count());
 }
 
+bool HeartbeatTracker::Grouping() const { return options_.site_fraction <= 1.0; }
+
+bool HeartbeatTracker::Holding() const {
+  return Grouping() && options_.site_correlation.count() > 0;
+}
+
 bool HeartbeatTracker::SiteCondition(const Site& site) const {
-  return site.missing >= options_.site_min_devices &&
+  return Grouping() && site.missing >= options_.site_min_devices &&
          static_cast<double>(site.missing) >= options_.site_fraction * site.tracked;
 }
 
@@ -168,23 +192,41 @@ HeartbeatTracker::Slot& HeartbeatTracker::EnsureSlot(std::uint32_t device) {
 }
 
 HeartbeatTracker::Site& HeartbeatTracker::EnsureSite(std::uint32_t site) {
-  const std::uint32_t index = site >> kSiteChunkBits;
-  if (index >= site_chunks_.size()) {
-    site_chunks_.resize(index + 1);
-  }
-  if (!site_chunks_[index]) {
-    site_chunks_[index] = std::make_unique<Site[]>(kSiteChunk);
-    const std::uint32_t first = index << kSiteChunkBits;
+  auto& entry = site_chunks_[site >> kSiteChunkBits];
+  Site* chunk = entry.load(std::memory_order_acquire);
+  if (chunk == nullptr) {
+    chunk = new Site[kSiteChunk];
+    const std::uint32_t first = (site >> kSiteChunkBits) << kSiteChunkBits;
     for (std::uint32_t i = 0; i < kSiteChunk; ++i) {
       const std::uint32_t sentinel = kSentinel + kFixedSentinels + first + i;
-      site_chunks_[index][i].covered = {sentinel, sentinel};
+      chunk[i].covered = {sentinel, sentinel};
     }
+    entry.store(chunk, std::memory_order_release);
+    ++site_chunk_count_;
   }
-  return site_chunks_[index][site & (kSiteChunk - 1)];
+  return chunk[site & (kSiteChunk - 1)];
 }
 
 HeartbeatTracker::Site& HeartbeatTracker::SiteAt(std::uint32_t site) {
-  return site_chunks_[site >> kSiteChunkBits][site & (kSiteChunk - 1)];
+  return site_chunks_[site >> kSiteChunkBits].load(std::memory_order_acquire)
+      [site & (kSiteChunk - 1)];
+}
+
+void HeartbeatTracker::NoteBeat(std::uint32_t site, std::uint32_t last_s) {
+  // Without the lock: the site's chunk exists once one of its devices is tracked, and chunks never
+  // move. Most heartbeats of a busy site land on a second already noted: one load, no write.
+  if (site == kNoSite) {
+    return;
+  }
+  Site* chunk = site_chunks_[site >> kSiteChunkBits].load(std::memory_order_acquire);
+  if (chunk == nullptr) {
+    return;
+  }
+  auto& last_beat = chunk[site & (kSiteChunk - 1)].last_beat;
+  std::uint32_t seen = last_beat.load(std::memory_order_relaxed);
+  while (seen < last_s &&
+         !last_beat.compare_exchange_weak(seen, last_s, std::memory_order_relaxed)) {
+  }
 }
 
 HeartbeatTracker::Link& HeartbeatTracker::LinkOf(std::uint32_t node) {
@@ -276,6 +318,7 @@ bool HeartbeatTracker::Observe(std::uint32_t device, std::uint32_t site,
       }
       if (slot->word.compare_exchange_weak(word, next, std::memory_order_acq_rel,
                                            std::memory_order_acquire)) {
+        NoteBeat(site, last);
         return true;
       }
     }
@@ -296,6 +339,7 @@ void HeartbeatTracker::ObserveLocked(std::uint32_t device, std::uint32_t site,
     if (site != kNoSite) {
       ++EnsureSite(site).tracked;
       MarkDirty(site);
+      NoteBeat(site, last);
     }
     ++tracked_;
     slot.state = DeviceState::kWheel;
@@ -351,6 +395,7 @@ void HeartbeatTracker::ObserveLocked(std::uint32_t device, std::uint32_t site,
     }
     slot.site.store(site, std::memory_order_relaxed);
   }
+  NoteBeat(site, last);
 }
 
 bool HeartbeatTracker::Forget(std::uint32_t device) {
@@ -417,7 +462,7 @@ bool HeartbeatTracker::Restore(std::uint32_t device, std::uint32_t site,
   return true;
 }
 
-bool HeartbeatTracker::RestoreSiteSilent(std::uint32_t site) {
+bool HeartbeatTracker::RestoreSiteSilent(std::uint32_t site, std::int64_t silent_since_ms) {
   if (site >= kMaxId) {
     rejected_ids_.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -426,6 +471,7 @@ bool HeartbeatTracker::RestoreSiteSilent(std::uint32_t site) {
   Site& record = EnsureSite(site);
   if (!record.silent) {
     record.silent = true;
+    record.since = HeartbeatSecond(silent_since_ms);
     ++silent_sites_;
     MarkDirty(site);
   }
@@ -518,40 +564,21 @@ std::vector<HeartbeatEvent> HeartbeatTracker::Sweep(std::int64_t now_ms) {
   }
   swept_ = true;
 
-  // 3. Sites whose counts changed, with every newly missing device already counted, so devices
-  // falling silent together are judged together.
-  for (const std::uint32_t site : dirty_sites_) {
-    Site& record = SiteAt(site);
-    record.dirty = false;
-    const bool condition = SiteCondition(record);
-    HeartbeatEvent event;
-    event.site = site;
-    event.missing = record.missing;
-    event.tracked = record.tracked;
-    if (condition && !record.silent) {
-      record.silent = true;
-      ++silent_sites_;
-      event.kind = HeartbeatEventKind::kSiteSilent;
-      events.push_back(event);
-    } else if (!condition && record.silent) {
-      record.silent = false;
-      --silent_sites_;
-      event.kind = HeartbeatEventKind::kSiteResumed;
-      events.push_back(event);
-      const std::uint32_t list = kSentinel + kFixedSentinels + site;
-      while (!Empty(list)) {
-        const std::uint32_t device = record.covered.next;
-        Unlink(device);
-        Slot& slot = *FindSlot(device);
-        slot.state = DeviceState::kMissingReported;
-        events.push_back(DeviceEvent(HeartbeatEventKind::kDeviceMissing, device,
-                                     slot.word.load(std::memory_order_acquire)));
-      }
-    }
+  // 3. Newly missing devices of a site that has sent nothing since they were due: held.
+  HoldQuietSites(now_s);
+
+  // 4. Sites whose counts changed, and every site silent or holding devices, with every newly
+  // missing device already counted, so devices falling silent together are judged together.
+  for (const std::uint32_t site : watched_sites_) {
+    MarkDirty(site);
+  }
+  watched_sites_.clear();
+  for (std::size_t i = 0; i < dirty_sites_.size(); ++i) {
+    EvaluateSite(dirty_sites_[i], now_s, events);
   }
   dirty_sites_.clear();
 
-  // 4. Newly missing devices: covered by their silent site, or reported one by one.
+  // 5. The other newly missing devices: covered by their silent site, or reported one by one.
   while (!Empty(kSentinel + kFreshList)) {
     const std::uint32_t device = sentinels_[kFreshList].next;
     Unlink(device);
@@ -569,6 +596,105 @@ std::vector<HeartbeatEvent> HeartbeatTracker::Sweep(std::int64_t now_ms) {
   return events;
 }
 
+void HeartbeatTracker::HoldQuietSites(std::uint64_t now_s) {
+  if (!Holding()) {
+    return;
+  }
+  const std::uint32_t fresh = kSentinel + kFreshList;
+  for (std::uint32_t device = sentinels_[kFreshList].next; device != fresh;) {
+    Slot& slot = *FindSlot(device);
+    const std::uint32_t next = slot.link.next;
+    const std::uint32_t site = slot.site.load(std::memory_order_relaxed);
+    if (site != kNoSite) {
+      Site& record = SiteAt(site);
+      const std::uint64_t word = slot.word.load(std::memory_order_acquire);
+      // When it was due to beat (without grace). A device of a dead site was alive until the
+      // site died, so it was due after the site's last heartbeat; anything heard from the site at
+      // or after that second shows the site lives.
+      const std::uint64_t due = std::uint64_t{Last(word)} + Interval(word);
+      if (!record.silent && record.tracked >= options_.site_min_devices &&
+          record.last_beat.load(std::memory_order_relaxed) < due) {
+        Unlink(device);
+        slot.state = DeviceState::kMissingSuppressed;
+        PushBack(kSentinel + kFixedSentinels + site, device);
+        record.quiet_hold = true;
+        record.since = static_cast<std::uint32_t>(now_s);
+        MarkDirty(site);
+      }
+    }
+    device = next;
+  }
+}
+
+void HeartbeatTracker::ReleaseHeld(std::uint32_t site, std::vector<HeartbeatEvent>& events) {
+  Site& record = SiteAt(site);
+  const std::uint32_t list = kSentinel + kFixedSentinels + site;
+  while (!Empty(list)) {
+    const std::uint32_t device = record.covered.next;
+    Unlink(device);
+    Slot& slot = *FindSlot(device);
+    slot.state = DeviceState::kMissingReported;
+    events.push_back(DeviceEvent(HeartbeatEventKind::kDeviceMissing, device,
+                                 slot.word.load(std::memory_order_acquire)));
+  }
+  record.quiet_hold = false;
+}
+
+void HeartbeatTracker::EvaluateSite(std::uint32_t site, std::uint64_t now_s,
+                                    std::vector<HeartbeatEvent>& events) {
+  Site& record = SiteAt(site);
+  record.dirty = false;
+  const std::uint32_t list = kSentinel + kFixedSentinels + site;
+  const std::uint32_t last_beat = record.last_beat.load(std::memory_order_relaxed);
+  HeartbeatEvent event;
+  event.site = site;
+  event.last_heartbeat_ms = last_beat == 0 ? 0 : ToMillis(last_beat);
+
+  if (record.silent) {
+    // It stays silent while most of it is missing, or while enough is missing and nothing at all
+    // has come from it since it went silent.
+    const bool quiet = last_beat < record.since;
+    if (!SiteCondition(record) &&
+        !(Grouping() && quiet && record.missing >= options_.site_min_devices)) {
+      record.silent = false;
+      --silent_sites_;
+      event.kind = HeartbeatEventKind::kSiteResumed;
+      event.missing = record.missing;
+      event.tracked = record.tracked;
+      events.push_back(event);
+      if (Holding()) {
+        // Devices of a site that comes back rarely come back in the same second: give the rest
+        // of them the same wait before they count as missing on their own.
+        record.since = static_cast<std::uint32_t>(now_s);
+        record.quiet_hold = false;
+      } else {
+        ReleaseHeld(site, events);
+      }
+    }
+  } else {
+    if (record.quiet_hold && last_beat >= record.since && !Empty(list)) {
+      ReleaseHeld(site, events);  // the site lives: its held devices are missing on their own
+    }
+    const bool correlated = record.quiet_hold && record.missing >= options_.site_min_devices;
+    if (SiteCondition(record) || correlated) {
+      record.silent = true;
+      record.quiet_hold = false;
+      record.since = static_cast<std::uint32_t>(now_s);
+      ++silent_sites_;
+      event.kind = HeartbeatEventKind::kSiteSilent;
+      event.missing = record.missing;
+      event.tracked = record.tracked;
+      events.push_back(event);
+    } else if (!Empty(list) &&
+               now_s >= record.since + static_cast<std::uint64_t>(options_.site_correlation.count())) {
+      ReleaseHeld(site, events);
+    }
+  }
+  if (record.silent || !Empty(list)) {
+    watched_sites_.push_back(site);
+  }
+}
+
 // ---- figures
 
 std::size_t HeartbeatTracker::MemoryBytes() const {
@@ -576,14 +702,10 @@ std::size_t HeartbeatTracker::MemoryBytes() const {
   std::size_t bytes = sizeof(*this);
   bytes += std::size_t{kSlotChunks} * sizeof(std::atomic<Slot*>);
   bytes += slot_chunk_count_ * std::size_t{kSlotChunk} * sizeof(Slot);
-  bytes += site_chunks_.capacity() * sizeof(std::unique_ptr<Site[]>);
-  for (const auto& chunk : site_chunks_) {
-    if (chunk) {
-      bytes += std::size_t{kSiteChunk} * sizeof(Site);
-    }
-  }
+  bytes += std::size_t{kSiteChunks} * sizeof(std::atomic<Site*>);
+  bytes += site_chunk_count_ * std::size_t{kSiteChunk} * sizeof(Site);
   bytes += sentinels_.capacity() * sizeof(Link);
-  bytes += dirty_sites_.capacity() * sizeof(std::uint32_t);
+  bytes += (dirty_sites_.capacity() + watched_sites_.capacity()) * sizeof(std::uint32_t);
   return bytes;
 }
 
@@ -595,6 +717,17 @@ HeartbeatTrackerStats HeartbeatTracker::Stats() const {
     stats.missing_devices = missing_;
     stats.silent_sites = silent_sites_;
     stats.last_sweep_examined = last_sweep_examined_;
+    // Held devices are the lists of the watched sites that are not silent (a few at most). The
+    // list helpers are not const; nothing here writes.
+    auto* self = const_cast<HeartbeatTracker*>(this);
+    for (const std::uint32_t site : watched_sites_) {
+      const Site& record = self->SiteAt(site);
+      const std::uint32_t list = kSentinel + kFixedSentinels + site;
+      for (std::uint32_t node = record.covered.next; !record.silent && node != list;
+           node = self->LinkOf(node).next) {
+        ++stats.held_devices;
+      }
+    }
   }
   stats.rejected_ids = rejected_ids_.load(std::memory_order_relaxed);
   stats.memory_bytes = MemoryBytes();

@@ -7,12 +7,14 @@
 // sites to them and keeps the strings), so the state fits a fixed byte budget. Everything counted:
 // - per device, 24 bytes: last heartbeat, interval and flags in one atomic word (8), site id
 //   (4), the links of the one intrusive list the device is in (8), its state (1), padding (3);
-// - per site, 20 bytes: tracked and missing counts, the head of the list of its covered devices,
-//   flags; plus 4 bytes in the list of sites to look at, while one is;
-// - fixed: the wheel's 16,384 one-second buckets (128 KiB), the slot chunk directory (32 KiB), and
-//   at most one partly used chunk of 16,384 slots (384 KiB) and of 4,096 sites (80 KiB).
-// That is 24.6 bytes per device at 1,000,000 devices over 1,000 sites (24.9 measured through the
-// allocator by bench_home), and under 64 even when every device is its own site. Nothing else grows
+// - per site, 28 bytes: tracked and missing counts, the head of the list of its devices not
+//   reported one by one (covered or held, below), its latest heartbeat, a time, flags; plus 4
+//   bytes in the lists of sites to look at, while one is;
+// - fixed: the wheel's 16,384 one-second buckets (128 KiB), the slot and site chunk directories
+//   (32 + 128 KiB), and at most one partly used chunk of 16,384 slots (384 KiB) and of 4,096 sites
+//   (112 KiB).
+// That is about 24.7 bytes per device at 1,000,000 devices over 1,000 sites, and under 64 even
+// when every device is its own site. Nothing else grows
 // with the device count: no hash table (ids index chunked arrays directly), no allocation per
 // heartbeat. MemoryBytes() adds it up.
 //
@@ -23,6 +25,16 @@
 // sweep examines the devices whose deadline came due plus, at most once per heartbeat (and once
 // per 4.5 h for longer intervals), a device whose heartbeat moved it on: proportional to the
 // heartbeat rate and the devices that became due, never to all devices.
+//
+// Sites (docs/architecture.md, "Missing heartbeats"): a site is silent when most of it is missing
+// (site_fraction and site_min_devices), or when site_min_devices of its devices are missing and
+// nothing at all has been heard from the site since they were due. A dead site's devices fall due
+// one by one over their intervals, so a device that falls due while its site has sent nothing
+// since the device itself was due is *held* (not reported) for up to site_correlation: the first
+// heartbeat from any device of the site releases it at once as a device of its own, and so does the
+// end of the wait; enough held devices make the site silent instead. A device whose site was heard
+// from after it was due is reported at once. When a silent site resumes, its devices still missing
+// are held the same way, so devices that come back with their site open no tickets.
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -53,13 +65,17 @@ struct HeartbeatTrackerOptions {
   /// site_min_devices of them, are missing at the same time. site_fraction > 1 disables grouping.
   double site_fraction = 0.5;
   std::uint32_t site_min_devices = 3;
+  /// Longest a newly missing device of a quiet site is held before it is reported on its own (see
+  /// the file comment). 0: never held (every device is reported within a second of its deadline).
+  std::chrono::seconds site_correlation{600};
 };
 
 enum class HeartbeatEventKind {
   kDeviceMissing,  // its deadline passed with no heartbeat (not sent while its site is silent)
   kDeviceResumed,  // a heartbeat came after its kDeviceMissing
-  kSiteSilent,     // most of the site is missing: one event instead of one per device
-  kSiteResumed,    // no longer most of it; its devices still missing follow as kDeviceMissing
+  kSiteSilent,     // the site is missing as a whole: one event instead of one per device
+  kSiteResumed,    // no longer; its devices still missing follow as kDeviceMissing unless they
+                   // come back within site_correlation
 };
 
 struct HeartbeatEvent {
@@ -72,7 +88,8 @@ struct HeartbeatEvent {
   std::int64_t last_heartbeat_ms = 0;
   std::int64_t deadline_ms = 0;
   std::uint32_t interval_seconds = 0;
-  /// Site events: the site's missing and tracked devices when it changed.
+  /// Site events: the site's missing and tracked devices when it changed, and its latest heartbeat
+  /// (in last_heartbeat_ms; 0 if none).
   std::uint32_t missing = 0;
   std::uint32_t tracked = 0;
 };
@@ -81,6 +98,7 @@ struct HeartbeatTrackerStats {
   std::uint64_t tracked_devices = 0;
   std::uint64_t missing_devices = 0;  // reported one by one or covered by a silent site
   std::uint64_t silent_sites = 0;
+  std::uint64_t held_devices = 0;         // missing, waiting for their site to be judged
   std::uint64_t last_sweep_examined = 0;  // wheel entries the last Sweep looked at
   std::uint64_t rejected_ids = 0;         // calls with an id past kMaxId
   std::size_t memory_bytes = 0;           // as MemoryBytes()
@@ -120,13 +138,15 @@ class HeartbeatTracker {
   bool Restore(std::uint32_t device, std::uint32_t site, std::int64_t interval_seconds,
                std::int64_t last_heartbeat_ms, bool reported_missing = false);
 
-  /// At start-up, after Restore of its devices: a site ticket is open for `site`. The first Sweep
-  /// sends kSiteResumed if the site is no longer silent, and nothing if it still is.
-  bool RestoreSiteSilent(std::uint32_t site);
+  /// At start-up, after Restore of its devices: a site ticket is open for `site`, since
+  /// `silent_since_ms` (when it opened; 0 if unknown). The first Sweep sends kSiteResumed if the
+  /// site is no longer silent, and nothing if it still is.
+  bool RestoreSiteSilent(std::uint32_t site, std::int64_t silent_since_ms = 0);
 
   /// Everything that changed up to `now_ms`: device resumptions, site changes, then devices newly
   /// missing, each condition reported once until it resolves. Detection is within one second of the
-  /// deadline plus the time between sweeps. The first Sweep examines every tracked device once.
+  /// deadline plus the time between sweeps, except for devices held for their site (at most
+  /// site_correlation later). The first Sweep examines every tracked device once.
   std::vector<HeartbeatEvent> Sweep(std::int64_t now_ms);
 
   HeartbeatTrackerStats Stats() const;
@@ -148,6 +168,9 @@ class HeartbeatTracker {
   Slot& EnsureSlot(std::uint32_t device);
   Site& EnsureSite(std::uint32_t site);
   Site& SiteAt(std::uint32_t site);
+  void NoteBeat(std::uint32_t site, std::uint32_t last_s);
+  bool Grouping() const;
+  bool Holding() const;
   Link& LinkOf(std::uint32_t node);
   void Unlink(std::uint32_t node);
   void PushBack(std::uint32_t list, std::uint32_t node);
@@ -158,6 +181,9 @@ class HeartbeatTracker {
   std::uint32_t ClampInterval(std::int64_t interval_seconds) const;
   std::uint64_t Deadline(std::uint64_t word) const;
   bool SiteCondition(const Site& site) const;
+  void HoldQuietSites(std::uint64_t now_s);
+  void EvaluateSite(std::uint32_t site, std::uint64_t now_s, std::vector<HeartbeatEvent>& events);
+  void ReleaseHeld(std::uint32_t site, std::vector<HeartbeatEvent>& events);
   void ObserveLocked(std::uint32_t device, std::uint32_t site, std::uint32_t interval,
                      std::uint32_t last_s);
   void ProcessBucket(std::uint32_t bucket, std::uint64_t now_s,
@@ -169,9 +195,11 @@ class HeartbeatTracker {
   std::unique_ptr<std::atomic<Slot*>[]> slot_chunks_;  // fixed size: read without the lock
   mutable std::mutex mutex_;
   std::size_t slot_chunk_count_ = 0;
-  std::vector<std::unique_ptr<Site[]>> site_chunks_;
+  std::unique_ptr<std::atomic<Site*>[]> site_chunks_;  // fixed size: read without the lock
+  std::size_t site_chunk_count_ = 0;
   std::vector<Link> sentinels_;  // wheel buckets, then the resumed, fresh and scratch lists
-  std::vector<std::uint32_t> dirty_sites_;
+  std::vector<std::uint32_t> dirty_sites_;    // to judge at the next sweep
+  std::vector<std::uint32_t> watched_sites_;  // silent or holding devices: judged at every sweep
   std::uint64_t cursor_ = 0;  // the next second the wheel processes (seconds since kEpoch)
   bool swept_ = false;
   std::uint64_t tracked_ = 0;

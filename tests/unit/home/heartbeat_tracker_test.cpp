@@ -209,25 +209,174 @@ TEST_F(HeartbeatTrackerTest, MostOfASiteSilentIsOneSiteEvent) {
   EXPECT_TRUE(Run(600, Range(7, 10), kSite).empty());
   EXPECT_EQ(tracker_.Stats().missing_devices, 7u);
 
-  // 0..2 come back: 4 of 10 missing is no longer most. The site resumes and the four still missing
-  // are reported one by one; the three that came back were never reported, so no resumption for
-  // them.
+  // 0..2 come back: 4 of 10 missing is no longer most. The site resumes; the four still missing
+  // are held for site_correlation (600 s) in case they come back with their site. The three that
+  // came back were never reported, so no resumption for them.
   for (std::uint32_t d = 0; d < 3; ++d) {
     Beat(d, kSite);
   }
   events = Sweep();
-  EXPECT_EQ(Count(events, Kind::kSiteResumed), 1u);
-  EXPECT_EQ(Devices(events, Kind::kDeviceMissing), Range(3, 7));
-  EXPECT_EQ(Count(events, Kind::kDeviceResumed), 0u);
-  EXPECT_EQ(events.size(), 5u);
+  ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].kind, Kind::kSiteResumed);
   EXPECT_EQ(events[0].missing, 4u);
+  EXPECT_EQ(tracker_.Stats().held_devices, 4u);
+
+  // 3 and 4 come back within the wait: nothing at all. 5 and 6 do not: reported when it ends.
+  const std::set<std::uint32_t> back = {0, 1, 2, 3, 4, 7, 8, 9};
+  events = Run(598, back, kSite);
+  EXPECT_TRUE(events.empty());
+  events = Run(2, back, kSite);
+  EXPECT_EQ(Devices(events, Kind::kDeviceMissing), Range(5, 7));
+  EXPECT_EQ(events.size(), 2u);
+  EXPECT_EQ(tracker_.Stats().held_devices, 0u);
 
   std::set<std::uint32_t> all = Range(0, 10);
   events = Run(60, all, kSite);
-  EXPECT_EQ(Devices(events, Kind::kDeviceResumed), Range(3, 7));
-  EXPECT_EQ(events.size(), 4u);
+  EXPECT_EQ(Devices(events, Kind::kDeviceResumed), Range(5, 7));
+  EXPECT_EQ(events.size(), 2u);
   EXPECT_TRUE(Run(3600, all, kSite).empty());
+}
+
+TEST_F(HeartbeatTrackerTest, ADeadSiteIsOneSiteEventAndNoDeviceEvents) {
+  // 20 devices beating every 600 s, 30 s apart, so their deadlines are spread over 600 s. The site
+  // dies: the first three to fall due find nothing heard from the site since they were due, are
+  // held, and make one site event; the other 17 are covered by it.
+  constexpr std::uint32_t kSite = 9;
+  std::map<std::uint32_t, std::int64_t> phase;
+  for (std::uint32_t d = 0; d < 20; ++d) {
+    phase[d] = d * 30;
+  }
+  Events all;
+  std::int64_t died_at = 0;
+  for (int i = 0; i < 3000; ++i) {
+    clock_.Advance(1s);
+    const bool alive = i < 1800;
+    if (!alive && died_at == 0) {
+      died_at = NowSeconds();
+    }
+    for (const auto& [device, offset] : phase) {
+      if (alive && i % 600 == offset) {
+        Beat(device, kSite, 600);
+      }
+    }
+    const auto events = Sweep();
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  ASSERT_EQ(Count(all, Kind::kSiteSilent), 1u);
+  EXPECT_EQ(Count(all, Kind::kDeviceMissing), 0u);
+  EXPECT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].missing, 3u);
+  EXPECT_EQ(all[0].tracked, 20u);
+  EXPECT_EQ(all[0].last_heartbeat_ms / 1000, died_at - 30);  // device 19's last, at offset 570
+  EXPECT_EQ(tracker_.Stats().missing_devices, 20u);
+  EXPECT_EQ(tracker_.Stats().held_devices, 0u);
+
+  // It comes back: the first heartbeat shows the site alive, but 20 of 20 are still missing: most
+  // of it, so it stays silent until half of them have beaten.
+  for (std::uint32_t d = 0; d < 10; ++d) {
+    Beat(d, kSite, 600);
+    EXPECT_TRUE(Sweep().empty());
+  }
+  Beat(10, kSite, 600);
+  auto events = Sweep();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, Kind::kSiteResumed);
+  // The other nine follow within the wait: no device events at all.
+  for (std::uint32_t d = 11; d < 20; ++d) {
+    clock_.Advance(10s);
+    Beat(d, kSite, 600);
+    EXPECT_TRUE(Sweep().empty());
+  }
+  EXPECT_EQ(tracker_.Stats().missing_devices, 0u);
+}
+
+TEST_F(HeartbeatTrackerTest, ADeadSiteWithLongIntervalsIsOneSiteEvent) {
+  // 100 devices beating every 6 h, spread evenly (one every 216 s): deadlines of a dead site come
+  // 216 s apart, well within the 600 s wait, so one site event, long before half of it is overdue.
+  constexpr std::uint32_t kSite = 2;
+  constexpr std::int64_t kInterval = 6 * 3600;
+  Events all;
+  for (std::int64_t i = 0; i < 2 * kInterval; ++i) {
+    clock_.Advance(1s);
+    if (i < kInterval + 1000 && i % 216 == 0) {
+      Beat(static_cast<std::uint32_t>((i / 216) % 100), kSite, kInterval);
+    }
+    const auto events = Sweep();
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  ASSERT_EQ(Count(all, Kind::kSiteSilent), 1u);
+  EXPECT_EQ(Count(all, Kind::kDeviceMissing), 0u);
+  EXPECT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].missing, 3u);
+}
+
+TEST_F(HeartbeatTrackerTest, AHeldDeviceIsReleasedByItsSitesNextHeartbeatOrTheWait) {
+  // Site 3: device 0 beats every 600 s and dies; devices 1..4 beat every 1200 s, 100 s after it, so
+  // at device 0's deadline (600 + 300 s) nothing has come from the site since it was due: held.
+  constexpr std::uint32_t kSite = 3;
+  Beat(0, kSite, 600);
+  auto events = Run(100);
+  for (std::uint32_t d = 1; d < 5; ++d) {
+    Beat(d, kSite, 1200);
+  }
+  events = Run(800);
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(tracker_.Stats().held_devices, 1u);
+  EXPECT_EQ(tracker_.Stats().missing_devices, 1u);
+  // Device 1 beats 400 s after device 0's deadline: the site lives, device 0 is reported at once.
+  events = Run(400);
+  EXPECT_TRUE(events.empty());
+  Beat(1, kSite, 1200);
+  events = Sweep();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, Kind::kDeviceMissing);
+  EXPECT_EQ(events[0].device, 0u);
+  EXPECT_EQ(tracker_.Stats().held_devices, 0u);
+
+  // Device 0 comes back, then dies again, and this time the site stays quiet: reported when the
+  // 600 s wait ends.
+  Beat(0, kSite, 600);
+  events = Sweep();
+  EXPECT_EQ(Devices(events, Kind::kDeviceResumed), std::set<std::uint32_t>{0});
+  for (std::uint32_t d = 1; d < 5; ++d) {
+    Beat(d, kSite, 3000);  // next due long after device 0's deadline
+  }
+  events = Run(900);
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(tracker_.Stats().held_devices, 1u);
+  events = Run(599);
+  EXPECT_TRUE(events.empty());
+  events = Run(1);
+  EXPECT_EQ(Devices(events, Kind::kDeviceMissing), std::set<std::uint32_t>{0});
+  EXPECT_EQ(events.size(), 1u);
+}
+
+TEST_F(HeartbeatTrackerTest, NoWaitWhenCorrelationIsOff) {
+  HeartbeatTracker tracker(HeartbeatTrackerOptions{.site_correlation = 0s});
+  for (std::uint32_t d = 0; d < 10; ++d) {
+    ASSERT_TRUE(tracker.Observe(d, 1, 60 + d * 60, Now()));
+  }
+  clock_.Advance(361s);
+  auto events = tracker.Sweep(Now());  // device 0 only: 1 of 10, reported at its deadline
+  EXPECT_EQ(Devices(events, Kind::kDeviceMissing), std::set<std::uint32_t>{0});
+}
+
+TEST_F(HeartbeatTrackerTest, ARestoredQuietSiteStaysSilent) {
+  // Site 4 went silent (3 of 20 due, nothing heard) before the restart; its ticket opened then.
+  const std::int64_t opened = Now() - 60'000;
+  for (std::uint32_t d = 0; d < 20; ++d) {
+    ASSERT_TRUE(tracker_.Restore(d, 4, 600, Now() - 1000'000 + d * 30'000));
+  }
+  ASSERT_TRUE(tracker_.RestoreSiteSilent(4, opened));
+  auto events = Sweep();  // some missing, the site still quiet: no event at all
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(tracker_.Stats().silent_sites, 1u);
+  // A heartbeat from the site after the ticket opened ends it: 1 of 20 back, the rest still missing
+  // are held for the wait.
+  Beat(0, 4, 600);
+  events = Sweep();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, Kind::kSiteResumed);
 }
 
 TEST_F(HeartbeatTrackerTest, AFewMissingInASiteAreReportedOneByOne) {
@@ -423,12 +572,12 @@ TEST_F(HeartbeatTrackerTest, ASweepExaminesOnlyWhatCameDueAndStaysWithinTheByteB
     examined += tracker_.Stats().last_sweep_examined;
   }
   EXPECT_EQ(examined, 0u);
-  // Then 100 a second, each found missing.
+  // Then 100 a second, each found missing (held for their sites: nothing else beats).
   for (int i = 0; i < 10; ++i) {
     clock_.Advance(1s);
-    const auto events = Sweep();
+    (void)Sweep();
     EXPECT_EQ(tracker_.Stats().last_sweep_examined, 100u);
-    EXPECT_EQ(Count(events, Kind::kDeviceMissing), 100u);
+    EXPECT_EQ(tracker_.Stats().missing_devices, 100u * (i + 1));
   }
 }
 
