@@ -18,7 +18,7 @@ class Node {
   const toml::table& table;
 };
 
-enum class Kind { kChoice, kString, kRequiredString, kInt, kBool, kDuration, kStringList, kSecret, kTableArray };
+enum class Kind { kChoice, kString, kRequiredString, kInt, kBool, kNumber, kDuration, kStringList, kSecret, kTableArray };
 
 struct Schema::Option {
   std::string key;  // dotted path, e.g. "smtp.port"
@@ -27,6 +27,9 @@ struct Schema::Option {
   std::string* string_target = nullptr;
   std::int64_t* int_target = nullptr;
   bool* bool_target = nullptr;
+  double* number_target = nullptr;
+  double number_min = 0;
+  double number_max = 0;
   std::chrono::seconds* duration_target = nullptr;
   std::vector<std::string>* list_target = nullptr;
   std::int64_t min = 0;
@@ -141,6 +144,15 @@ Schema& Schema::Bool(std::string key, bool* target, std::string help) {
   Option o{.key = std::move(key), .kind = Kind::kBool, .help = std::move(help)};
   o.bool_target = target;
   o.default_text = *target ? "true" : "false";
+  return Add(std::move(o));
+}
+
+Schema& Schema::Number(std::string key, double* target, double min, double max, std::string help) {
+  Option o{.key = std::move(key), .kind = Kind::kNumber, .help = std::move(help)};
+  o.number_target = target;
+  o.number_min = min;
+  o.number_max = max;
+  o.default_text = fmt::format("{} (from {} to {})", *target, min, max);
   return Add(std::move(o));
 }
 
@@ -284,6 +296,21 @@ void Schema::Apply(const Node& node, const std::string& origin, const std::strin
         }
         *o.bool_target = value->as_boolean()->get();
         break;
+      case Kind::kNumber: {
+        if (value == nullptr) {
+          break;
+        }
+        if (!value->is_number()) {
+          Fail(origin, name, "must be a number");
+        }
+        const double v = value->is_integer() ? static_cast<double>(value->as_integer()->get())
+                                             : value->as_floating_point()->get();
+        if (!(v >= o.number_min && v <= o.number_max)) {
+          Fail(origin, name, fmt::format("value {} is out of range (from {} to {})", v, o.number_min, o.number_max));
+        }
+        *o.number_target = v;
+        break;
+      }
       case Kind::kDuration: {
         if (value == nullptr) {
           break;

@@ -37,6 +37,8 @@ class Schema {
   Schema& Int(std::string key, std::int64_t* target, std::int64_t min, std::int64_t max,
               std::string help);
   Schema& Bool(std::string key, bool* target, std::string help);
+  /// A number (TOML integer or float) within [min, max].
+  Schema& Number(std::string key, double* target, double min, double max, std::string help);
   /// Seconds; TOML accepts an integer number of seconds or a string like "90s", "15m", "2h", "1d".
   Schema& Duration(std::string key, std::chrono::seconds* target, std::chrono::seconds min,
                    std::chrono::seconds max, std::string help);

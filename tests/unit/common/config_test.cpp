@@ -139,6 +139,19 @@ TEST(Config, SyntaxErrorNamesFileAndLine) {
   EXPECT_NE(error.find("/etc/lifeline/test.toml:1"), std::string::npos) << error;
 }
 
+TEST(Config, NumbersTakeFloatsAndIntegersWithinBounds) {
+  double fraction = 0.5;
+  Schema s;
+  s.Number("site.fraction", &fraction, 0.0, 2.0, "a fraction");
+  s.LoadString("[site]\nfraction = 0.75\n", "t.toml");
+  EXPECT_DOUBLE_EQ(fraction, 0.75);
+  s.LoadString("[site]\nfraction = 1\n", "t.toml");
+  EXPECT_DOUBLE_EQ(fraction, 1.0);
+  EXPECT_THROW(s.LoadString("[site]\nfraction = 2.5\n", "t.toml"), ConfigError);
+  EXPECT_THROW(s.LoadString("[site]\nfraction = \"half\"\n", "t.toml"), ConfigError);
+  EXPECT_NE(s.Describe().find("site.fraction"), std::string::npos);
+}
+
 TEST(Config, SecretFromFileDropsTrailingNewline) {
   testing::TempDir dir;
   testing::WriteFile(dir / "pw", "s3cret\n");
