@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "cli/demo.h"
 #include "cli/signals.h"
+#include "cli/simulate_command.h"
 #include "cli/tickets_command.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -418,6 +419,8 @@ int Run(int argc, char** argv) {
   auto* tickets_cmd = AddTicketsCommand(app, tickets_options);
   DemoOptions demo_options;
   auto* demo_cmd = AddDemoCommand(app, demo_options);
+  SimulateOptions simulate_options;
+  auto* simulate_cmd = AddSimulateCommand(app, simulate_options);
 
   try {
     app.parse(argc, argv);
@@ -499,6 +502,9 @@ int Run(int argc, char** argv) {
   }
   if (demo_cmd->parsed()) {
     return RunDemo(demo_options);
+  }
+  if (simulate_cmd->parsed()) {
+    return RunSimulateCommand(simulate_options);
   }
   return kExitUsage;
 }
