@@ -258,10 +258,182 @@ CREATE TABLE instructions (
 CREATE INDEX instructions_by_device ON instructions (device_id, status, created_at_ms);
 )sql";
 
-constexpr std::array<sql::Migration, 2> kMigrations = {{
+constexpr std::string_view kSqliteV3 = R"sql(
+-- The lifecycle (new, acknowledged, reopened, resolved, closed). `state` stays: 'open' while the
+-- episode runs (status new, acknowledged or reopened), else 'resolved'; the one-open-ticket-per-key
+-- index is on it. (SQLite cannot change the CHECK on `state` without rebuilding the table, which the
+-- foreign keys from events and notifications forbid inside a migration's transaction.)
+ALTER TABLE tickets ADD COLUMN status TEXT NOT NULL DEFAULT 'new'
+  CHECK (status IN ('new', 'acknowledged', 'reopened', 'resolved', 'closed'));
+UPDATE tickets SET status = 'resolved' WHERE state = 'resolved';
+ALTER TABLE tickets ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';  -- or 'storm': a storm summary
+-- Alerts with one key share one open ticket; before version 3 the key was device and code.
+ALTER TABLE tickets ADD COLUMN dedup_key TEXT NOT NULL DEFAULT '';
+UPDATE tickets SET dedup_key = customer || '/' || site || '/' || serial || '/' || code;
+ALTER TABLE tickets ADD COLUMN episode_started_ms INTEGER NOT NULL DEFAULT 0;  -- opened or reopened
+UPDATE tickets SET episode_started_ms = first_seen_ms;
+ALTER TABLE tickets ADD COLUMN resolved_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN acknowledged_at_ms INTEGER;
+ALTER TABLE tickets ADD COLUMN acknowledged_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN closed_at_ms INTEGER;
+ALTER TABLE tickets ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+-- Why this episode notifies nobody: '' (it does) or 'maintenance'.
+ALTER TABLE tickets ADD COLUMN suppressed TEXT NOT NULL DEFAULT '';
+DROP INDEX tickets_one_open;
+CREATE UNIQUE INDEX tickets_one_open_key ON tickets (dedup_key) WHERE state = 'open';
+CREATE INDEX tickets_by_key ON tickets (dedup_key, id);      -- the latest ticket of a key (reopen)
+CREATE INDEX tickets_by_device ON tickets (device_id, id);   -- a device asking for its tickets
+CREATE INDEX tickets_open ON tickets (id) WHERE state = 'open';  -- the escalation job
+-- Storm control counts a device's recent alerts; the API reads its latest inventory.
+CREATE INDEX events_by_device_type ON events (device_id, type, received_at_ms);
+CREATE INDEX notifications_by_ticket ON notifications (ticket_id);
+
+CREATE TABLE ticket_history (
+  id           INTEGER PRIMARY KEY,
+  ticket_id    INTEGER NOT NULL REFERENCES tickets (id),
+  at_ms        INTEGER NOT NULL,
+  actor        TEXT NOT NULL,
+  action       TEXT NOT NULL,
+  from_status  TEXT NOT NULL,
+  to_status    TEXT NOT NULL,
+  detail       TEXT NOT NULL
+);
+CREATE INDEX ticket_history_by_ticket ON ticket_history (ticket_id, id);
+INSERT INTO ticket_history (ticket_id, at_ms, actor, action, from_status, to_status, detail)
+  SELECT id, first_seen_ms, 'device ' || customer || '/' || site || '/' || serial, 'opened', '', 'new', ''
+  FROM tickets;
+INSERT INTO ticket_history (ticket_id, at_ms, actor, action, from_status, to_status, detail)
+  SELECT id, resolved_at_ms, 'device ' || customer || '/' || site || '/' || serial, 'resolved', 'new',
+         'resolved', 'cleared by the device'
+  FROM tickets WHERE state = 'resolved' AND resolved_at_ms IS NOT NULL;
+
+CREATE TABLE ticket_notes (
+  id         INTEGER PRIMARY KEY,
+  ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+  at_ms      INTEGER NOT NULL,
+  author     TEXT NOT NULL,
+  text       TEXT NOT NULL
+);
+CREATE INDEX ticket_notes_by_ticket ON ticket_notes (ticket_id, id);
+
+-- When each escalation level of a ticket was last notified (level 0: at open or reopen). Entries
+-- older than the ticket's episode_started_ms belong to an earlier episode.
+CREATE TABLE ticket_escalations (
+  ticket_id     INTEGER NOT NULL REFERENCES tickets (id),
+  level         INTEGER NOT NULL,
+  last_sent_ms  INTEGER NOT NULL,
+  PRIMARY KEY (ticket_id, level)
+);
+
+-- Declared by customers (per device, or per site when serial = ''), or added by storm control
+-- (automatic = 1): alerts are recorded and ticketed, tickets notify nobody.
+CREATE TABLE maintenance_windows (
+  id             INTEGER PRIMARY KEY,
+  customer       TEXT NOT NULL,
+  site           TEXT NOT NULL,
+  serial         TEXT NOT NULL DEFAULT '',
+  starts_at_ms   INTEGER NOT NULL,
+  ends_at_ms     INTEGER NOT NULL,
+  reason         TEXT NOT NULL,
+  created_by     TEXT NOT NULL,
+  created_at_ms  INTEGER NOT NULL,
+  automatic      INTEGER NOT NULL DEFAULT 0,
+  ended_at_ms    INTEGER,  -- ended early; a planned window cancelled gets ends_at_ms = starts_at_ms
+  ended_by       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX maintenance_by_scope ON maintenance_windows (customer, site, ends_at_ms);
+)sql";
+
+constexpr std::string_view kPostgresV3 = R"sql(
+-- The same as the SQLite step (see there for why `state` stays beside `status`).
+ALTER TABLE tickets ADD COLUMN status TEXT NOT NULL DEFAULT 'new'
+  CHECK (status IN ('new', 'acknowledged', 'reopened', 'resolved', 'closed'));
+UPDATE tickets SET status = 'resolved' WHERE state = 'resolved';
+ALTER TABLE tickets ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert';  -- or 'storm': a storm summary
+-- Alerts with one key share one open ticket; before version 3 the key was device and code.
+ALTER TABLE tickets ADD COLUMN dedup_key TEXT NOT NULL DEFAULT '';
+UPDATE tickets SET dedup_key = customer || '/' || site || '/' || serial || '/' || code;
+ALTER TABLE tickets ADD COLUMN episode_started_ms BIGINT NOT NULL DEFAULT 0;  -- opened or reopened
+UPDATE tickets SET episode_started_ms = first_seen_ms;
+ALTER TABLE tickets ADD COLUMN resolved_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN acknowledged_at_ms BIGINT;
+ALTER TABLE tickets ADD COLUMN acknowledged_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN closed_at_ms BIGINT;
+ALTER TABLE tickets ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+-- Why this episode notifies nobody: '' (it does) or 'maintenance'.
+ALTER TABLE tickets ADD COLUMN suppressed TEXT NOT NULL DEFAULT '';
+DROP INDEX tickets_one_open;
+CREATE UNIQUE INDEX tickets_one_open_key ON tickets (dedup_key) WHERE state = 'open';
+CREATE INDEX tickets_by_key ON tickets (dedup_key, id);      -- the latest ticket of a key (reopen)
+CREATE INDEX tickets_by_device ON tickets (device_id, id);   -- a device asking for its tickets
+CREATE INDEX tickets_open ON tickets (id) WHERE state = 'open';  -- the escalation job
+-- Storm control counts a device's recent alerts; the API reads its latest inventory.
+CREATE INDEX events_by_device_type ON events (device_id, type, received_at_ms);
+CREATE INDEX notifications_by_ticket ON notifications (ticket_id);
+
+CREATE TABLE ticket_history (
+  id           BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  ticket_id    BIGINT NOT NULL REFERENCES tickets (id),
+  at_ms        BIGINT NOT NULL,
+  actor        TEXT NOT NULL,
+  action       TEXT NOT NULL,
+  from_status  TEXT NOT NULL,
+  to_status    TEXT NOT NULL,
+  detail       TEXT NOT NULL
+);
+CREATE INDEX ticket_history_by_ticket ON ticket_history (ticket_id, id);
+INSERT INTO ticket_history (ticket_id, at_ms, actor, action, from_status, to_status, detail)
+  SELECT id, first_seen_ms, 'device ' || customer || '/' || site || '/' || serial, 'opened', '', 'new', ''
+  FROM tickets;
+INSERT INTO ticket_history (ticket_id, at_ms, actor, action, from_status, to_status, detail)
+  SELECT id, resolved_at_ms, 'device ' || customer || '/' || site || '/' || serial, 'resolved', 'new',
+         'resolved', 'cleared by the device'
+  FROM tickets WHERE state = 'resolved' AND resolved_at_ms IS NOT NULL;
+
+CREATE TABLE ticket_notes (
+  id         BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  ticket_id  BIGINT NOT NULL REFERENCES tickets (id),
+  at_ms      BIGINT NOT NULL,
+  author     TEXT NOT NULL,
+  text       TEXT NOT NULL
+);
+CREATE INDEX ticket_notes_by_ticket ON ticket_notes (ticket_id, id);
+
+-- When each escalation level of a ticket was last notified (level 0: at open or reopen). Entries
+-- older than the ticket's episode_started_ms belong to an earlier episode.
+CREATE TABLE ticket_escalations (
+  ticket_id     BIGINT NOT NULL REFERENCES tickets (id),
+  level         BIGINT NOT NULL,
+  last_sent_ms  BIGINT NOT NULL,
+  PRIMARY KEY (ticket_id, level)
+);
+
+-- Declared by customers (per device, or per site when serial = ''), or added by storm control
+-- (automatic = 1): alerts are recorded and ticketed, tickets notify nobody.
+CREATE TABLE maintenance_windows (
+  id             BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  customer       TEXT COLLATE "C" NOT NULL,
+  site           TEXT COLLATE "C" NOT NULL,
+  serial         TEXT COLLATE "C" NOT NULL DEFAULT '',
+  starts_at_ms   BIGINT NOT NULL,
+  ends_at_ms     BIGINT NOT NULL,
+  reason         TEXT NOT NULL,
+  created_by     TEXT NOT NULL,
+  created_at_ms  BIGINT NOT NULL,
+  automatic      BIGINT NOT NULL DEFAULT 0,
+  ended_at_ms    BIGINT,  -- ended early; a planned window cancelled gets ends_at_ms = starts_at_ms
+  ended_by       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX maintenance_by_scope ON maintenance_windows (customer, site, ends_at_ms);
+)sql";
+
+constexpr std::array<sql::Migration, 3> kMigrations = {{
     {kSqliteV1, kPostgresV1},
     // 2: instructions from home to devices, delivered in replies until the device reports on them.
     {kSqliteV2, kPostgresV2},
+    // 3: ticket lifecycle (status, deduplication key, episode, acknowledgement, assignment), notes,
+    // history, escalation progress, maintenance windows.
+    {kSqliteV3, kPostgresV3},
 }};
 
 }  // namespace

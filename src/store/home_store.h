@@ -1,8 +1,8 @@
 #pragma once
-// The home's storage seam: enrolled devices, ingested messages, tickets, the email outbox and admin
-// tokens. The home service only talks to this interface; SQLite (store/sqlite/home_store.h) is the
-// first backend and PostgreSQL comes later behind the same calls, so nothing here names SQL or a
-// driver.
+// The home's storage seam: enrolled devices, ingested messages, tickets (lifecycle, notes, history,
+// escalation progress), maintenance windows, the notification outbox and admin tokens. The home
+// service only talks to this interface; SqlHomeStore (store/sql_home_store.h) implements it on SQLite
+// and on PostgreSQL, so nothing here names SQL or a driver.
 //
 // Every operation is one transaction: an ingest either records the whole batch (batch id, message
 // results, events, tickets, outbox rows) or nothing, so a reply the home sends always describes
@@ -11,6 +11,8 @@
 #include "protocol/message.h"
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +33,8 @@ enum class Errc {
   kAlreadyExists,          // a token with this hash (or an admin token with this name) exists
   kNotFound,               // the row an update names does not exist
   kCorrupt,                // stored data failed to parse (a value outside its enum)
+  kConflict,               // the ticket's status does not allow the change, or another ticket holds its key
+  kInvalidArgument,        // a request the store refuses as given (empty note, window ending before it starts)
 };
 
 inline const char* Describe(Errc errc) {
@@ -55,6 +59,10 @@ inline const char* Describe(Errc errc) {
       return "not found";
     case Errc::kCorrupt:
       return "stored data is corrupt";
+    case Errc::kConflict:
+      return "not allowed in the ticket's current status";
+    case Errc::kInvalidArgument:
+      return "invalid argument";
   }
   return "unknown store error";
 }
@@ -106,39 +114,163 @@ struct EnrollmentRequest {
 // ---- Ingest
 // -----------------------------------------------------------------------------------------
 
-struct IngestRequest {
-  protocol::Batch batch;  // already authenticated and validated by the caller
-  std::int64_t now_ms = 0;
-  /// Alerts at or above this severity open (or join) a ticket; below it they are only recorded.
-  protocol::Severity ticket_min_severity = protocol::Severity::kError;
-  /// Email recipients notified when a ticket opens: one outbox row each.
-  std::vector<std::string> contacts;
-};
-
 // ---- Tickets
 // ----------------------------------------------------------------------------------------
 
+/// Whether the ticket's episode is running: an open ticket takes the alerts of its deduplication key
+/// (at most one open ticket per key). `status` says where it is in its lifecycle.
 enum class TicketState { kOpen, kResolved };
 inline std::string_view ToString(TicketState state) {
   return state == TicketState::kOpen ? "open" : "resolved";
 }
 
+/// The lifecycle: new -> acknowledged -> resolved -> closed; a resolved ticket whose alert comes back
+/// within the reopen window becomes reopened (open again, a new episode). new, acknowledged and
+/// reopened are open states; resolved and closed are not. A closed ticket never reopens by itself.
+enum class TicketStatus { kNew, kAcknowledged, kReopened, kResolved, kClosed };
+inline std::string_view ToString(TicketStatus status) {
+  switch (status) {
+    case TicketStatus::kNew:
+      return "new";
+    case TicketStatus::kAcknowledged:
+      return "acknowledged";
+    case TicketStatus::kReopened:
+      return "reopened";
+    case TicketStatus::kResolved:
+      return "resolved";
+    case TicketStatus::kClosed:
+      return "closed";
+  }
+  return "new";
+}
+inline std::optional<TicketStatus> ParseTicketStatus(std::string_view text) {
+  for (auto status : {TicketStatus::kNew, TicketStatus::kAcknowledged, TicketStatus::kReopened,
+                      TicketStatus::kResolved, TicketStatus::kClosed}) {
+    if (ToString(status) == text) {
+      return status;
+    }
+  }
+  return std::nullopt;
+}
+inline bool IsOpen(TicketStatus status) {
+  return status == TicketStatus::kNew || status == TicketStatus::kAcknowledged ||
+         status == TicketStatus::kReopened;
+}
+
+/// The code of the summary ticket storm control opens for a device (one per device, its own key).
+inline constexpr std::string_view kStormTicketCode = "LIFELINE-STORM";
+
 struct Ticket {
-  std::string number;  // "LL-000001"
+  std::int64_t id = 0;  // row id: orders tickets by creation; the API shows `number`
+  std::string number;   // "LL-000001"
   TicketState state = TicketState::kOpen;
-  protocol::DeviceIdentity device;
+  TicketStatus status = TicketStatus::kNew;
+  std::string kind = "alert";  // "alert", or "storm" for a storm control summary ticket
+  protocol::DeviceIdentity device;  // the device whose alert opened it
   std::string code;
+  std::string dedup_key;  // what repeats are matched by ("ACME/site-1/SN1/SIM-3A21" by default)
   protocol::Severity severity = protocol::Severity::kError;  // highest seen while open
   std::string text;                                          // latest occurrence's text
   std::int64_t first_seen_ms = 0;  // home time of the first and latest occurrence
   std::int64_t last_seen_ms = 0;
   std::int64_t occurrences = 0;
+  std::int64_t episode_started_ms = 0;  // opened, or last reopened: where escalation counts from
   std::optional<std::int64_t> resolved_at_ms;
+  std::string resolved_by;
+  std::optional<std::int64_t> acknowledged_at_ms;  // in the current episode
+  std::string acknowledged_by;
+  std::optional<std::int64_t> closed_at_ms;
+  std::string assignee;  // engineer it is assigned to; empty: nobody
+  /// Why the current episode sends no notifications: "" (it does), "maintenance" (it opened or
+  /// reopened while its device was in a maintenance window, declared or from storm control).
+  std::string suppressed;
 };
 
 struct TicketFilter {
-  std::optional<TicketState> state;  // nullopt: any state
-  int limit = 100;                   // newest first
+  std::optional<TicketState> state;   // nullopt: any state
+  std::vector<TicketStatus> statuses; // empty: any status
+  std::string customer;               // each: empty matches any
+  std::string site;
+  std::string serial;
+  std::string code;
+  std::string assignee;
+  /// Only tickets that are open, or that changed (resolved, closed, saw an alert) at or after this.
+  std::optional<std::int64_t> open_or_changed_since_ms;
+  int limit = 100;  // newest first
+};
+
+struct TicketNote {
+  std::int64_t at_ms = 0;
+  std::string author;
+  std::string text;
+};
+
+/// One change of a ticket, as its history keeps it: who ("device ACME/site-1/SN1", "storm control",
+/// an admin token's name), what ("opened", "acknowledged", "assigned", "escalated", ...) and the
+/// status before and after.
+struct TicketHistoryEntry {
+  std::int64_t at_ms = 0;
+  std::string actor;
+  std::string action;
+  std::string from_status;  // "" for "opened"
+  std::string to_status;
+  std::string detail;
+};
+
+/// What a notification is about; mirrors home::notify::EventKind (the store does not depend on
+/// the home).
+enum class TicketEventKind { kOpened, kReopened, kEscalated, kReminder, kResolved };
+
+/// One outbox row to queue for a ticket event (kinds: home/notify/kinds.h).
+struct OutboxRow {
+  std::string kind;       // "email", "sms", "sms-email", "webhook"
+  std::string recipient;  // address, number or webhook name
+  std::string subject;
+  std::string body;
+  friend bool operator==(const OutboxRow&, const OutboxRow&) = default;
+};
+
+/// Turns a ticket event into outbox rows. The store calls it inside the transaction that changes the
+/// ticket and queues what it returns in that same transaction, so a ticket event and its
+/// notifications are committed together or not at all, once, whichever home process ran it. It may
+/// run more than once for one event (a transaction retried after a serialization failure), so it
+/// must only compute. `level` is the escalation level (for kResolved: the highest level notified in
+/// the episode).
+using NotifyPlanner = std::function<std::vector<OutboxRow>(const Ticket& ticket, TicketEventKind kind,
+                                                           int level, std::int64_t now_ms)>;
+
+/// Maps an alert to its deduplication key: alerts with one key share one open ticket. Keys must
+/// not span customers. The default is "<customer>/<site>/<serial>/<code>".
+using DedupKeyFunction =
+    std::function<std::string(const protocol::DeviceIdentity& device, std::string_view code)>;
+
+/// Storm control: more than `max_alerts` ticket-worthy alerts from one device within `window_ms`
+/// put the device into automatic maintenance for `maintenance_ms` with one summary ticket; the
+/// alerts during it become occurrences of that ticket and notify nobody.
+struct StormSettings {
+  std::int64_t max_alerts = 0;  // 0: off
+  std::int64_t window_ms = 60 * 60 * 1000;
+  std::int64_t maintenance_ms = 30 * 60 * 1000;
+};
+
+// ---- Ingest
+// -----------------------------------------------------------------------------------------
+
+struct IngestRequest {
+  protocol::Batch batch;  // already authenticated and validated by the caller
+  std::int64_t now_ms = 0;
+  /// Alerts at or above this severity open (or join) a ticket; below it they are only recorded.
+  protocol::Severity ticket_min_severity = protocol::Severity::kError;
+  /// Email recipients notified when a ticket opens or reopens: one outbox row each, with the store's
+  /// own plain text. The home leaves this empty and uses `planner`.
+  std::vector<std::string> contacts;
+  /// Outbox rows for ticket events (opened, reopened, resolved); empty: none besides `contacts`.
+  NotifyPlanner planner;
+  /// Empty: the default key (device and alert code).
+  DedupKeyFunction dedup_key;
+  /// A resolved ticket whose key alerts again within this long is reopened; 0: a new ticket.
+  std::int64_t reopen_window_ms = 0;
+  StormSettings storm;
 };
 
 /// One ingested message, as the events table keeps it.
@@ -172,7 +304,7 @@ inline std::string_view ToString(NotificationStatus status) {
 
 struct Notification {
   std::int64_t id = 0;
-  std::string kind;  // "email"
+  std::string kind;  // "email", "sms", "sms-email", "webhook"
   std::string recipient;
   std::string ticket_number;
   std::string subject;
@@ -185,10 +317,110 @@ struct Notification {
   std::optional<std::int64_t> sent_at_ms;
 };
 
+struct NotificationFilter {
+  std::optional<NotificationStatus> status;  // nullopt: any
+  std::string kind;                          // empty: any
+  std::string ticket_number;                 // empty: any
+  int limit = 100;                           // newest first
+};
+
 struct TicketDetail {
   Ticket ticket;
   std::vector<Event> events;  // the messages that opened, joined or resolved it, oldest first
   std::vector<Notification> notifications;
+  std::vector<TicketNote> notes;             // oldest first
+  std::vector<TicketHistoryEntry> history;   // oldest first
+  std::map<int, std::int64_t> escalation_sent_ms;  // level -> when it was last notified (any episode)
+};
+
+/// An engineer's change to a ticket through the admin API.
+enum class TicketAction { kAcknowledge, kResolve, kClose, kReopen, kNote, kAssign };
+inline std::string_view ToString(TicketAction action) {
+  switch (action) {
+    case TicketAction::kAcknowledge:
+      return "acknowledge";
+    case TicketAction::kResolve:
+      return "resolve";
+    case TicketAction::kClose:
+      return "close";
+    case TicketAction::kReopen:
+      return "reopen";
+    case TicketAction::kNote:
+      return "note";
+    case TicketAction::kAssign:
+      return "assign";
+  }
+  return "note";
+}
+
+struct TicketChange {
+  std::string number;
+  TicketAction action = TicketAction::kNote;
+  std::string actor;  // who, for the history (the admin token's name)
+  /// kNote: the note (required); kAssign: the engineer (empty: unassign); others: an optional note
+  /// stored with the change.
+  std::string text;
+  std::int64_t now_ms = 0;
+  /// Outbox rows for the change: kResolve notifies kResolved, kReopen notifies kReopened.
+  NotifyPlanner planner;
+};
+
+// ---- Maintenance windows ------------------------------------------------------------------------
+
+/// A span in which a device's (or a whole site's) alerts are recorded and ticketed but notify
+/// nobody. Customers declare them; storm control adds automatic ones for one device.
+struct MaintenanceWindow {
+  std::int64_t id = 0;
+  std::string customer;
+  std::string site;
+  std::string serial;  // empty: every device of the site
+  std::int64_t starts_at_ms = 0;
+  std::int64_t ends_at_ms = 0;  // exclusive
+  std::string reason;
+  std::string created_by;
+  std::int64_t created_at_ms = 0;
+  bool automatic = false;  // storm control
+  std::optional<std::int64_t> ended_at_ms;  // set when someone ended it early (or cancelled it)
+  std::string ended_by;
+};
+
+struct MaintenanceFilter {
+  /// Only windows not yet over at this time (active or planned); nullopt: every window.
+  std::optional<std::int64_t> current_at_ms;
+  std::string customer;  // empty: any
+  std::string site;
+  std::string serial;
+  int limit = 1000;
+};
+
+// ---- Escalation ---------------------------------------------------------------------------------
+
+/// An open, unacknowledged ticket that may need escalating, with when each level was last notified
+/// (raw: entries from earlier episodes are included; escalation ignores those older than
+/// ticket.episode_started_ms).
+struct EscalationCandidate {
+  Ticket ticket;
+  std::map<int, std::int64_t> last_sent_ms;
+};
+
+struct EscalationStep {
+  std::int64_t ticket_id = 0;
+  std::int64_t episode_started_ms = 0;  // as the candidate showed it: a reopen since voids the step
+  int level = 0;
+  bool reminder = false;
+  /// The level's last-sent time as the candidate showed it (nullopt: none). The step applies only
+  /// if it is unchanged, so of two homes running the job at once exactly one sends.
+  std::optional<std::int64_t> previous_sent_ms;
+};
+
+// ---- Inventory ----------------------------------------------------------------------------------
+
+struct InventoryRecord {
+  protocol::DeviceIdentity device;
+  std::string message_id;
+  std::int64_t device_time_ms = 0;
+  std::int64_t received_at_ms = 0;
+  std::string payload_json;
 };
 
 /// How long a claimed notification stays invisible to other claims. A sender that dies mid-send
@@ -220,8 +452,14 @@ struct HomeStats {
   std::int64_t devices = 0;
   std::int64_t alerts = 0;  // alert messages ingested (not counting duplicates)
   std::int64_t tickets = 0;
-  std::int64_t emails_sent = 0;
-  std::int64_t emails_pending = 0;
+  std::int64_t open_tickets = 0;
+  std::int64_t emails_sent = 0;     // kind "email" only
+  std::int64_t emails_pending = 0;  // kind "email" only
+  // Every kind (email, sms, sms-email, webhook):
+  std::int64_t notifications_sent = 0;
+  std::int64_t notifications_pending = 0;
+  std::int64_t notifications_failed = 0;
+  std::map<std::string, std::int64_t> sent_by_kind;  // kind -> rows sent
 };
 
 /// The home's storage. Implementations are safe to call from several threads at once.
@@ -269,6 +507,41 @@ class HomeStore {
 
   [[nodiscard]] virtual Result<std::vector<Ticket>> ListTickets(const TicketFilter& filter) = 0;
   [[nodiscard]] virtual Result<std::optional<TicketDetail>> GetTicket(std::string_view number) = 0;
+  /// Applies an engineer's change, records it in the ticket's history and queues the planner's rows,
+  /// in one transaction; returns the ticket as changed. Errors: kNotFound; kConflict when the status
+  /// does not allow it (acknowledge: only new or reopened; resolve: only open; close: not closed;
+  /// reopen: only resolved or closed, and no other ticket open for its key); kInvalidArgument for an
+  /// empty note.
+  [[nodiscard]] virtual Result<Ticket> ChangeTicket(const TicketChange& change) = 0;
+
+  /// Open tickets that are not acknowledged, not suppressed and whose device is not in a maintenance
+  /// window at `now_ms`, by id from `after_id` (exclusive), at most `limit`: what the escalation job
+  /// looks at.
+  [[nodiscard]] virtual Result<std::vector<EscalationCandidate>> ListEscalationCandidates(
+      std::int64_t now_ms, std::int64_t after_id, int limit) = 0;
+  /// Sends one escalation step: in one transaction, checks the ticket is still open, unacknowledged,
+  /// unsuppressed, out of maintenance and in the same episode, and that the level's last-sent time
+  /// is still `step.previous_sent_ms`; then sets it to `now_ms`, records the history and queues the
+  /// planner's rows (kEscalated, or kReminder). Returns false, changing nothing, when any check fails.
+  [[nodiscard]] virtual Result<bool> Escalate(const EscalationStep& step, std::int64_t now_ms,
+                                              const NotifyPlanner& planner) = 0;
+
+  /// Declares a window (id and created_at_ms are assigned). kInvalidArgument unless it ends after
+  /// it starts and names a customer and site. kDeviceUnknown when `serial` is given but not enrolled.
+  [[nodiscard]] virtual Result<MaintenanceWindow> AddMaintenanceWindow(MaintenanceWindow window,
+                                                                       std::int64_t now_ms) = 0;
+  [[nodiscard]] virtual Result<std::vector<MaintenanceWindow>> ListMaintenanceWindows(
+      const MaintenanceFilter& filter) = 0;
+  /// Ends a window now (a planned one is cancelled). kNotFound; kConflict when it is already over.
+  [[nodiscard]] virtual Result<MaintenanceWindow> EndMaintenanceWindow(std::int64_t id,
+                                                                       std::string_view actor,
+                                                                       std::int64_t now_ms) = 0;
+
+  /// The newest inventory message of each device (or of the one device given), by device.
+  [[nodiscard]] virtual Result<std::vector<InventoryRecord>> LatestInventory(
+      const std::optional<protocol::DeviceIdentity>& device) = 0;
+  [[nodiscard]] virtual Result<std::vector<Notification>> ListNotifications(
+      const NotificationFilter& filter) = 0;
 
   /// Pending notifications due at `now_ms`, oldest first, at most `limit`. Each is leased for
   /// kNotificationClaimLeaseMs so a concurrent claim does not return it again.

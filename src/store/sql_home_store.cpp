@@ -6,6 +6,7 @@
 #include "store/postgres/session.h"
 #include "store/sql/dialect.h"
 #include "store/sql/migrate.h"
+#include "store/sql_tickets.h"
 #include "store/sqlite/sql_session.h"
 
 #include <fmt/format.h>
@@ -37,8 +38,6 @@ void LogIfDatabaseError(const std::error_code& ec, std::string_view what) {
   }
 }
 
-std::string TicketNumber(std::int64_t sequence) { return fmt::format("LL-{:06d}", sequence); }
-
 std::string FormatMs(std::int64_t ms) {
   return FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
 }
@@ -65,16 +64,6 @@ std::optional<DeviceStatus> ParseDeviceStatus(std::string_view text) {
   }
   if (text == "revoked") {
     return DeviceStatus::kRevoked;
-  }
-  return std::nullopt;
-}
-
-std::optional<TicketState> ParseTicketState(std::string_view text) {
-  if (text == "open") {
-    return TicketState::kOpen;
-  }
-  if (text == "resolved") {
-    return TicketState::kResolved;
   }
   return std::nullopt;
 }
@@ -113,33 +102,6 @@ Result<DeviceRecord> ReadDevice(const Row& row) {
   device.last_heartbeat_interval_s = row.Int(12);
   device.last_sequence = static_cast<std::uint64_t>(row.Int(13));
   return device;
-}
-
-constexpr std::string_view kTicketColumns =
-    "number, state, customer, site, serial, code, severity, text, first_seen_ms, last_seen_ms, "
-    "occurrences, resolved_at_ms";
-
-/// `base` is the index of the first ticket column, for queries that select something before them.
-Result<Ticket> ReadTicket(const Row& row, std::size_t base) {
-  Ticket ticket;
-  ticket.number = row.Text(base + 0);
-  auto state = ParseTicketState(row.Text(base + 1));
-  auto severity = protocol::ParseSeverity(row.Text(base + 6));
-  if (!state || !severity) {
-    return Fail(make_error_code(Errc::kCorrupt));
-  }
-  ticket.state = *state;
-  ticket.device.customer = row.Text(base + 2);
-  ticket.device.site = row.Text(base + 3);
-  ticket.device.serial = row.Text(base + 4);
-  ticket.code = row.Text(base + 5);
-  ticket.severity = *severity;
-  ticket.text = row.Text(base + 7);
-  ticket.first_seen_ms = row.Int(base + 8);
-  ticket.last_seen_ms = row.Int(base + 9);
-  ticket.occurrences = row.Int(base + 10);
-  ticket.resolved_at_ms = row.OptionalInt(base + 11);
-  return ticket;
 }
 
 constexpr std::string_view kNotificationColumns =
@@ -247,42 +209,68 @@ struct Applied {
   std::optional<std::int64_t> ticket_id;
 };
 
-std::string EmailSubject(const std::string& number, Severity severity, const std::string& code,
-                         const protocol::DeviceIdentity& device) {
-  return fmt::format("[Lifeline {}] {} {} on {}", number, protocol::ToString(severity), SubjectSafe(code, 64),
-                     SubjectSafe(device.Key(), 400));
+/// The plain email for IngestRequest::contacts (the home's planner renders its own).
+std::string EmailSubject(const Ticket& ticket, bool reopened) {
+  return fmt::format("[Lifeline {}] {}{} {} on {}", ticket.number, reopened ? "reopened: " : "",
+                     protocol::ToString(ticket.severity), SubjectSafe(ticket.code, 64),
+                     SubjectSafe(ticket.device.Key(), 400));
 }
 
-std::string EmailBody(const std::string& number, const protocol::Message& msg,
-                      const protocol::DeviceIdentity& device, std::int64_t received_ms) {
+std::string EmailBody(const Ticket& ticket, bool reopened, const protocol::Message& msg, std::int64_t received_ms) {
   std::string body;
   auto line = [&body](std::string_view label, std::string_view value) {
     body += fmt::format("{:<15}{}\n", label, value);
   };
-  body += fmt::format("Lifeline opened ticket {} for an alert from {}.\n\n", number, device.Key());
+  const auto& device = ticket.device;
+  if (reopened) {
+    body += fmt::format("Ticket {} was resolved and has come back on {}.\n\n", ticket.number, device.Key());
+  } else {
+    body += fmt::format("Lifeline opened ticket {} for an alert from {}.\n\n", ticket.number, device.Key());
+  }
   line("Customer:", device.customer);
   line("Site:", device.site);
   line("Serial:", device.serial);
   line("Model:", device.model.empty() ? "(unknown)" : device.model);
   body += "\n";
-  line("Alert code:", msg.alert.code);
-  line("Severity:", protocol::ToString(msg.alert.severity));
-  line("Message:", msg.alert.text);
+  line("Alert code:", ticket.code);
+  line("Severity:", protocol::ToString(ticket.severity));
+  line("Message:", ticket.text);
   if (!msg.alert.source.empty()) {
     line("Source:", msg.alert.source);
   }
   line("Device time:", FormatMs(msg.timestamp_ms));
   line("Received:", FormatMs(received_ms));
   body += "\n";
-  line("Ticket:", number);
+  line("Ticket:", ticket.number);
   body += "\nRepeats of this alert are added to the ticket until the device clears it.\n";
   return body;
 }
 
+std::string DefaultDedupKey(const protocol::DeviceIdentity& device, std::string_view code) {
+  return device.Key() + "/" + std::string(code);
+}
+
+std::string FormatWindow(std::int64_t ms) {
+  if (ms % 3'600'000 == 0) {
+    return fmt::format("{} h", ms / 3'600'000);
+  }
+  if (ms % 60'000 == 0) {
+    return fmt::format("{} min", ms / 60'000);
+  }
+  return fmt::format("{} s", ms / 1000);
+}
+
 class Ingester {
  public:
-  Ingester(Session& s, const IngestRequest& request, const DeviceRow& device)
-      : s_(s), request_(request), device_(device) {}
+  Ingester(Session& s, const IngestRequest& request, const DeviceRow& device, detail::MaintenanceState maintenance)
+      : s_(s), request_(request), device_(device), maintenance_(maintenance) {
+    // The model on file is the one enrollment vouched for; the batch's copy is only a fallback.
+    described_ = request.batch.device;
+    if (!device_.model.empty()) {
+      described_.model = device_.model;
+    }
+    actor_ = detail::DeviceActor(described_);
+  }
 
   Result<Applied> Apply(const protocol::Message& msg) {
     switch (msg.type) {
@@ -302,17 +290,19 @@ class Ingester {
   }
 
  private:
-  static Applied Accepted(const protocol::Message& msg, std::string reason,
-                          std::optional<std::pair<std::int64_t, std::string>> ticket) {
+  static Applied Accepted(const protocol::Message& msg, std::string reason, const Ticket* ticket) {
     Applied applied;
     applied.result.message_id = msg.id;
     applied.result.status = protocol::MessageStatus::kAccepted;
     applied.result.reason = std::move(reason);
-    if (ticket) {
-      applied.ticket_id = ticket->first;
-      applied.result.ticket = std::move(ticket->second);
+    if (ticket != nullptr) {
+      applied.ticket_id = ticket->id;
+      applied.result.ticket = ticket->number;
     }
     return applied;
+  }
+  static Applied Accepted(const protocol::Message& msg, std::string reason, std::nullopt_t) {
+    return Accepted(msg, std::move(reason), static_cast<const Ticket*>(nullptr));
   }
   static Applied Rejected(const protocol::Message& msg, std::string reason) {
     Applied applied;
@@ -331,27 +321,88 @@ class Ingester {
     return Accepted(msg, "", std::nullopt);
   }
 
-  struct OpenTicket {
-    std::int64_t id = 0;
-    std::string number;
-    Severity severity = Severity::kError;
-  };
+  std::string KeyFor(std::string_view code) const {
+    return request_.dedup_key ? request_.dedup_key(described_, code) : DefaultDedupKey(described_, code);
+  }
 
-  Result<std::optional<OpenTicket>> FindOpenTicket(const std::string& code) {
-    auto row = s_.QueryRow("SELECT id, number, severity FROM tickets WHERE device_id = $1 AND code = $2 AND "
-                           "state = 'open'",
-                           device_.id, code);
-    if (!row) {
-      return row.error();
+  detail::RaiseRequest Raise(const protocol::Message& msg) const {
+    return {.device_id = device_.id,
+            .device = described_,
+            .key = KeyFor(msg.alert.code),
+            .code = msg.alert.code,
+            .severity = msg.alert.severity,
+            .text = msg.alert.text,
+            .now_ms = request_.now_ms,
+            .reopen_window_ms = request_.reopen_window_ms,
+            .suppressed = maintenance_.any(),
+            .actor = actor_,
+            .planner = &request_.planner};
+  }
+
+  /// Counts this ticket-worthy alert for storm control; true when it tips the device into a storm.
+  Result<bool> CountForStorm() {
+    const auto& storm = request_.storm;
+    if (storm.max_alerts <= 0 || maintenance_.storm) {
+      return false;
     }
-    if (!*row) {
-      return std::optional<OpenTicket>();
+    if (!recent_alerts_) {
+      // Alerts of the window already stored (this batch's earlier ones included); bounded by LIMIT.
+      auto row = s_.QueryRow(
+          "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE device_id = $1 AND type = 'alert' "
+          "AND result_ticket <> '' AND received_at_ms > $2 LIMIT $3) recent",
+          device_.id, request_.now_ms - storm.window_ms, storm.max_alerts + 1);
+      if (!row) {
+        return Fail(row.error());
+      }
+      recent_alerts_ = *row ? (*row)->Int(0) : 0;
     }
-    auto severity = protocol::ParseSeverity((*row)->Text(2));
-    if (!severity) {
-      return Fail(make_error_code(Errc::kCorrupt));
+    *recent_alerts_ += 1;
+    return *recent_alerts_ > storm.max_alerts;
+  }
+
+  /// Puts the device into automatic maintenance: a window, and the summary ticket opened (notified
+  /// unless a declared window covers the device) or joined.
+  Result<Applied> StartStorm(const protocol::Message& msg) {
+    const auto& storm = request_.storm;
+    const std::int64_t until = request_.now_ms + storm.maintenance_ms;
+    const std::string reason = fmt::format("alert storm: more than {} alerts within {}", storm.max_alerts,
+                                           FormatWindow(storm.window_ms));
+    auto added = s_.Exec(
+        "INSERT INTO maintenance_windows (customer, site, serial, starts_at_ms, ends_at_ms, reason, created_by, "
+        "created_at_ms, automatic) VALUES ($1, $2, $3, $4, $5, $6, 'storm control', $4, 1)",
+        described_.customer, described_.site, described_.serial, request_.now_ms, until, reason);
+    if (!added) {
+      return added.error();
     }
-    return std::optional<OpenTicket>(OpenTicket{(*row)->Int(0), (*row)->Text(1), *severity});
+    maintenance_.storm = true;
+    maintenance_.storm_until_ms = until;
+    auto raised = RaiseSummary(msg, /*suppressed=*/maintenance_.declared);
+    if (!raised) {
+      return raised.error();
+    }
+    if (auto h = detail::RecordHistory(s_, raised->ticket.id, request_.now_ms, "storm control", "storm",
+                                       ToString(raised->ticket.status), ToString(raised->ticket.status),
+                                       fmt::format("{}; automatic maintenance until {}", reason, FormatMs(until)));
+        !h) {
+      return h.error();
+    }
+    return Accepted(msg, "storm control: device in automatic maintenance; added to the summary ticket",
+                    &raised->ticket);
+  }
+
+  Result<detail::RaiseResult> RaiseSummary(const protocol::Message& msg, bool suppressed) {
+    auto r = Raise(msg);
+    r.key = DefaultDedupKey(described_, kStormTicketCode);
+    r.code = std::string(kStormTicketCode);
+    r.kind = "storm";
+    r.suppressed = suppressed;
+    r.text = fmt::format(
+        "Alert storm: more than {} alerts within {}; the device is in automatic maintenance until {} and its "
+        "alerts are added here without notifications. Latest: {} ({}): {}",
+        request_.storm.max_alerts, FormatWindow(request_.storm.window_ms), FormatMs(maintenance_.storm_until_ms),
+        msg.alert.code, protocol::ToString(msg.alert.severity), msg.alert.text);
+    r.actor = "storm control";
+    return detail::RaiseTicket(s_, r);
   }
 
   Result<Applied> Alert(const protocol::Message& msg) {
@@ -361,92 +412,74 @@ class Ingester {
     if (static_cast<int>(msg.alert.severity) < static_cast<int>(request_.ticket_min_severity)) {
       return Accepted(msg, "recorded; below ticket severity", std::nullopt);
     }
-    auto open = FindOpenTicket(msg.alert.code);
-    if (!open) {
-      return open.error();
+    auto tipped = CountForStorm();
+    if (!tipped) {
+      return tipped.error();
     }
-    if (*open) {
-      // A repeat while the ticket is open: count it, keep the worst severity, no new email.
-      const Severity severity = std::max(msg.alert.severity, (*open)->severity);
-      auto updated = s_.Exec(
-          "UPDATE tickets SET occurrences = occurrences + 1, last_seen_ms = $1, text = $2, severity = $3 "
-          "WHERE id = $4",
-          request_.now_ms, msg.alert.text, protocol::ToString(severity), (*open)->id);
-      if (!updated) {
-        return updated.error();
+    if (*tipped) {
+      return StartStorm(msg);
+    }
+    if (maintenance_.storm) {
+      // During a storm every alert is an occurrence of the summary ticket, which notifies nobody.
+      auto raised = RaiseSummary(msg, /*suppressed=*/true);
+      if (!raised) {
+        return raised.error();
       }
-      return Accepted(msg, "occurrence added", std::pair((*open)->id, (*open)->number));
+      return Accepted(msg, "storm control: added to the summary ticket", &raised->ticket);
     }
-    return OpenNewTicket(msg);
-  }
-
-  Result<Applied> OpenNewTicket(const protocol::Message& msg) {
-    // SQLite counts in a table (under its single write lock); PostgreSQL takes a sequence value,
-    // which never blocks a concurrent home.
-    auto sequence = s_.QueryRow(
-        sql::Pick(s_.backend(), "UPDATE counters SET value = value + 1 WHERE name = 'ticket' RETURNING value",
-                  "SELECT nextval('ticket_numbers')"));
-    if (!sequence) {
-      return sequence.error();
+    auto raised = detail::RaiseTicket(s_, Raise(msg));
+    if (!raised) {
+      return raised.error();
     }
-    if (!*sequence) {
-      return Fail(make_error_code(Errc::kCorrupt));  // the counter row is missing
+    const Ticket& ticket = raised->ticket;
+    if (raised->what == detail::Raised::kJoined) {
+      return Accepted(msg, "occurrence added", &ticket);
     }
-    const std::string number = TicketNumber((*sequence)->Int(0));
-    const auto& device = request_.batch.device;
-    auto inserted = s_.QueryRow(
-        "INSERT INTO tickets (number, state, device_id, customer, site, serial, code, severity, text, "
-        "first_seen_ms, last_seen_ms, occurrences) "
-        "VALUES ($1, 'open', $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) RETURNING id",
-        number, device_.id, device.customer, device.site, device.serial, msg.alert.code,
-        protocol::ToString(msg.alert.severity), msg.alert.text, request_.now_ms);
-    if (!inserted) {
-      return inserted.error();
-    }
-    const std::int64_t ticket_id = (*inserted)->Int(0);
-
-    // The model on file is the one enrollment vouched for; the batch's copy is only a fallback.
-    protocol::DeviceIdentity described = device;
-    if (!device_.model.empty()) {
-      described.model = device_.model;
-    }
-    const std::string subject = EmailSubject(number, msg.alert.severity, msg.alert.code, described);
-    const std::string body = EmailBody(number, msg, described, request_.now_ms);
-    for (const auto& recipient : request_.contacts) {
-      auto queued = s_.Exec(
-          "INSERT INTO notifications (kind, recipient, ticket_id, subject, body, status, created_at_ms, "
-          "next_attempt_ms) VALUES ('email', $1, $2, $3, $4, 'pending', $5, $5)",
-          recipient, ticket_id, subject, body, request_.now_ms);
-      if (!queued) {
+    const bool reopened = raised->what == detail::Raised::kReopened;
+    if (!maintenance_.any() && !request_.contacts.empty()) {
+      std::vector<OutboxRow> emails;
+      const std::string subject = EmailSubject(ticket, reopened);
+      const std::string body = EmailBody(ticket, reopened, msg, request_.now_ms);
+      for (const auto& recipient : request_.contacts) {
+        emails.push_back({"email", recipient, subject, body});
+      }
+      if (auto queued = detail::QueueOutbox(s_, ticket.id, emails, request_.now_ms); !queued) {
         return queued.error();
       }
     }
-    return Accepted(msg, "ticket opened", std::pair(ticket_id, number));
+    std::string reason = reopened ? "ticket reopened" : "ticket opened";
+    if (maintenance_.any()) {
+      reason += "; in maintenance, nobody notified";
+    }
+    return Accepted(msg, std::move(reason), &ticket);
   }
 
   Result<Applied> Clear(const protocol::Message& msg) {
     if (msg.alert.code.empty()) {
       return Rejected(msg, "alert code missing");
     }
-    auto open = FindOpenTicket(msg.alert.code);
+    auto open = detail::FindOpenTicket(s_, KeyFor(msg.alert.code), /*lock=*/true);
     if (!open) {
       return open.error();
     }
     if (!*open) {
       return Accepted(msg, "no open ticket", std::nullopt);
     }
-    auto resolved = s_.Exec(
-        "UPDATE tickets SET state = 'resolved', resolved_at_ms = $1, last_seen_ms = $1 WHERE id = $2",
-        request_.now_ms, (*open)->id);
+    auto resolved = detail::ResolveTicket(s_, **open, request_.now_ms, actor_, "cleared by the device",
+                                          maintenance_.any(), &request_.planner);
     if (!resolved) {
       return resolved.error();
     }
-    return Accepted(msg, "ticket resolved", std::pair((*open)->id, (*open)->number));
+    return Accepted(msg, "ticket resolved", &*resolved);
   }
 
   Session& s_;
   const IngestRequest& request_;
   const DeviceRow& device_;
+  detail::MaintenanceState maintenance_;
+  protocol::DeviceIdentity described_;
+  std::string actor_;
+  std::optional<std::int64_t> recent_alerts_;  // storm control's count, loaded at the first alert
 };
 
 /// The stored answer for a message id this device sent before, if any.
@@ -524,7 +557,12 @@ Result<protocol::BatchReply> ApplyBatch(Session& s, const IngestRequest& request
   out.batch_id = batch.batch_id;
   out.received_at_ms = request.now_ms;
   std::uint64_t last_sequence = (*device)->last_sequence;
-  Ingester ingester(s, request, **device);
+  auto maintenance =
+      detail::MaintenanceAt(s, batch.device.customer, batch.device.site, batch.device.serial, request.now_ms);
+  if (!maintenance) {
+    return maintenance.error();
+  }
+  Ingester ingester(s, request, **device, *maintenance);
   for (const auto& msg : batch.messages) {
     if (msg.id.empty()) {
       // Without an id there is nothing to key the answer on; the codec should not let this through.
@@ -803,32 +841,38 @@ Result<std::vector<Ticket>> SqlHomeStore::ListTickets(const TicketFilter& filter
   if (filter.state) {
     state = std::string(ToString(*filter.state));
   }
+  // Statuses come from the enum, never from the caller's text, so they may be spliced in.
+  std::string statuses;
+  for (auto status : filter.statuses) {
+    statuses += fmt::format("{}'{}'", statuses.empty() ? "" : ", ", ToString(status));
+  }
+  const std::string sql = fmt::format(
+      "{} WHERE ($1 IS NULL OR t.state = $1) AND ($2 = '' OR t.customer = $2) AND ($3 = '' OR t.site = $3) "
+      "AND ($4 = '' OR t.device_id = (SELECT id FROM devices WHERE customer = $2 AND site = $3 AND serial = $4)) "
+      "AND ($5 = '' OR t.code = $5) AND ($6 = '' OR t.assignee = $6) "
+      "AND ($7 IS NULL OR t.state = 'open' OR t.last_seen_ms >= $7 OR COALESCE(t.resolved_at_ms, 0) >= $7 "
+      "OR COALESCE(t.closed_at_ms, 0) >= $7){} ORDER BY t.id DESC LIMIT $8",
+      detail::kSelectTickets, statuses.empty() ? "" : fmt::format(" AND t.status IN ({})", statuses));
   return db_->WithSession([&](Session& s) {
-    return ReadAll<Ticket>(
-        s.Query(fmt::format("SELECT {} FROM tickets WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2",
-                            kTicketColumns),
-                state, std::max(filter.limit, 0)),
-        [](const Row& row) { return ReadTicket(row, 0); });
+    return ReadAll<Ticket>(s.Query(sql, state, filter.customer, filter.site, filter.serial, filter.code,
+                                   filter.assignee, filter.open_or_changed_since_ms, std::max(filter.limit, 0)),
+                           detail::ReadTicket);
   });
 }
 
 Result<std::optional<TicketDetail>> SqlHomeStore::GetTicket(std::string_view number) {
-  // One snapshot, so the ticket, its events and its notifications agree with each other.
+  // One snapshot, so the ticket, its events, notes, history and notifications agree with each other.
   return db_->Transaction(TxMode::kSnapshot, [&](Session& s) -> Result<std::optional<TicketDetail>> {
-    auto row = s.QueryRow(fmt::format("SELECT id, {} FROM tickets WHERE number = $1", kTicketColumns), number);
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      return std::optional<TicketDetail>();
-    }
-    const std::int64_t ticket_id = (*row)->Int(0);
-    auto ticket = ReadTicket(**row, 1);
+    auto ticket = detail::LoadTicketByNumber(s, number, /*lock=*/false);
     if (!ticket) {
       return ticket.error();
     }
+    if (!*ticket) {
+      return std::optional<TicketDetail>();
+    }
+    const std::int64_t ticket_id = (*ticket)->id;
     TicketDetail detail;
-    detail.ticket = std::move(*ticket);
+    detail.ticket = std::move(**ticket);
     auto events = ReadAll<Event>(
         s.Query(fmt::format("SELECT {} FROM events WHERE ticket_id = $1 ORDER BY id", kEventColumns), ticket_id),
         ReadEvent);
@@ -836,17 +880,58 @@ Result<std::optional<TicketDetail>> SqlHomeStore::GetTicket(std::string_view num
       return events.error();
     }
     detail.events = std::move(*events);
-    auto notes = ReadAll<Notification>(
+    auto notifications = ReadAll<Notification>(
         s.Query(fmt::format("SELECT {} FROM notifications n JOIN tickets t ON t.id = n.ticket_id "
                             "WHERE n.ticket_id = $1 ORDER BY n.id",
                             kNotificationColumns),
                 ticket_id),
         ReadNotification);
+    if (!notifications) {
+      return notifications.error();
+    }
+    detail.notifications = std::move(*notifications);
+    auto notes = ReadAll<TicketNote>(
+        s.Query("SELECT at_ms, author, text FROM ticket_notes WHERE ticket_id = $1 ORDER BY id", ticket_id),
+        [](const Row& r) -> Result<TicketNote> { return TicketNote{r.Int(0), r.Text(1), r.Text(2)}; });
     if (!notes) {
       return notes.error();
     }
-    detail.notifications = std::move(*notes);
+    detail.notes = std::move(*notes);
+    auto history = ReadAll<TicketHistoryEntry>(
+        s.Query("SELECT at_ms, actor, action, from_status, to_status, detail FROM ticket_history "
+                "WHERE ticket_id = $1 ORDER BY id",
+                ticket_id),
+        [](const Row& r) -> Result<TicketHistoryEntry> {
+          return TicketHistoryEntry{r.Int(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5)};
+        });
+    if (!history) {
+      return history.error();
+    }
+    detail.history = std::move(*history);
+    auto levels = s.Query("SELECT level, last_sent_ms FROM ticket_escalations WHERE ticket_id = $1", ticket_id);
+    if (!levels) {
+      return levels.error();
+    }
+    for (const Row& r : *levels) {
+      detail.escalation_sent_ms[static_cast<int>(r.Int(0))] = r.Int(1);
+    }
     return std::optional<TicketDetail>(std::move(detail));
+  });
+}
+
+Result<std::vector<Notification>> SqlHomeStore::ListNotifications(const NotificationFilter& filter) {
+  std::optional<std::string> status;
+  if (filter.status) {
+    status = std::string(ToString(*filter.status));
+  }
+  return db_->WithSession([&](Session& s) {
+    return ReadAll<Notification>(
+        s.Query(fmt::format("SELECT {} FROM notifications n JOIN tickets t ON t.id = n.ticket_id "
+                            "WHERE ($1 IS NULL OR n.status = $1) AND ($2 = '' OR n.kind = $2) "
+                            "AND ($3 = '' OR t.number = $3) ORDER BY n.id DESC LIMIT $4",
+                            kNotificationColumns),
+                status, filter.kind, filter.ticket_number, std::max(filter.limit, 0)),
+        ReadNotification);
   });
 }
 
@@ -948,22 +1033,45 @@ Result<std::optional<AdminToken>> SqlHomeStore::FindAdminToken(std::string_view 
 }
 
 Result<HomeStats> SqlHomeStore::Stats() {
-  auto row = db_->WithSession([&](Session& s) {
-    return s.QueryRow(
+  return db_->Transaction(TxMode::kSnapshot, [&](Session& s) -> Result<HomeStats> {
+    auto row = s.QueryRow(
         "SELECT (SELECT COUNT(*) FROM devices), "
         "(SELECT COUNT(*) FROM events WHERE type = 'alert' AND result_status = 'accepted'), "
         "(SELECT COUNT(*) FROM tickets), "
+        "(SELECT COUNT(*) FROM tickets WHERE state = 'open'), "
         "(SELECT COUNT(*) FROM notifications WHERE kind = 'email' AND status = 'sent'), "
         "(SELECT COUNT(*) FROM notifications WHERE kind = 'email' AND status = 'pending')");
+    if (!row) {
+      return row.error();
+    }
+    HomeStats stats;
+    if (*row) {
+      const Row& r = **row;
+      stats.devices = r.Int(0);
+      stats.alerts = r.Int(1);
+      stats.tickets = r.Int(2);
+      stats.open_tickets = r.Int(3);
+      stats.emails_sent = r.Int(4);
+      stats.emails_pending = r.Int(5);
+    }
+    auto by_kind = s.Query("SELECT kind, status, COUNT(*) FROM notifications GROUP BY kind, status");
+    if (!by_kind) {
+      return by_kind.error();
+    }
+    for (const Row& r : *by_kind) {
+      const std::string status = r.Text(1);
+      const std::int64_t count = r.Int(2);
+      if (status == "sent") {
+        stats.notifications_sent += count;
+        stats.sent_by_kind[r.Text(0)] += count;
+      } else if (status == "pending") {
+        stats.notifications_pending += count;
+      } else {
+        stats.notifications_failed += count;
+      }
+    }
+    return stats;
   });
-  if (!row) {
-    return row.error();
-  }
-  if (!*row) {
-    return HomeStats{};
-  }
-  const Row& r = **row;
-  return HomeStats{r.Int(0), r.Int(1), r.Int(2), r.Int(3), r.Int(4)};
 }
 
 }  // namespace lifeline::store

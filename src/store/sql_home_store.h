@@ -9,6 +9,8 @@
 // of one device are applied one after the other, in whichever process: the replay check, message-id
 // idempotence and "one open ticket per device and alert code" (also a partial unique index) hold
 // across processes. Serialization failures and deadlocks are retried by sql::Database::Transaction.
+// The ticket rules (open, join, reopen, resolve, notify) are in sql_tickets.h; engineers' changes,
+// escalation and maintenance windows in sql_home_store_tickets.cpp.
 #include "store/home_store.h"
 #include "store/sql/database.h"
 #include "store/sql/migrate.h"
@@ -62,6 +64,16 @@ class SqlHomeStore final : public HomeStore {
 
   Result<std::vector<Ticket>> ListTickets(const TicketFilter& filter) override;
   Result<std::optional<TicketDetail>> GetTicket(std::string_view number) override;
+  Result<Ticket> ChangeTicket(const TicketChange& change) override;
+  Result<std::vector<EscalationCandidate>> ListEscalationCandidates(std::int64_t now_ms, std::int64_t after_id,
+                                                                    int limit) override;
+  Result<bool> Escalate(const EscalationStep& step, std::int64_t now_ms, const NotifyPlanner& planner) override;
+  Result<MaintenanceWindow> AddMaintenanceWindow(MaintenanceWindow window, std::int64_t now_ms) override;
+  Result<std::vector<MaintenanceWindow>> ListMaintenanceWindows(const MaintenanceFilter& filter) override;
+  Result<MaintenanceWindow> EndMaintenanceWindow(std::int64_t id, std::string_view actor,
+                                                 std::int64_t now_ms) override;
+  Result<std::vector<InventoryRecord>> LatestInventory(const std::optional<protocol::DeviceIdentity>& device) override;
+  Result<std::vector<Notification>> ListNotifications(const NotificationFilter& filter) override;
 
   Result<std::vector<Notification>> ClaimNotifications(int limit, std::int64_t now_ms) override;
   VoidResult MarkNotificationSent(std::int64_t id, std::int64_t now_ms) override;

@@ -1004,8 +1004,9 @@ TEST(SqliteHomeStore, AdoptsAFileFromBeforeSchemaVersion) {
   {
     auto db = sqlite::Database::Open(dir / "home.db");
     ASSERT_TRUE(db);
+    // Such files stopped at version 2 (instructions); later steps came with the seam.
     std::vector<std::string_view> steps;
-    for (const auto& m : SqlHomeStore::Migrations()) {
+    for (const auto& m : SqlHomeStore::Migrations().first(2)) {
       steps.push_back(m.sqlite);
     }
     ASSERT_TRUE((*db)->Migrate(steps));
