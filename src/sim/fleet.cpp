@@ -17,7 +17,7 @@ using protocol::Severity;
 constexpr std::array<CatalogueEntry, 8> kCatalogue = {{
     {"SIM-DRIVE-FAIL", Severity::kCritical, "Drive failure in enclosure 2 slot 7", 1, seconds(0), 2},
     {"SIM-PSU-DEGRADED", Severity::kError, "Power supply 1 degraded: input voltage low", 1, seconds(20), 3},
-    {"SIM-LINK-FLAP", Severity::kError, "Host port 3 link down", 3, seconds(5), 3},
+    {"SIM-LINK-FLAP", Severity::kError, "Host port 3 link down", 3, seconds(2), 3},
     {"SIM-TEMP-HIGH", Severity::kError, "Controller 0 temperature 71 C above threshold", 2, seconds(10), 2},
     {"SIM-CACHE-BATTERY", Severity::kCritical, "Cache backup battery failed self-test", 1, seconds(0), 1},
     {"SIM-CTRL-REBOOT", Severity::kCritical, "Controller 1 rebooted unexpectedly", 1, seconds(0), 1},
