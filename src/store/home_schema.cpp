@@ -427,13 +427,67 @@ CREATE TABLE maintenance_windows (
 CREATE INDEX maintenance_by_scope ON maintenance_windows (customer, site, ends_at_ms);
 )sql";
 
-constexpr std::array<sql::Migration, 3> kMigrations = {{
+// Version 4: missing heartbeats and retention. The retention job finds old rows by type and age, and
+// resolved tickets by resolution time; performance reports older than the raw period become one row
+// per device and UTC day; `jobs` holds the lease that lets one home of several run a daily job.
+constexpr std::string_view kSqliteV4 = R"sql(
+CREATE INDEX events_by_type_time ON events (type, received_at_ms);
+CREATE INDEX tickets_resolved ON tickets (resolved_at_ms) WHERE state = 'resolved';
+CREATE INDEX tickets_by_code_open ON tickets (code) WHERE state = 'open';
+
+CREATE TABLE performance_daily (
+  device_id     INTEGER NOT NULL REFERENCES devices (id),
+  day_ms        INTEGER NOT NULL,  -- the UTC day's first millisecond (device time)
+  reports       INTEGER NOT NULL,
+  payload_json  TEXT NOT NULL,     -- {"day","start_ms","end_ms","reports","samples","metrics":{name:{min,avg,max,samples}}}
+  PRIMARY KEY (device_id, day_ms)
+);
+CREATE INDEX performance_daily_by_day ON performance_daily (day_ms);
+
+CREATE TABLE jobs (
+  name              TEXT PRIMARY KEY,
+  holder            TEXT NOT NULL DEFAULT '',
+  lease_until_ms    INTEGER NOT NULL DEFAULT 0,
+  last_started_ms   INTEGER NOT NULL DEFAULT 0,
+  last_finished_ms  INTEGER NOT NULL DEFAULT 0,
+  last_result       TEXT NOT NULL DEFAULT ''
+);
+)sql";
+
+constexpr std::string_view kPostgresV4 = R"sql(
+CREATE INDEX events_by_type_time ON events (type, received_at_ms);
+CREATE INDEX tickets_resolved ON tickets (resolved_at_ms) WHERE state = 'resolved';
+CREATE INDEX tickets_by_code_open ON tickets (code) WHERE state = 'open';
+
+CREATE TABLE performance_daily (
+  device_id     BIGINT NOT NULL REFERENCES devices (id),
+  day_ms        BIGINT NOT NULL,
+  reports       BIGINT NOT NULL,
+  payload_json  TEXT NOT NULL,
+  PRIMARY KEY (device_id, day_ms)
+);
+CREATE INDEX performance_daily_by_day ON performance_daily (day_ms);
+
+CREATE TABLE jobs (
+  name              TEXT PRIMARY KEY,
+  holder            TEXT NOT NULL DEFAULT '',
+  lease_until_ms    BIGINT NOT NULL DEFAULT 0,
+  last_started_ms   BIGINT NOT NULL DEFAULT 0,
+  last_finished_ms  BIGINT NOT NULL DEFAULT 0,
+  last_result       TEXT NOT NULL DEFAULT ''
+);
+)sql";
+
+constexpr std::array<sql::Migration, 4> kMigrations = {{
     {kSqliteV1, kPostgresV1},
     // 2: instructions from home to devices, delivered in replies until the device reports on them.
     {kSqliteV2, kPostgresV2},
     // 3: ticket lifecycle (status, deduplication key, episode, acknowledgement, assignment), notes,
     // history, escalation progress, maintenance windows.
     {kSqliteV3, kPostgresV3},
+    // 4: missing heartbeats and retention: indexes to find old rows, daily performance aggregates,
+    // the job lease.
+    {kSqliteV4, kPostgresV4},
 }};
 
 }  // namespace

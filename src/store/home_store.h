@@ -565,6 +565,160 @@ class HomeStore {
   [[nodiscard]] virtual Result<HomeStats> Stats() = 0;
 };
 
+// ==== Heartbeats and retention (issue 4, items 2 and 4) =========================================
+// Missing-heartbeat tickets (home/heartbeat_monitor) and the retention job (home/retention_job).
+// A separate interface, implemented by SqlHomeStore beside HomeStore.
+
+/// One ticket per device whose heartbeats stopped, resolved by itself when they resume.
+inline constexpr std::string_view kHeartbeatMissingCode = "LIFELINE-HEARTBEAT-MISSING";
+/// One ticket per site that fell silent as a whole, instead of one per device. Its deduplication
+/// key is "<customer>/<site>/LIFELINE-SITE-SILENT"; its row names the site's first enrolled device
+/// (tickets belong to a device row) and an empty serial.
+inline constexpr std::string_view kSiteSilentCode = "LIFELINE-SITE-SILENT";
+
+/// What the missing-heartbeat tracker is rebuilt from at start: the active devices.
+struct HeartbeatDevice {
+  std::int64_t device_id = 0;
+  std::string customer;
+  std::string site;
+  std::int64_t interval_s = 0;         // announced by the last heartbeat (0: none yet)
+  std::int64_t last_heartbeat_ms = 0;  // the last heartbeat, or the enrollment if none came
+  bool missing_ticket_open = false;    // its LIFELINE-HEARTBEAT-MISSING ticket is open
+};
+struct SilentSite {
+  std::string customer;
+  std::string site;
+  std::int64_t since_ms = 0;  // when its ticket opened (or reopened)
+};
+struct HeartbeatState {
+  std::vector<HeartbeatDevice> devices;   // by device id
+  std::vector<SilentSite> silent_sites;  // sites with an open LIFELINE-SITE-SILENT ticket
+  /// Devices no longer active whose missing-heartbeat ticket is still open (to resolve).
+  std::vector<std::int64_t> inactive_with_ticket;
+};
+
+enum class HeartbeatChangeKind { kDeviceMissing, kDeviceResumed, kSiteSilent, kSiteResumed };
+
+/// One change the tracker found, to turn into a ticket opened or resolved.
+struct HeartbeatChange {
+  HeartbeatChangeKind kind = HeartbeatChangeKind::kDeviceMissing;
+  std::int64_t device_id = 0;  // device changes
+  std::string customer;        // site changes
+  std::string site;
+  std::int64_t last_heartbeat_ms = 0;  // device: its last; site: the site's last (0: none)
+  std::int64_t deadline_ms = 0;        // kDeviceMissing: when it became overdue
+  std::int64_t interval_s = 0;         // device changes: the announced interval
+  std::int64_t missing = 0;            // site changes: devices missing, of those tracked
+  std::int64_t tracked = 0;
+};
+
+struct HeartbeatTicketOptions {
+  /// Outbox rows for ticket events, as for alert tickets (may be empty: no notifications).
+  NotifyPlanner planner;
+  /// Also an email with the store's plain text to each of these when a ticket opens (as
+  /// IngestRequest::contacts), unless the device or site is in maintenance.
+  std::vector<std::string> contacts;
+  /// A resolved heartbeat ticket whose device (or site) goes missing again within this long is
+  /// reopened instead of a new one opening; 0: always a new one.
+  std::int64_t reopen_window_ms = 0;
+};
+
+enum class HeartbeatOutcome {
+  kOpened,          // a ticket opened (or reopened)
+  kAlreadyOpen,     // one was open already (another home, or an earlier run): nothing changed
+  kResolved,        // its open ticket resolved
+  kNothingOpen,     // a resumption with no open ticket: nothing changed
+  kDeviceInactive,  // the device is revoked or gone: nothing opened; stop tracking it
+  kStale,           // the store knows better than the tracker the change came from: later
+                    // heartbeats another home took (nothing opened; `refreshed` has them), or a
+                    // resumption that only caught up with heartbeats from before the ticket
+                    // opened (nothing resolved)
+};
+struct HeartbeatApplied {
+  HeartbeatOutcome outcome = HeartbeatOutcome::kOpened;
+  std::string ticket_number;               // the ticket concerned, if any
+  std::vector<HeartbeatDevice> refreshed;  // kStale: the devices with later stored heartbeats
+};
+
+/// How long each kind of data is kept (ms; 0: kept for ever). See docs/operations.md, "Retention".
+struct RetentionPolicy {
+  std::int64_t alerts_ms = 0;             // alert and clear messages that belong to no ticket
+  std::int64_t heartbeats_ms = 0;         // heartbeat messages (the last one is on the device)
+  std::int64_t inventory_ms = 0;          // inventory and configuration (each device's newest kept)
+  std::int64_t problem_data_ms = 0;       // bundle manifests
+  std::int64_t performance_raw_ms = 0;    // performance reports; older ones become daily aggregates
+  std::int64_t performance_daily_ms = 0;  // the daily aggregates
+  std::int64_t tickets_ms = 0;            // after a ticket was resolved or closed; with its events,
+                                          // notes, history and notifications
+  std::int64_t notifications_ms = 0;      // sent or failed notifications, by creation
+  std::int64_t batch_ids_ms = 0;          // replay protection; never below the clock-skew window
+};
+
+/// One kind of data: what the job deletes (or folds into daily aggregates), older than `cutoff_ms`.
+struct RetentionItem {
+  std::string kind;    // "alerts", "heartbeats", "inventory", "problem_data", "performance", ...
+  std::string action;  // "delete" or "downsample"
+  std::int64_t cutoff_ms = 0;
+  std::int64_t rows = 0;  // preview: rows that would go; apply: rows that went
+};
+
+/// A job only one home runs at a time (PostgreSQL: many homes share one database).
+struct JobStatus {
+  std::string holder;  // who holds or last held the lease
+  std::int64_t lease_until_ms = 0;
+  std::int64_t last_started_ms = 0;
+  std::int64_t last_finished_ms = 0;
+  std::string last_result;
+};
+
+class HeartbeatRetentionStore {
+ public:
+  virtual ~HeartbeatRetentionStore() = default;
+
+  /// The active devices and the open site tickets, for HeartbeatTracker::Restore.
+  [[nodiscard]] virtual Result<HeartbeatState> LoadHeartbeatState() = 0;
+  /// The device row id of an enrolled device (active or not), nullopt if unknown.
+  [[nodiscard]] virtual Result<std::optional<std::int64_t>> DeviceRowId(
+      const protocol::DeviceIdentity& device) = 0;
+  /// Opens or resolves the tickets the changes call for, all in one transaction, through the same
+  /// ticket path as alerts (history, reopen window, maintenance, notifications). Opening relies on
+  /// the one-open-ticket-per-key index, so two homes sweeping the same device open one ticket.
+  /// Returns one outcome per change, in order.
+  [[nodiscard]] virtual Result<std::vector<HeartbeatApplied>> ApplyHeartbeatChanges(
+      const std::vector<HeartbeatChange>& changes, const HeartbeatTicketOptions& options,
+      std::int64_t now_ms) = 0;
+  /// Resolves the device's open missing-heartbeat ticket (it was revoked). False if none was open.
+  [[nodiscard]] virtual Result<bool> ResolveHeartbeatTicket(std::int64_t device_id,
+                                                            std::string_view reason,
+                                                            const HeartbeatTicketOptions& options,
+                                                            std::int64_t now_ms) = 0;
+
+  /// What ApplyRetention would do at `now_ms`: one item per kind with its cutoff and row count.
+  [[nodiscard]] virtual Result<std::vector<RetentionItem>> PreviewRetention(
+      const RetentionPolicy& policy, std::int64_t now_ms) = 0;
+  /// Deletes and downsamples, in many short transactions (so ingest is never blocked long).
+  /// Stops early, with what it did so far, when `keep_going` returns false.
+  [[nodiscard]] virtual Result<std::vector<RetentionItem>> ApplyRetention(
+      const RetentionPolicy& policy, std::int64_t now_ms,
+      const std::function<bool()>& keep_going) = 0;
+
+  /// Takes the job's lease until `lease_until_ms` if nobody holds it (lease expired) and it has
+  /// not started since `due_since_ms`. True: the caller runs the job, then calls FinishJob.
+  [[nodiscard]] virtual Result<bool> ClaimJob(std::string_view job, std::string_view holder,
+                                              std::int64_t due_since_ms, std::int64_t lease_until_ms,
+                                              std::int64_t now_ms) = 0;
+  /// Ends the lease. A failed run is marked not started, so the next check runs it again.
+  [[nodiscard]] virtual VoidResult FinishJob(std::string_view job, std::string_view holder,
+                                             bool succeeded, std::string_view result,
+                                             std::int64_t now_ms) = 0;
+  [[nodiscard]] virtual Result<JobStatus> GetJobStatus(std::string_view job) = 0;
+};
+
+/// The store's heartbeat and retention side (SqlHomeStore has one); nullptr for a store without.
+inline HeartbeatRetentionStore* HeartbeatRetentionOf(HomeStore& store) {
+  return dynamic_cast<HeartbeatRetentionStore*>(&store);
+}
+
 }  // namespace lifeline::store
 
 template <>

@@ -30,7 +30,7 @@ struct HomeStoreOptions {
   int postgres_pool_size = 4;         // PostgreSQL: most connections this process opens
 };
 
-class SqlHomeStore final : public HomeStore {
+class SqlHomeStore final : public HomeStore, public HeartbeatRetentionStore {
  public:
   /// Migrates `db` to the newest schema and serves the store from it.
   [[nodiscard]] static Result<std::unique_ptr<SqlHomeStore>> Open(std::shared_ptr<sql::Database> db);
@@ -85,6 +85,23 @@ class SqlHomeStore final : public HomeStore {
   Result<std::optional<AdminToken>> FindAdminToken(std::string_view token_hash) override;
 
   Result<HomeStats> Stats() override;
+
+  // ---- Heartbeats and retention (sql_home_store_heartbeats.cpp)
+  Result<HeartbeatState> LoadHeartbeatState() override;
+  Result<std::optional<std::int64_t>> DeviceRowId(const protocol::DeviceIdentity& device) override;
+  Result<std::vector<HeartbeatApplied>> ApplyHeartbeatChanges(const std::vector<HeartbeatChange>& changes,
+                                                              const HeartbeatTicketOptions& options,
+                                                              std::int64_t now_ms) override;
+  Result<bool> ResolveHeartbeatTicket(std::int64_t device_id, std::string_view reason,
+                                      const HeartbeatTicketOptions& options, std::int64_t now_ms) override;
+  Result<std::vector<RetentionItem>> PreviewRetention(const RetentionPolicy& policy, std::int64_t now_ms) override;
+  Result<std::vector<RetentionItem>> ApplyRetention(const RetentionPolicy& policy, std::int64_t now_ms,
+                                                    const std::function<bool()>& keep_going) override;
+  Result<bool> ClaimJob(std::string_view job, std::string_view holder, std::int64_t due_since_ms,
+                        std::int64_t lease_until_ms, std::int64_t now_ms) override;
+  VoidResult FinishJob(std::string_view job, std::string_view holder, bool succeeded, std::string_view result,
+                       std::int64_t now_ms) override;
+  Result<JobStatus> GetJobStatus(std::string_view job) override;
 
  private:
   explicit SqlHomeStore(std::shared_ptr<sql::Database> db) : db_(std::move(db)) {}
