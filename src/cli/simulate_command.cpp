@@ -125,11 +125,11 @@ CLI::App* AddSimulateCommand(CLI::App& app, SimulateOptions& o) {
   cmd->add_option("--state", o.state_dir, "Directory keeping the devices' keys and certificates between runs")
       ->required();
   auto* fleet = "Fleet";
-  cmd->add_option("--devices", o.devices, "Simulated devices")->check(CLI::Range(1, 1'000'000))->group(fleet);
-  cmd->add_option("--sites", o.sites, "Sites they are spread over (device i at site i % sites)")
+  cmd->add_option("--devices", o.devices, "Simulated devices (default 100)")->check(CLI::Range(1, 1'000'000))->group(fleet);
+  cmd->add_option("--sites", o.sites, "Sites they are spread over, device i at site i % sites (default 10)")
       ->check(CLI::Range(1, 1'000'000))
       ->group(fleet);
-  cmd->add_option("--customers", o.customers, "Customers the sites belong to")
+  cmd->add_option("--customers", o.customers, "Customers the sites belong to (default 1)")
       ->check(CLI::Range(1, 10'000))
       ->group(fleet);
   cmd->add_option("--prefix", o.prefix, "Starts every customer, site and serial: keeps fleets apart (default SIM)")
