@@ -12,6 +12,8 @@
 #include "cli/demo.h"
 #include "cli/signals.h"
 #include "cli/simulate_command.h"
+#include "cli/devices_command.h"
+#include "cli/maintenance_command.h"
 #include "cli/tickets_command.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -350,8 +352,8 @@ int Run(int argc, char** argv) {
   std::string admin_role = "engineer";
   home_admin->add_option("--config", home_config, "home.toml")->required();
   home_admin->add_option("--name", admin_name, "Who the token is for (unique)")->required();
-  home_admin->add_option("--role", admin_role, "engineer, manager or read-only")
-      ->check(CLI::IsMember({"engineer", "manager", "read-only"}));
+  home_admin->add_option("--role", admin_role, "engineer, manager, read-only or admin (docs/api.md: what each may do)")
+      ->check(CLI::IsMember({"engineer", "manager", "read-only", "admin"}));
 
   auto* home_instruct = home_cmd->add_subcommand(
       "instruct", "Queue an instruction for a device; it rides on the next reply to it (outbound only)");
@@ -365,6 +367,7 @@ int Run(int argc, char** argv) {
                           "Ask for a test alert (opens a ticket and emails, end to end)");
   home_instruct->add_option("--apply-config", instruct.apply_config,
                             "Send this agent.toml; the agent validates it, applies it atomically, rolls back if it fails");
+
 
   // agent
   auto* agent_cmd = app.add_subcommand("agent", "The device agent: watch, queue, send home")->require_subcommand(1);
@@ -417,6 +420,10 @@ int Run(int argc, char** argv) {
 
   TicketsOptions tickets_options;
   auto* tickets_cmd = AddTicketsCommand(app, tickets_options);
+  DevicesOptions devices_options;
+  auto* devices_cmd = AddDevicesCommand(app, devices_options);
+  MaintenanceOptions maintenance_options;
+  auto* maintenance_cmd = AddMaintenanceCommand(app, maintenance_options);
   DemoOptions demo_options;
   auto* demo_cmd = AddDemoCommand(app, demo_options);
   SimulateOptions simulate_options;
@@ -499,6 +506,12 @@ int Run(int argc, char** argv) {
   }
   if (tickets_cmd->parsed()) {
     return RunTicketsCommand(*tickets_cmd, tickets_options);
+  }
+  if (devices_cmd->parsed()) {
+    return RunDevicesCommand(*devices_cmd, devices_options);
+  }
+  if (maintenance_cmd->parsed()) {
+    return RunMaintenanceCommand(*maintenance_cmd, maintenance_options);
   }
   if (demo_cmd->parsed()) {
     return RunDemo(demo_options);

@@ -1,10 +1,6 @@
 #include "cli/tickets_command.h"
 
 #include "cli/commands.h"
-#include "common/ports.h"
-#include "crypto/keys.h"
-#include "protocol/codec.h"
-#include "transport/http_client.h"
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
@@ -16,135 +12,163 @@ namespace json = boost::json;
 
 namespace {
 
-std::string Str(const json::object& o, std::string_view key) {
-  const auto* v = o.if_contains(key);
-  if (v == nullptr) {
-    return "";
-  }
-  if (v->is_string()) {
-    return std::string(v->get_string());
-  }
-  return json::serialize(*v);
-}
+constexpr std::string_view kProgram = "lifeline tickets";
 
-void PrintTicketList(const json::object& root) {
-  const auto* tickets = root.if_contains("tickets");
+void PrintTicketList(const json::value& root) {
+  const auto* tickets = root.as_object().if_contains("tickets");
   if (tickets == nullptr || !tickets->is_array() || tickets->get_array().empty()) {
     std::cout << "no tickets\n";
     return;
   }
-  std::cout << fmt::format("{:<10} {:<9} {:<9} {:<12} {:>5}  {:<34} {}\n", "TICKET", "STATE", "SEVERITY", "CODE",
-                           "COUNT", "DEVICE", "LAST SEEN");
+  std::cout << fmt::format("{:<10} {:<12} {:<9} {:<14} {:>5}  {:<34} {:<10} {}\n", "TICKET", "STATUS", "SEVERITY",
+                           "CODE", "COUNT", "DEVICE", "ASSIGNEE", "LAST SEEN");
   for (const auto& t : tickets->get_array()) {
     const auto& o = t.get_object();
     const auto& d = o.at("device").get_object();
-    std::cout << fmt::format("{:<10} {:<9} {:<9} {:<12} {:>5}  {:<34} {}\n", Str(o, "number"), Str(o, "state"),
-                             Str(o, "severity"), Str(o, "code"), Str(o, "occurrences"),
-                             fmt::format("{}/{}/{}", Str(d, "customer"), Str(d, "site"), Str(d, "serial")),
-                             Str(o, "last_seen"));
+    std::cout << fmt::format("{:<10} {:<12} {:<9} {:<14} {:>5}  {:<34} {:<10} {}\n", JsonText(o, "number"),
+                             JsonText(o, "status"), JsonText(o, "severity"), JsonText(o, "code"),
+                             JsonText(o, "occurrences"),
+                             fmt::format("{}/{}/{}", JsonText(d, "customer"), JsonText(d, "site"),
+                                         JsonText(d, "serial")),
+                             JsonText(o, "assignee").empty() ? "-" : JsonText(o, "assignee"),
+                             JsonText(o, "last_seen"));
   }
 }
 
-void PrintTicket(const json::object& o) {
+void PrintTicket(const json::value& root) {
+  const auto& o = root.as_object();
   const auto& d = o.at("device").get_object();
-  std::cout << fmt::format(
-      "ticket:       {}\nstate:        {}\nseverity:     {}\ncode:         {}\nmessage:      {}\n"
-      "device:       {}/{}/{} (model {})\noccurrences:  {}\nfirst seen:   {}\nlast seen:    {}\n",
-      Str(o, "number"), Str(o, "state"), Str(o, "severity"), Str(o, "code"), Str(o, "text"), Str(d, "customer"),
-      Str(d, "site"), Str(d, "serial"), Str(d, "model"), Str(o, "occurrences"), Str(o, "first_seen"),
-      Str(o, "last_seen"));
-  if (!Str(o, "resolved_at").empty()) {
-    std::cout << "resolved at:  " << Str(o, "resolved_at") << "\n";
-  }
-  if (const auto* events = o.if_contains("events"); events != nullptr && events->is_array()) {
-    std::cout << "events:\n";
-    for (const auto& e : events->get_array()) {
-      const auto& eo = e.get_object();
-      std::cout << fmt::format("  {}  {:<6} {}\n", Str(eo, "received_at"), Str(eo, "type"), Str(eo, "text"));
+  auto line = [](std::string_view label, const std::string& value) {
+    if (!value.empty()) {
+      std::cout << fmt::format("{:<14}{}\n", label, value);
     }
+  };
+  line("ticket:", JsonText(o, "number"));
+  line("status:", fmt::format("{} ({})", JsonText(o, "status"), JsonText(o, "state")));
+  line("severity:", JsonText(o, "severity"));
+  line("code:", JsonText(o, "code"));
+  line("message:", JsonText(o, "text"));
+  line("device:", fmt::format("{}/{}/{} (model {})", JsonText(d, "customer"), JsonText(d, "site"),
+                              JsonText(d, "serial"), JsonText(d, "model")));
+  line("occurrences:", JsonText(o, "occurrences"));
+  line("first seen:", JsonText(o, "first_seen"));
+  line("last seen:", JsonText(o, "last_seen"));
+  line("assignee:", JsonText(o, "assignee"));
+  if (!JsonText(o, "acknowledged_at").empty()) {
+    line("acknowledged:", fmt::format("{} by {}", JsonText(o, "acknowledged_at"), JsonText(o, "acknowledged_by")));
   }
-  if (const auto* notes = o.if_contains("notifications"); notes != nullptr && notes->is_array()) {
-    std::cout << "notifications:\n";
-    for (const auto& n : notes->get_array()) {
-      const auto& no = n.get_object();
-      std::cout << fmt::format("  {} to {}: {}{}\n", Str(no, "kind"), Str(no, "recipient"), Str(no, "status"),
-                               Str(no, "last_error").empty() ? "" : " (" + Str(no, "last_error") + ")");
+  if (!JsonText(o, "resolved_at").empty()) {
+    line("resolved:", fmt::format("{} by {}", JsonText(o, "resolved_at"), JsonText(o, "resolved_by")));
+  }
+  line("closed:", JsonText(o, "closed_at"));
+  if (!JsonText(o, "suppressed").empty()) {
+    line("notifications:", "held back (" + JsonText(o, "suppressed") + ")");
+  }
+  auto each = [&o](std::string_view key, auto&& print) {
+    const auto* items = o.if_contains(key);
+    if (items != nullptr && items->is_array() && !items->get_array().empty()) {
+      std::cout << key << ":\n";
+      for (const auto& item : items->get_array()) {
+        print(item.get_object());
+      }
     }
-  }
+  };
+  each("notes", [](const json::object& n) {
+    std::cout << fmt::format("  {}  {}: {}\n", JsonText(n, "at"), JsonText(n, "author"), JsonText(n, "text"));
+  });
+  each("history", [](const json::object& h) {
+    std::cout << fmt::format("  {}  {:<12} {} -> {}  by {}{}\n", JsonText(h, "at"), JsonText(h, "action"),
+                             JsonText(h, "from").empty() ? "-" : JsonText(h, "from"), JsonText(h, "to"),
+                             JsonText(h, "actor"), JsonText(h, "detail").empty() ? "" : "  (" + JsonText(h, "detail") + ")");
+  });
+  each("events", [](const json::object& e) {
+    std::cout << fmt::format("  {}  {:<6} {}\n", JsonText(e, "received_at"), JsonText(e, "type"), JsonText(e, "text"));
+  });
+  each("notifications", [](const json::object& n) {
+    std::cout << fmt::format("  {} to {}: {}{}\n", JsonText(n, "kind"), JsonText(n, "recipient"), JsonText(n, "status"),
+                             JsonText(n, "last_error").empty() ? "" : " (" + JsonText(n, "last_error") + ")");
+  });
+}
+
+void PrintChanged(const json::value& root) {
+  const auto& o = root.as_object();
+  std::cout << fmt::format("{} is {}{}\n", JsonText(o, "number"), JsonText(o, "status"),
+                           JsonText(o, "assignee").empty() ? "" : ", assigned to " + JsonText(o, "assignee"));
 }
 
 }  // namespace
 
 CLI::App* AddTicketsCommand(CLI::App& app, TicketsOptions& options) {
-  auto* cmd = app.add_subcommand("tickets", "List and show tickets through the home's admin API")->require_subcommand(1);
-  options.home_url = fmt::format("https://127.0.0.1:{}", ports::kHomeAdmin);
-  options.ca_file = "/etc/lifeline/pki/ca.crt";
-  cmd->add_option("--home", options.home_url, "Admin API URL of the home")->envname("LIFELINE_ADMIN_URL");
-  cmd->add_option("--ca", options.ca_file, "CA certificate the home's certificate must chain to")
-      ->envname("LIFELINE_CA");
-  cmd->add_option("--token-file", options.token_file,
-                  "File holding an admin token (or set LIFELINE_ADMIN_TOKEN); see `lifeline home admin-token`");
-  cmd->add_flag("--json", options.json, "Print the API's JSON");
+  auto* cmd = app.add_subcommand("tickets", "List, show and work on tickets through the home's admin API")
+                  ->require_subcommand(1);
+  AddAdminOptions(cmd, options.connection);
   auto* list = cmd->add_subcommand("list", "List tickets, newest first");
   list->add_option("--state", options.state, "open, resolved or all")->check(CLI::IsMember({"open", "resolved", "all"}));
+  list->add_option("--status", options.status, "new, acknowledged, reopened, resolved, closed (comma-separated)");
+  list->add_option("--customer", options.customer, "Only this customer's tickets");
+  list->add_option("--site", options.site, "Only this site's (with --customer)");
+  list->add_option("--serial", options.serial, "Only this device's (with --customer and --site)");
+  list->add_option("--code", options.code, "Only this alert code");
+  list->add_option("--assignee", options.assignee, "Only tickets assigned to this engineer");
   list->add_option("--limit", options.limit, "At most this many")->check(CLI::Range(1, 10000));
-  auto* show = cmd->add_subcommand("show", "Show one ticket with its events and notifications");
+  auto* show = cmd->add_subcommand("show", "Show one ticket with its notes, history, events and notifications");
   show->add_option("number", options.number, "Ticket number, e.g. LL-000001")->required();
+  for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+           {"ack", "Acknowledge a ticket (stops its escalation)"},
+           {"resolve", "Resolve a ticket (the people told hear that it is over)"},
+           {"close", "Close a ticket (it never reopens; the alert coming back opens a new one)"},
+           {"reopen", "Reopen a resolved or closed ticket"}}) {
+    auto* sub = cmd->add_subcommand(name, help);
+    sub->add_option("number", options.number, "Ticket number")->required();
+    sub->add_option("--note", options.text, "A note stored with the change");
+  }
+  auto* note = cmd->add_subcommand("note", "Add a note to a ticket");
+  note->add_option("number", options.number, "Ticket number")->required();
+  note->add_option("text", options.text, "The note")->required();
+  auto* assign = cmd->add_subcommand("assign", "Assign a ticket to an engineer (\"\" unassigns)");
+  assign->add_option("number", options.number, "Ticket number")->required();
+  assign->add_option("engineer", options.text, "Who")->required();
   return cmd;
 }
 
 int RunTicketsCommand(CLI::App& command, const TicketsOptions& options) {
-  std::string token;
-  if (!options.token_file.empty()) {
-    auto text = crypto::ReadSmallFile(options.token_file, 4096);
-    if (!text) {
-      std::cerr << "lifeline tickets: cannot read " << options.token_file << ": " << text.error().message() << "\n";
-      return kExitUsage;
+  const auto& c = options.connection;
+  const std::string ticket_path = "/v1/tickets/" + UrlEncode(options.number);
+  if (command.got_subcommand("list")) {
+    std::string path = fmt::format("/v1/tickets?state={}&limit={}", options.state, options.limit);
+    for (const auto& [key, value] :
+         std::vector<std::pair<std::string, std::string>>{{"status", options.status},
+                                                          {"customer", options.customer},
+                                                          {"site", options.site},
+                                                          {"serial", options.serial},
+                                                          {"code", options.code},
+                                                          {"assignee", options.assignee}}) {
+      if (!value.empty()) {
+        path += fmt::format("&{}={}", key, UrlEncode(value));
+      }
     }
-    token = *text;
-  } else if (const char* env = std::getenv("LIFELINE_ADMIN_TOKEN")) {
-    token = env;
+    return AdminCall(c, kProgram, "GET", path, "", PrintTicketList);
   }
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) {
-    token.pop_back();
+  if (command.got_subcommand("show")) {
+    return AdminCall(c, kProgram, "GET", ticket_path, "", PrintTicket);
   }
-  if (token.empty()) {
-    std::cerr << "lifeline tickets: give an admin token with --token-file or LIFELINE_ADMIN_TOKEN\n";
-    return kExitUsage;
+  if (command.got_subcommand("note")) {
+    return AdminCall(c, kProgram, "POST", ticket_path + "/notes",
+                     json::serialize(json::object{{"text", options.text}}),
+                     [&](const json::value&) { std::cout << "note added to " << options.number << "\n"; });
   }
-  const bool show = command.got_subcommand("show");
-  const std::string path = show ? "/v1/tickets/" + options.number
-                                : fmt::format("/v1/tickets?state={}&limit={}", options.state, options.limit);
-  transport::HttpClient client(transport::ClientTls{.ca_file = options.ca_file});
-  auto response = client.Send({.method = "GET",
-                               .url = options.home_url + path,
-                               .headers = {{"Authorization", "Bearer " + token}}});
-  if (!response) {
-    std::cerr << "lifeline tickets: cannot reach " << options.home_url << ": " << response.error().message() << "\n";
-    return kExitFailure;
+  if (command.got_subcommand("assign")) {
+    return AdminCall(c, kProgram, "POST", ticket_path + "/assign",
+                     json::serialize(json::object{{"engineer", options.text}}), PrintChanged);
   }
-  if (response->status != 200) {
-    std::string message;
-    const auto reason = protocol::DecodeError(response->body, &message);
-    std::cerr << fmt::format("lifeline tickets: {} ({}): {}\n", protocol::WireName(reason), response->status, message);
-    return kExitFailure;
+  for (const auto& [sub, action] : std::vector<std::pair<std::string, std::string>>{
+           {"ack", "acknowledge"}, {"resolve", "resolve"}, {"close", "close"}, {"reopen", "reopen"}}) {
+    if (command.got_subcommand(sub)) {
+      const std::string body = options.text.empty() ? "" : json::serialize(json::object{{"note", options.text}});
+      return AdminCall(c, kProgram, "POST", ticket_path + "/" + action, body, PrintChanged);
+    }
   }
-  if (options.json) {
-    std::cout << response->body << "\n";
-    return kExitOk;
-  }
-  boost::system::error_code ec;
-  auto root = json::parse(response->body, ec);
-  if (ec || !root.is_object()) {
-    std::cerr << "lifeline tickets: unreadable answer from the home\n";
-    return kExitFailure;
-  }
-  if (show) {
-    PrintTicket(root.get_object());
-  } else {
-    PrintTicketList(root.get_object());
-  }
-  return kExitOk;
+  return kExitUsage;
 }
 
 }  // namespace lifeline::cli

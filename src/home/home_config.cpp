@@ -59,6 +59,30 @@ config::Schema HomeConfig::MakeSchema() {
       .StringList("notify.email", &email_contacts, "addresses that get an email for every new ticket")
       .Duration("notify.retry_max", &notify_retry_max, seconds(10), std::chrono::hours(24),
                 "longest wait between attempts to deliver a notification");
+  notify::AddNotifySchema(schema, notify);
+  schema
+      .Duration("tickets.reopen_window", &reopen_window, seconds(0), std::chrono::hours(24 * 90),
+                "a resolved ticket whose alert comes back within this long is reopened instead of a new one "
+                "opening (0: always a new one); a closed ticket never reopens")
+      .TableArray<DedupRule>(
+          "tickets.dedup", &dedup,
+          [](config::Schema& s, DedupRule& rule) {
+            s.String("code", &rule.code, "glob on the alert code (* and ?, any case); the first matching rule wins")
+                .String("key", &rule.key,
+                        "deduplication key template: alerts with one key share one open ticket; placeholders "
+                        "{device} (customer/site/serial), {site} (customer/site), {customer}, {serial}, {model}, "
+                        "{code}; must name {device}, {site} or {customer}");
+          },
+          "deduplication rules by alert code (default for every code: \"{device}/{code}\")")
+      .Int("tickets.storm.max_alerts", &storm_max_alerts, 0, 1'000'000,
+           "storm control: more than this many ticket-worthy alerts from one device within tickets.storm.window "
+           "put it into automatic maintenance with one summary ticket (0: off)")
+      .Duration("tickets.storm.window", &storm_window, seconds(1), std::chrono::hours(24 * 7),
+                "storm control: the span alerts are counted over")
+      .Duration("tickets.storm.maintenance", &storm_maintenance, seconds(1), std::chrono::hours(24 * 7),
+                "storm control: how long the automatic maintenance lasts (it starts again while the device stays loud)")
+      .Duration("tickets.escalation_check", &escalation_check, seconds(1), std::chrono::hours(1),
+                "how often the escalation job looks for unacknowledged tickets due for the next level or a reminder");
   return schema;
 }
 
@@ -72,6 +96,8 @@ HomeConfig HomeConfig::Load(const std::filesystem::path& file) {
         "store.postgresql.url_file / store.postgresql.url_env)",
         file.string()));
   }
+  config.compiled_notify = notify::CompileNotifyConfig(config.notify, file.string());
+  CheckDedupRules(config.dedup, file.string());
   config.smtp.starttls = config.smtp_starttls == "required" ? SmtpSettings::Tls::kRequired
                          : config.smtp_starttls == "off"    ? SmtpSettings::Tls::kOff
                                                             : SmtpSettings::Tls::kOpportunistic;

@@ -3,6 +3,8 @@
 // bounds and help, in home_config.cpp (`lifeline home --help-config` prints them).
 #include "common/config.h"
 #include "home/mailer.h"
+#include "home/notify/notify_config.h"
+#include "home/ticket_policy.h"
 #include "protocol/message.h"
 
 #include <chrono>
@@ -31,6 +33,17 @@ struct HomeConfig {
   std::string smtp_starttls = "opportunistic";
   std::vector<std::string> email_contacts;
   std::chrono::seconds notify_retry_max{3600};
+  notify::NotifyConfig notify;  // [notify.*]: webhooks, SMS, contacts, groups, routes, rotations, escalation
+  // [tickets]
+  std::chrono::seconds reopen_window = std::chrono::hours(24);
+  std::vector<DedupRule> dedup;
+  std::int64_t storm_max_alerts = 10;  // the seeds' default: 10 alerts in 60 minutes -> 30 minutes
+  std::chrono::seconds storm_window = std::chrono::minutes(60);
+  std::chrono::seconds storm_maintenance = std::chrono::minutes(30);
+  std::chrono::seconds escalation_check{30};
+
+  /// What Load made of `notify` (checked references, built plan and channels).
+  notify::CompiledNotify compiled_notify;
 
   protocol::Severity TicketMinSeverity() const;
   config::Schema MakeSchema();

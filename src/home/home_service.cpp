@@ -4,8 +4,10 @@
 #include "crypto/keys.h"
 #include "crypto/pki.h"
 #include "home/admin_api.h"
+#include "home/escalation_job.h"
 #include "home/ingest_handler.h"
 #include "home/notifier.h"
+#include "home/ticket_policy.h"
 #include "store/sql_home_store.h"
 
 #include <fmt/format.h>
@@ -50,6 +52,8 @@ Result<HomeKeys> LoadKeys(const std::filesystem::path& dir) {
 struct HomeService::Parts {
   std::unique_ptr<store::HomeStore> store;
   std::unique_ptr<Notifier> notifier;
+  std::unique_ptr<TicketEventPlanner> planner;
+  std::unique_ptr<EscalationJob> escalation;
   std::unique_ptr<IngestHandler> ingest;
   std::unique_ptr<AdminApi> admin;
   std::unique_ptr<transport::HttpsServer> ingest_server;
@@ -110,24 +114,47 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
     return keys.error();
   }
 
-  parts->notifier = std::make_unique<Notifier>(*parts->store, SmtpMailer(config.smtp), SystemClock::Instance(),
-                                               config.notify_retry_max);
-  if (config.email_contacts.empty()) {
-    Log()->warn("notify.email is empty: tickets will open but nobody is emailed");
+  const Clock& clock = SystemClock::Instance();
+  const notify::CompiledNotify& notify = config.compiled_notify;
+  parts->notifier = std::make_unique<Notifier>(
+      *parts->store,
+      std::make_unique<notify::Dispatcher>(std::make_unique<SmtpMailer>(config.smtp), notify.dispatcher, clock), clock,
+      NotifierOptions{.retry_max = config.notify_retry_max, .give_up_after = notify.give_up_after});
+  parts->planner = std::make_unique<TicketEventPlanner>(notify.plan);
+  if (config.email_contacts.empty() && config.notify.contacts.empty()) {
+    Log()->warn("notify.email and [[notify.contact]] are empty: tickets will open but nobody is notified");
   }
+  Notifier* notifier = parts->notifier.get();
+  parts->escalation =
+      std::make_unique<EscalationJob>(*parts->store, notify.plan.escalation(), parts->planner->AsPlanner(), clock);
+  const std::vector<DedupRule> dedup = config.dedup;
   IngestSettings settings{.max_clock_skew = config.max_clock_skew,
                           .ticket_min_severity = config.TicketMinSeverity(),
                           .email_contacts = config.email_contacts,
+                          .planner = parts->planner->AsPlanner(),
+                          .dedup_key = [dedup](const protocol::DeviceIdentity& device,
+                                               std::string_view code) { return DedupKey(dedup, device, code); },
+                          .reopen_window = config.reopen_window,
+                          .storm = {.max_alerts = config.storm_max_alerts,
+                                    .window_ms = config.storm_window.count() * 1000,
+                                    .maintenance_ms = config.storm_maintenance.count() * 1000},
                           .certificate_days = static_cast<int>(config.certificate_days),
                           .require_client_certificate = config.require_client_certificate};
   if (!config.require_client_certificate) {
     Log()->warn("ingest.require_client_certificate is false: batches without a client certificate are "
                 "accepted when their signature verifies with the enrolled device's key");
   }
-  Notifier* notifier = parts->notifier.get();
-  parts->ingest = std::make_unique<IngestHandler>(*parts->store, std::move(*keys), settings,
-                                                  SystemClock::Instance(), [notifier] { notifier->Wake(); });
-  parts->admin = std::make_unique<AdminApi>(*parts->store);
+  parts->ingest = std::make_unique<IngestHandler>(*parts->store, std::move(*keys), settings, clock,
+                                                  [notifier] { notifier->Wake(); });
+  std::vector<std::string> groups;
+  for (const auto& group : config.notify.groups) {
+    groups.push_back(group.name);
+  }
+  parts->admin = std::make_unique<AdminApi>(*parts->store, clock,
+                                            AdminOptions{.planner = parts->planner->AsPlanner(),
+                                                         .plan = &parts->planner->plan(),
+                                                         .groups = std::move(groups),
+                                                         .on_notified = [notifier] { notifier->Wake(); }});
 
   const crypto::PkiPaths paths(config.pki_dir);
   transport::ServerOptions ingest_options;
@@ -165,6 +192,8 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   parts->admin_server = std::move(*admin_server);
 
   parts->notifier->Start();
+  parts->escalation->Start(std::chrono::duration_cast<std::chrono::milliseconds>(config.escalation_check),
+                           [notifier] { notifier->Wake(); });
   Parts* raw = parts.get();
   parts->maintenance = std::thread([raw] { raw->Maintain(); });
 
@@ -177,10 +206,14 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
       return written.error();
     }
   }
-  Log()->info("home ready: agents on {}, admin API on {}, store {}, {} email contact(s)",
+  Log()->info("home ready: agents on {}, admin API on {}, store {}, {} email contact(s), {} contact(s), "
+              "{} escalation level(s), storm control {}",
               service->IngestAddress(), service->AdminAddress(),
               config.store_backend == "postgresql" ? std::string("on PostgreSQL") : config.store_path,
-              config.email_contacts.size());
+              config.email_contacts.size(), config.notify.contacts.size(), config.notify.escalation_levels.size(),
+              config.storm_max_alerts > 0 ? fmt::format("at more than {} alerts in {} s", config.storm_max_alerts,
+                                                        config.storm_window.count())
+                                          : std::string("off"));
   return service;
 }
 
@@ -201,6 +234,9 @@ void HomeService::Stop() {
   }
   if (parts_->admin_server) {
     parts_->admin_server->Stop(std::chrono::seconds(2));
+  }
+  if (parts_->escalation) {
+    parts_->escalation->Stop();
   }
   if (parts_->notifier) {
     parts_->notifier->Stop();

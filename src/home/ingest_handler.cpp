@@ -7,6 +7,7 @@
 #include "crypto/token.h"
 #include "protocol/codec.h"
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <optional>
@@ -17,6 +18,11 @@ namespace {
 using protocol::Reject;
 
 std::shared_ptr<spdlog::logger> Log() { return log::Get("ingest"); }
+
+/// What GET /v1/tickets tells a device: its open tickets and those that changed in the last week,
+/// newest first, at most this many.
+constexpr std::int64_t kTicketStatusLookbackMs = 7LL * 24 * 3600 * 1000;
+constexpr int kTicketStatusLimit = 200;
 
 /// Maps a store error to the refusal the device sees.
 Reject FromStoreError(std::error_code ec) {
@@ -53,6 +59,9 @@ transport::HttpResponse IngestHandler::Handle(const transport::HttpRequest& requ
   }
   if (request.method == "POST" && request.target == "/v1/enroll") {
     return HandleEnroll(request);
+  }
+  if (request.method == "GET" && request.target == "/v1/tickets") {
+    return HandleDeviceTickets(request);
   }
   if (request.method == "GET" && request.target == "/v1/time") {
     // For `lifeline check`: the device compares its clock with the home's before it sends batches.
@@ -143,7 +152,11 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
   store::IngestRequest ingest{.batch = *batch,
                               .now_ms = now_ms,
                               .ticket_min_severity = settings_.ticket_min_severity,
-                              .contacts = settings_.email_contacts};
+                              .contacts = settings_.email_contacts,
+                              .planner = settings_.planner,
+                              .dedup_key = settings_.dedup_key,
+                              .reopen_window_ms = settings_.reopen_window.count() * 1000,
+                              .storm = settings_.storm};
   auto reply = store_.IngestBatch(ingest);
   if (!reply) {
     const Reject reason = FromStoreError(reply.error());
@@ -163,6 +176,65 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
     on_committed_();
   }
   return SignedJson(protocol::EncodeReply(*reply));
+}
+
+transport::HttpResponse IngestHandler::HandleDeviceTickets(const transport::HttpRequest& request) {
+  // The device is the one its client certificate names (a GET carries no signed batch), so this
+  // needs one even where ingest.require_client_certificate is false; it sees its own tickets only.
+  auto refuse = [&](Reject reason, const std::string& detail) {
+    Log()->warn("refused ticket status request from {}: {}: {}", request.remote, protocol::WireName(reason), detail);
+    return ErrorResponse(reason, detail.empty() ? make_error_code(reason).message() : detail);
+  };
+  if (!request.peer) {
+    return refuse(Reject::kClientCertRequired, "asking for tickets needs the device's client certificate");
+  }
+  auto identity = crypto::IdentityFromCertificatePem(request.peer->pem);
+  if (!identity) {
+    return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
+  }
+  auto device = store_.FindDevice(identity->customer, identity->site, identity->serial);
+  if (!device) {
+    Log()->error("store lookup failed for {}: {}", identity->Key(), device.error().message());
+    return refuse(Reject::kInternal, "");
+  }
+  if (!device->has_value()) {
+    return refuse(Reject::kDeviceUnknown, fmt::format("device {} is not enrolled", identity->Key()));
+  }
+  if ((*device)->status == store::DeviceStatus::kRevoked) {
+    return refuse(Reject::kDeviceRevoked, fmt::format("device {} is revoked", identity->Key()));
+  }
+  const std::int64_t now_ms = clock_.NowUnixMillis();
+  auto tickets = store_.ListTickets({.customer = identity->customer,
+                                     .site = identity->site,
+                                     .serial = identity->serial,
+                                     .open_or_changed_since_ms = now_ms - kTicketStatusLookbackMs,
+                                     .limit = kTicketStatusLimit});
+  if (!tickets) {
+    Log()->error("store failed listing the tickets of {}: {}", identity->Key(), tickets.error().message());
+    return refuse(Reject::kInternal, "");
+  }
+  ++counters_.ticket_status_requests;
+  boost::json::array items;
+  for (const auto& t : *tickets) {
+    boost::json::object item{{"number", t.number},
+                             {"status", store::ToString(t.status)},
+                             {"state", store::ToString(t.state)},
+                             {"code", t.code},
+                             {"severity", protocol::ToString(t.severity)},
+                             {"occurrences", t.occurrences},
+                             {"first_seen_ms", t.first_seen_ms},
+                             {"last_seen_ms", t.last_seen_ms}};
+    if (t.resolved_at_ms) {
+      item["resolved_at_ms"] = *t.resolved_at_ms;
+    }
+    items.push_back(std::move(item));
+  }
+  boost::json::object body{
+      {"version", protocol::kProtocolVersion},
+      {"device", {{"customer", identity->customer}, {"site", identity->site}, {"serial", identity->serial}}},
+      {"time_ms", now_ms},
+      {"tickets", std::move(items)}};
+  return SignedJson(boost::json::serialize(body));
 }
 
 transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest& request) {

@@ -2,6 +2,8 @@
 // The agent-facing endpoints of the home (docs/protocol.md):
 //   POST /v1/batches  sealed, signed batch -> per-message answers (mutual TLS required)
 //   POST /v1/enroll   enrollment token + CSR -> device certificate (server-authenticated TLS only)
+//   GET  /v1/tickets  the device's own tickets and their status, signed (mutual TLS required)
+//   GET  /v1/time     the home's clock, signed (for `lifeline check`)
 // Every refusal is one log line and an error body with its wire name; a refused batch stores nothing.
 #include "common/clock.h"
 #include "crypto/keys.h"
@@ -22,6 +24,13 @@ struct IngestSettings {
   std::chrono::seconds max_clock_skew{300};
   protocol::Severity ticket_min_severity = protocol::Severity::kError;
   std::vector<std::string> email_contacts;
+  /// Outbox rows for ticket events (routing, contact groups); empty: only `email_contacts`.
+  store::NotifyPlanner planner;
+  /// Deduplication key of an alert; empty: device and alert code.
+  store::DedupKeyFunction dedup_key;
+  /// A resolved ticket whose alert comes back within this long is reopened.
+  std::chrono::seconds reopen_window{0};
+  store::StormSettings storm;
   int certificate_days = 365;
   /// When false, a batch without a TLS client certificate (e.g. through a TLS-inspecting proxy) is
   /// accepted if its sealed envelope's signature verifies with the enrolled device's key.
@@ -41,6 +50,7 @@ struct IngestCounters {
   std::atomic<std::int64_t> batches_accepted{0};
   std::atomic<std::int64_t> batches_refused{0};
   std::atomic<std::int64_t> enrollments{0};
+  std::atomic<std::int64_t> ticket_status_requests{0};
 };
 
 class IngestHandler {
@@ -51,10 +61,10 @@ class IngestHandler {
 
   transport::HttpResponse Handle(const transport::HttpRequest& request);
   const IngestCounters& counters() const { return counters_; }
-
  private:
   transport::HttpResponse HandleBatch(const transport::HttpRequest& request);
   transport::HttpResponse HandleEnroll(const transport::HttpRequest& request);
+  transport::HttpResponse HandleDeviceTickets(const transport::HttpRequest& request);
   transport::HttpResponse SignedJson(std::string body) const;
 
   store::HomeStore& store_;

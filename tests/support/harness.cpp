@@ -117,8 +117,22 @@ from = "lifeline-test@localhost"
 [notify]
 email = [{2}]
 retry_max = "10s"
+[tickets]
+{6}
+{7}
 )",
-                                  dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_, store_config_));
+                                  dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_, store_config_,
+                                  tickets_config_, extra_config_));
+}
+
+void TestHome::SetTicketsConfig(std::string body) {
+  tickets_config_ = std::move(body);
+  WriteConfig();
+}
+
+void TestHome::SetExtraConfig(std::string toml) {
+  extra_config_ = std::move(toml);
+  WriteConfig();
 }
 
 void TestHome::Start() {

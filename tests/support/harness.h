@@ -65,6 +65,11 @@ class TestHome {
   /// One figure of GET /v1/stats: devices, alerts, tickets, emails_sent, emails_pending.
   std::int64_t Stat(const std::string& name);
   const std::string& admin_token() const { return admin_token_; }
+  /// The body of home.toml's [tickets] table. The harness default turns storm control off: tests send
+  /// many alerts from one device on purpose. Call before Start().
+  void SetTicketsConfig(std::string body);
+  /// TOML appended to home.toml (tables of its own, e.g. [[notify.contact]]). Call before Start().
+  void SetExtraConfig(std::string toml);
 
  private:
   void WriteConfig();
@@ -72,6 +77,8 @@ class TestHome {
   int smtp_port_ = 0;
   std::string emails_;
   std::string store_config_;
+  std::string tickets_config_ = "storm.max_alerts = 0";
+  std::string extra_config_;
   std::string ingest_listen_ = "127.0.0.1:0";
   std::string admin_listen_ = "127.0.0.1:0";
   std::string admin_token_;

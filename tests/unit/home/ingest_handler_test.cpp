@@ -10,6 +10,7 @@
 #include "support/fake_clock.h"
 #include "support/temp_dir.h"
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 namespace lifeline::home {
@@ -139,6 +140,38 @@ TEST_F(IngestHandlerTest, AcceptsAndSignsTheReply) {
   EXPECT_EQ(Stats().emails_pending, 1);
   EXPECT_EQ(wakes_, 1);
   EXPECT_EQ(handler_->counters().batches_accepted, 1);
+}
+
+TEST_F(IngestHandlerTest, DeviceAsksForItsTicketsAndGetsASignedList) {
+  ASSERT_EQ(Post(Sealed(MakeBatch(device_.identity, "SIM-1"), device_.sign), device_.cert_pem).status, 200);
+  ASSERT_EQ(Post(Sealed(MakeBatch(device_.identity, "SIM-2"), device_.sign), device_.cert_pem).status, 200);
+  const Device other = Enroll({"ACME", "berlin-1", "SN-2", "M"});
+  ASSERT_EQ(Post(Sealed(MakeBatch(other.identity, "SIM-9"), other.sign), other.cert_pem).status, 200);
+
+  transport::HttpRequest request{.method = "GET", .target = "/v1/tickets", .remote = "test"};
+  request.peer = transport::PeerCertificate{device_.cert_pem};
+  auto response = handler_->Handle(request);
+  ASSERT_EQ(response.status, 200) << response.body;
+  std::string signature_b64;
+  for (const auto& [name, value] : response.headers) {
+    if (name == "Lifeline-Signature") {
+      signature_b64 = value;
+    }
+  }
+  auto signature = crypto::Base64Decode(signature_b64);
+  ASSERT_TRUE(signature);
+  EXPECT_TRUE(crypto::Verify(crypto::AsBytes(response.body), *signature, home_sign_public_));
+  auto body = boost::json::parse(response.body);
+  EXPECT_EQ(body.at("device").at("serial").as_string(), "SN-1");
+  const auto& tickets = body.at("tickets").as_array();
+  ASSERT_EQ(tickets.size(), 2u);  // its own two, not the other device's
+  EXPECT_EQ(tickets[0].at("number").as_string(), "LL-000002");
+  EXPECT_EQ(tickets[0].at("status").as_string(), "new");
+  EXPECT_EQ(tickets[1].at("code").as_string(), "SIM-1");
+
+  // Without a client certificate there is nobody to answer for.
+  request.peer.reset();
+  ExpectRefused(handler_->Handle(request), Reject::kClientCertRequired);
 }
 
 TEST_F(IngestHandlerTest, UnsealFailed) {
