@@ -280,15 +280,16 @@ int RunSimulateCommand(const SimulateOptions& o) {
     };
   }
 
-  // Signals stay blocked in every thread; this one waits for them between progress lines.
-  BlockStopSignals();
   sim::Simulator simulator(std::move(options), std::move(*trust), std::move(*credentials));
   std::cerr << fmt::format("lifeline simulate: preparing {} devices (state {})\n", o.devices, o.state_dir);
-  if (auto prepared = simulator.Prepare(tokens, &why); !prepared) {
+  if (auto prepared = simulator.Prepare(std::move(tokens), &why); !prepared) {
     std::cerr << "lifeline simulate: " << why << "\n";
     return kExitFailure;
   }
-  store.reset();  // tokens are issued; the home's store is not needed any more
+  // `store` stays open: a device the home refuses as unknown is enrolled again during the run.
+  // Until here Ctrl-C simply ends the process (what enrollment wrote is complete per file). From now
+  // on the signals stay blocked in every thread and this one waits for them between progress lines.
+  BlockStopSignals();
   std::cerr << "lifeline simulate: running (Ctrl-C ends generation, a second one the drain)\n";
 
   std::atomic<bool> finished{false};

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <random>
 #include <thread>
@@ -60,6 +61,7 @@ struct SimDevice {
   std::vector<char> delivered_to;           // per home: answered, or refused for good
   bool busy = false;                        // queued at its sender, being sent, or waiting to retry
   int failures = 0;                         // consecutive, for the backoff
+  bool reenrolled = false;                  // enrolled again during this run (at most once)
 };
 
 struct Sender {
@@ -71,6 +73,7 @@ struct Sender {
       retries;
   bool stopping = false;
   std::unique_ptr<BatchClient> client;
+  std::optional<transport::HttpClient> enroll_client;  // no client certificate: for enrolling again
   std::vector<LatencyHistogram> latency;  // per home
   std::mt19937_64 random;
   std::thread thread;
@@ -92,7 +95,9 @@ struct Simulator::State {
   std::vector<std::unique_ptr<Sender>> senders;
   std::vector<std::unique_ptr<HomeCounters>> homes;
   SimulationSummary summary;
+  TokenSource tokens;
 
+  std::atomic<std::uint32_t> reenrolled{0};
   std::atomic<std::uint64_t> generated{0}, heartbeats{0}, alerts{0}, clears{0}, storms{0}, silences{0},
       dropped{0}, overflow{0}, retries{0};
   std::atomic<std::int64_t> outstanding{0};
@@ -148,6 +153,7 @@ struct Simulator::State {
   void Schedule();
   void SendLoop(Sender& sender);
   void Deliver(Sender& sender, std::uint32_t index);
+  bool EnrollAgain(Sender& sender, SimDevice& device);
 };
 
 Simulator::Simulator(SimulatorOptions options, HomeTrust trust, CredentialStore credentials)
@@ -166,8 +172,10 @@ Simulator::~Simulator() {
   }
 }
 
-VoidResult Simulator::Prepare(const TokenSource& tokens, std::string* why) {
+VoidResult Simulator::Prepare(TokenSource tokens, std::string* why) {
   State& s = *state_;
+  s.tokens = std::move(tokens);
+  const TokenSource& tokens_ref = s.tokens;
   const auto& o = s.options;
   if (o.home_urls.empty()) {
     *why = "no home URL";
@@ -184,7 +192,7 @@ VoidResult Simulator::Prepare(const TokenSource& tokens, std::string* why) {
       missing.push_back(i);
     }
   }
-  if (!missing.empty() && !tokens) {
+  if (!missing.empty() && !tokens_ref) {
     *why = fmt::format("{} of {} devices are not enrolled in {} and no token source was given (--home-config)",
                        missing.size(), n, s.credentials.dir().string());
     if (missing.size() == n) {
@@ -203,7 +211,7 @@ VoidResult Simulator::Prepare(const TokenSource& tokens, std::string* why) {
         const std::uint32_t i = missing[k];
         const auto identity = DeviceAt(o.fleet, i);
         std::string reason;
-        auto token = tokens(identity, &reason);
+        auto token = tokens_ref(identity, &reason);
         Result<DeviceCredentials> made = token ? s.credentials.Enroll(identity, *token, o.home_urls.front(), client,
                                                                       o.timeout, &reason)
                                                : Result<DeviceCredentials>(token.error());
@@ -273,6 +281,9 @@ void Simulator::State::Schedule() {
     if (!devices[i].credentials.cert_file.empty()) {
       usable.push_back(i);
     }
+  }
+  if (usable.empty()) {
+    return;  // Prepare refuses a fleet without devices; nothing to schedule
   }
   const Clock::time_point start = Clock::now();
   // The fleet in steady state: first heartbeats spread over one interval.
@@ -461,6 +472,31 @@ void Simulator::State::SendLoop(Sender& sender) {
   }
 }
 
+// A cached device the home does not know (or knows with another key): enroll it again with a fresh
+// token, keeping its keys, and let the caller retry. False when there is no token source or it failed.
+bool Simulator::State::EnrollAgain(Sender& sender, SimDevice& device) {
+  if (!tokens || device.reenrolled) {
+    return false;
+  }
+  device.reenrolled = true;
+  if (!sender.enroll_client) {
+    sender.enroll_client.emplace(transport::ClientTls{.ca_file = trust.ca_file});
+  }
+  std::string why;
+  auto token = tokens(device.credentials.identity, &why);
+  Result<DeviceCredentials> made =
+      token ? credentials.Enroll(device.credentials.identity, *token, options.home_urls.front(), *sender.enroll_client,
+                                 options.timeout, &why)
+            : Result<DeviceCredentials>(token.error());
+  if (!made) {
+    log::Get("sim")->warn("device {}: could not enroll again: {}", device.credentials.identity.Key(), why);
+    return false;
+  }
+  device.credentials = std::move(*made);
+  ++reenrolled;
+  return true;
+}
+
 // Sends the device's in-flight batch to every home that has not taken it yet; then either finishes
 // it (and queues the device again if more is pending) or schedules a retry. The device is busy
 // throughout, so only this thread touches its in-flight batch.
@@ -515,7 +551,10 @@ void Simulator::State::Deliver(Sender& sender, std::uint32_t index) {
           ++home.refusals[std::string(protocol::WireName(out.refusal))];
           home.last_error = out.detail;
         }
-        if (!replay && protocol::IsRetryable(out.refusal)) {
+        const bool stale = out.refusal == protocol::Reject::kDeviceUnknown ||
+                           out.refusal == protocol::Reject::kBadSignature ||
+                           out.refusal == protocol::Reject::kIdentityMismatch;
+        if ((!replay && protocol::IsRetryable(out.refusal)) || (stale && EnrollAgain(sender, device))) {
           retry = true;
           retry_reason = out.detail;
         } else {
@@ -626,6 +665,7 @@ SimulationSummary Simulator::Run() {
   summary.overflow = s.overflow;
   summary.unsent = static_cast<std::uint64_t>(std::max<std::int64_t>(s.outstanding.load(), 0));
   summary.retries = s.retries;
+  summary.reenrolled = s.reenrolled;
   for (std::size_t h = 0; h < o.home_urls.size(); ++h) {
     HomeCounters& c = *s.homes[h];
     HomeFigures f;
@@ -690,6 +730,9 @@ std::string SimulationSummary::Render() const {
   if (!enroll_error.empty()) {
     line("first enroll failure", enroll_error);
   }
+  if (reenrolled > 0) {
+    line("enrolled again", fmt::format("{} (the home did not know them, or knew them with another key)", reenrolled));
+  }
   line("run", fmt::format("{:.1f} s", seconds));
   line("generated", fmt::format("{} messages: {} heartbeats, {} alerts ({} storms), {} clears; {} silences", generated(),
                                 heartbeats, alerts, storms, clears, silences));
@@ -721,6 +764,10 @@ std::string SimulationSummary::Render() const {
     }
     if (!h.last_error.empty()) {
       line("last error", h.last_error);
+    }
+    if (dropped > 0 && (h.refusals.contains("bad_signature") || h.refusals.contains("device_unknown"))) {
+      line("hint", "devices in --state are unknown to this home or were enrolled again elsewhere (another "
+                   "--state with the same --prefix): give --home-config so they enroll again, or use another --prefix");
     }
   }
   return out;

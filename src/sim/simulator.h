@@ -81,6 +81,7 @@ struct SimulationSummary {
   std::uint32_t reused = 0;        // found in the state directory
   std::uint32_t enroll_failed = 0;
   std::string enroll_error;        // the first failure
+  std::uint32_t reenrolled = 0;    // during the run, after the home refused a cached device
   double seconds = 0;              // from the start of traffic to the end of the drain
   std::uint64_t heartbeats = 0;    // messages generated, by kind
   std::uint64_t alerts = 0;
@@ -120,7 +121,10 @@ class Simulator {
   /// Loads the fleet's devices from the state directory and enrolls the missing ones at the first
   /// home, `threads` at a time, with tokens from `tokens` (may be empty: then every device must be
   /// in the state directory). Fails when no device could be had; partial failures are counted.
-  [[nodiscard]] VoidResult Prepare(const TokenSource& tokens, std::string* why);
+  /// `tokens` is kept for Run: a device the home refuses as unknown or signed with another key (its
+  /// database was replaced, or another state directory enrolled the same names) is enrolled again,
+  /// once per run.
+  [[nodiscard]] VoidResult Prepare(TokenSource tokens, std::string* why);
 
   /// Drives the devices until the duration, the count or Stop(), then drains (bounded). Blocking.
   SimulationSummary Run();

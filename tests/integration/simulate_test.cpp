@@ -166,6 +166,31 @@ TEST(Simulate, SameBatchToTwoHomeUrlsIsDeduplicatedOrRefusedAsReplay) {
   EXPECT_EQ(SummaryNumber(replay.output, "batches", "answered", 1), 0) << replay.output;
 }
 
+TEST(Simulate, DeviceEnrolledElsewhereIsEnrolledAgainWithATokenSource) {
+  TempDir dir;
+  MailSink mail(dir / "mail");
+  TestHome home(dir / "home", mail.port());
+  home.Start();
+  const std::vector<std::string> small = {"--devices", "5", "--heartbeat-interval", "1s", "--alert-rate", "0",
+                                          "--count", "10"};
+  ASSERT_EQ(RunLifeline(SimulateArgs(home, dir / "state-a", small)).exit_code, 0);
+  // Another state directory with the same names enrolls the same devices with other keys...
+  ASSERT_EQ(RunLifeline(SimulateArgs(home, dir / "state-b", small)).exit_code, 0);
+  // ...so the first one's batches no longer verify. Without a token source they are dropped, with a
+  // hint; with the home's config the devices enroll again and everything arrives.
+  auto without = RunLifeline({"--log-level", "warn", "simulate", "--home", home.ingest_url(), "--pki",
+                              home.pki_dir().string(), "--state", (dir / "state-a").string(), "--progress", "0",
+                              "--devices", "5", "--heartbeat-interval", "1s", "--alert-rate", "0", "--count", "10"});
+  EXPECT_EQ(without.exit_code, 1) << without.output;
+  EXPECT_NE(without.output.find("bad_signature"), std::string::npos) << without.output;
+  EXPECT_NE(without.output.find("hint"), std::string::npos) << without.output;
+  auto with = RunLifeline(SimulateArgs(home, dir / "state-a", small));
+  EXPECT_EQ(with.exit_code, 0) << with.output;
+  EXPECT_NE(with.output.find("enrolled again        5"), std::string::npos) << with.output;
+  EXPECT_EQ(SummaryNumber(with.output, "messages", "accepted"), 10) << with.output;
+  EXPECT_EQ(home.Stat("devices"), 5);
+}
+
 TEST(Simulate, HelpExplainsTokensTrafficAndEnding) {
   const auto help = RunLifeline({"simulate", "--help"});
   EXPECT_EQ(help.exit_code, 0) << help.output;
