@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "cli/demo.h"
 #include "cli/signals.h"
+#include "cli/retention_command.h"
 #include "cli/simulate_command.h"
 #include "cli/devices_command.h"
 #include "cli/maintenance_command.h"
@@ -368,6 +369,8 @@ int Run(int argc, char** argv) {
   home_instruct->add_option("--apply-config", instruct.apply_config,
                             "Send this agent.toml; the agent validates it, applies it atomically, rolls back if it fails");
 
+  RetentionOptions retention_options;
+  auto* home_retention = AddRetentionCommand(*home_cmd, retention_options);
 
   // agent
   auto* agent_cmd = app.add_subcommand("agent", "The device agent: watch, queue, send home")->require_subcommand(1);
@@ -473,6 +476,9 @@ int Run(int argc, char** argv) {
   }
   if (home_instruct->parsed()) {
     return Instruct(home_config, instruct);
+  }
+  if (home_retention->parsed()) {
+    return RunRetentionCommand(retention_options);
   }
   if (home_admin->parsed()) {
     return CreateAdminToken(home_config, admin_name, admin_role);

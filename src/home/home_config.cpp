@@ -83,6 +83,8 @@ config::Schema HomeConfig::MakeSchema() {
                 "storm control: how long the automatic maintenance lasts (it starts again while the device stays loud)")
       .Duration("tickets.escalation_check", &escalation_check, seconds(1), std::chrono::hours(1),
                 "how often the escalation job looks for unacknowledged tickets due for the next level or a reminder");
+  DeclareHeartbeatConfig(schema, heartbeats);
+  DeclareRetentionConfig(schema, retention);
   return schema;
 }
 

@@ -2,7 +2,9 @@
 // home.toml: everything `lifeline home` reads at start-up. Each option is declared once, with its default,
 // bounds and help, in home_config.cpp (`lifeline home --help-config` prints them).
 #include "common/config.h"
+#include "home/heartbeat_monitor.h"
 #include "home/mailer.h"
+#include "home/retention_job.h"
 #include "home/notify/notify_config.h"
 #include "home/ticket_policy.h"
 #include "protocol/message.h"
@@ -44,6 +46,9 @@ struct HomeConfig {
 
   /// What Load made of `notify` (checked references, built plan and channels).
   notify::CompiledNotify compiled_notify;
+
+  HeartbeatSettings heartbeats;  // [heartbeats] (home/heartbeat_monitor.h)
+  RetentionSettings retention;   // [retention] (home/retention_job.h)
 
   protocol::Severity TicketMinSeverity() const;
   config::Schema MakeSchema();

@@ -5,6 +5,7 @@
 #include "crypto/pki.h"
 #include "home/admin_api.h"
 #include "home/escalation_job.h"
+#include "home/home_upkeep.h"
 #include "home/ingest_handler.h"
 #include "home/notifier.h"
 #include "home/ticket_policy.h"
@@ -54,29 +55,13 @@ struct HomeService::Parts {
   std::unique_ptr<Notifier> notifier;
   std::unique_ptr<TicketEventPlanner> planner;
   std::unique_ptr<EscalationJob> escalation;
+  // Missing heartbeats and retention (old batch ids included): threads of their own, stopped before
+  // the store closes.
+  std::unique_ptr<HomeUpkeep> upkeep;
   std::unique_ptr<IngestHandler> ingest;
   std::unique_ptr<AdminApi> admin;
   std::unique_ptr<transport::HttpsServer> ingest_server;
   std::unique_ptr<transport::HttpsServer> admin_server;
-  // Forgets old batch ids (replay protection only needs the clock-skew window) once an hour.
-  std::thread maintenance;
-  std::mutex mutex;
-  std::condition_variable stop_cv;
-  bool stopping = false;
-  std::chrono::seconds max_clock_skew{300};
-
-  void Maintain() {
-    std::unique_lock lock(mutex);
-    while (!stopping) {
-      lock.unlock();
-      const std::int64_t keep_ms = 2 * max_clock_skew.count() * 1000 + 3'600'000;
-      if (auto pruned = store->PruneBatchIds(SystemClock::Instance().NowUnixMillis() - keep_ms); !pruned) {
-        Log()->warn("could not prune old batch ids: {}", pruned.error().message());
-      }
-      lock.lock();
-      stop_cv.wait_for(lock, std::chrono::hours(1), [this] { return stopping; });
-    }
-  }
 };
 
 Result<std::unique_ptr<store::HomeStore>> OpenHomeStore(const HomeConfig& config) {
@@ -103,7 +88,6 @@ Result<std::unique_ptr<store::HomeStore>> OpenHomeStore(const HomeConfig& config
 
 Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config) {
   auto parts = std::make_unique<Parts>();
-  parts->max_clock_skew = config.max_clock_skew;
   auto store = OpenHomeStore(config);
   if (!store) {
     return store.error();
@@ -150,6 +134,22 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   for (const auto& group : config.notify.groups) {
     groups.push_back(group.name);
   }
+  auto upkeep = HomeUpkeep::Create(*parts->store, SystemClock::Instance(),
+                                   UpkeepOptions{.heartbeats = config.heartbeats,
+                                                 .retention = config.retention,
+                                                 .max_clock_skew = config.max_clock_skew,
+                                                 .tickets = {.planner = parts->planner->AsPlanner(),
+                                                             .contacts = config.email_contacts,
+                                                             .reopen_window_ms = config.reopen_window.count() * 1000}});
+  if (!upkeep) {
+    return upkeep.error();
+  }
+  parts->upkeep = std::move(*upkeep);
+  HomeUpkeep* upkeep_part = parts->upkeep.get();
+  parts->ingest->SetBatchObserver([upkeep_part](const protocol::Batch& batch, const protocol::BatchReply& reply,
+                                                std::int64_t now_ms) {
+    upkeep_part->OnBatchCommitted(batch, reply, now_ms);
+  });
   parts->admin = std::make_unique<AdminApi>(*parts->store, clock,
                                             AdminOptions{.planner = parts->planner->AsPlanner(),
                                                          .plan = &parts->planner->plan(),
@@ -183,7 +183,12 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   admin_options.max_body_bytes = 64 * 1024;
   AdminApi* admin = parts->admin.get();
   auto admin_server = transport::HttpsServer::Start(
-      admin_options, [admin](const transport::HttpRequest& r) { return admin->Handle(r); });
+      admin_options, [admin, upkeep_part](const transport::HttpRequest& r) {
+        if (auto handled = upkeep_part->HandleAdmin(r)) {  // GET /v1/retention/preview
+          return std::move(*handled);
+        }
+        return admin->Handle(r);
+      });
   if (!admin_server) {
     Log()->error("cannot listen for the admin API on {}: {}", config.admin_listen,
                  admin_server.error().message());
@@ -192,10 +197,9 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   parts->admin_server = std::move(*admin_server);
 
   parts->notifier->Start();
+  parts->upkeep->Start();
   parts->escalation->Start(std::chrono::duration_cast<std::chrono::milliseconds>(config.escalation_check),
                            [notifier] { notifier->Wake(); });
-  Parts* raw = parts.get();
-  parts->maintenance = std::thread([raw] { raw->Maintain(); });
 
   std::unique_ptr<HomeService> service(new HomeService(std::move(parts)));
   if (!config.address_file.empty()) {
@@ -238,16 +242,11 @@ void HomeService::Stop() {
   if (parts_->escalation) {
     parts_->escalation->Stop();
   }
+  if (parts_->upkeep) {
+    parts_->upkeep->Stop();
+  }
   if (parts_->notifier) {
     parts_->notifier->Stop();
-  }
-  {
-    std::lock_guard lock(parts_->mutex);
-    parts_->stopping = true;
-  }
-  parts_->stop_cv.notify_all();
-  if (parts_->maintenance.joinable()) {
-    parts_->maintenance.join();
   }
   parts_.reset();
   Log()->info("home stopped");

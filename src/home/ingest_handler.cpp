@@ -166,6 +166,9 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
     return refuse(reason, reason == Reject::kInternal ? "" : reply.error().message());
   }
   ++counters_.batches_accepted;
+  if (batch_observer_) {
+    batch_observer_(*batch, *reply, now_ms);
+  }
   int tickets = 0;
   for (const auto& result : reply->results) {
     tickets += result.ticket.empty() ? 0 : 1;

@@ -61,6 +61,12 @@ class IngestHandler {
 
   transport::HttpResponse Handle(const transport::HttpRequest& request);
   const IngestCounters& counters() const { return counters_; }
+  /// Runs after each committed batch with the time the store recorded it at (the missing-heartbeat
+  /// monitor). Set before the server starts.
+  using BatchObserver =
+      std::function<void(const protocol::Batch&, const protocol::BatchReply&, std::int64_t now_ms)>;
+  void SetBatchObserver(BatchObserver observer) { batch_observer_ = std::move(observer); }
+
  private:
   transport::HttpResponse HandleBatch(const transport::HttpRequest& request);
   transport::HttpResponse HandleEnroll(const transport::HttpRequest& request);
@@ -73,6 +79,7 @@ class IngestHandler {
   const Clock& clock_;
   std::function<void()> on_committed_;
   IngestCounters counters_;
+  BatchObserver batch_observer_;
 };
 
 /// Response for a refusal: the reason's HTTP status and {"error","message"} body.
