@@ -13,6 +13,7 @@
 #include "cli/signals.h"
 #include "cli/retention_command.h"
 #include "cli/simulate_command.h"
+#include "cli/agent_tickets.h"
 #include "cli/devices_command.h"
 #include "cli/maintenance_command.h"
 #include "cli/tickets_command.h"
@@ -414,6 +415,10 @@ int Run(int argc, char** argv) {
   }
   auto* agent_status = agent_cmd->add_subcommand("status", "Show queue depth, last contact and tickets received");
   agent_status->add_option("--config", agent_config, "agent.toml")->required();
+  auto* agent_tickets = agent_cmd->add_subcommand("tickets", "Ask the home for this device's tickets (a signed answer)");
+  bool agent_tickets_json = false;
+  agent_tickets->add_option("--config", agent_config, "agent.toml")->required();
+  agent_tickets->add_flag("--json", agent_tickets_json, "Print the home's JSON");
 
   auto* check_cmd = app.add_subcommand(
       "check", "Check this device's path home: certificate, name resolution, TCP reach, TLS and CA pin, clock skew,\n"
@@ -506,6 +511,9 @@ int Run(int argc, char** argv) {
   }
   if (agent_status->parsed()) {
     return AgentStatus(agent_config);
+  }
+  if (agent_tickets->parsed()) {
+    return AgentTickets(agent_config, agent_tickets_json);
   }
   if (check_cmd->parsed()) {
     return CheckEnvironment(check_config);

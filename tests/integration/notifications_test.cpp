@@ -162,6 +162,10 @@ groups = ["team"]
   auto shown = cli("tickets", {"show", "LL-000001"});
   EXPECT_NE(shown.output.find("replacing the drive"), std::string::npos) << shown.output;
   EXPECT_NE(shown.output.find("acknowledged"), std::string::npos) << shown.output;
+  // The device can ask for its tickets too (signed by the home, checked with home-sign.pub).
+  auto mine = RunLifeline({"agent", "tickets", "--config", agent.config().string()});
+  ASSERT_EQ(mine.exit_code, 0) << mine.output;
+  EXPECT_NE(mine.output.find("LL-000001  acknowledged"), std::string::npos) << mine.output;
   auto listed = cli("devices", {"list"});
   EXPECT_NE(listed.output.find("ACME/berlin-1/SN-7001"), std::string::npos) << listed.output;
 
