@@ -483,6 +483,9 @@ HttpResponse AdminApi::Route(const Caller& caller, const HttpRequest& request) {
         return StoreFailure(revoked.error());
       }
       Log()->warn("device {} revoked by '{}'", id.Key(), caller.name);
+      if (options_.on_device_revoked) {
+        options_.on_device_revoked(id);
+      }
       (*device)->status = store::DeviceStatus::kRevoked;
       return Json(DeviceRecordJson(**device));
     }

@@ -34,6 +34,8 @@ struct AdminOptions {
   std::vector<std::string> groups;  // contact group names, for /v1/oncall
   /// Called after a change queued notifications (wakes the notifier).
   std::function<void()> on_notified;
+  /// Called after a device was revoked (the missing-heartbeat monitor forgets it and resolves its ticket).
+  std::function<void(const protocol::DeviceIdentity&)> on_device_revoked;
 };
 
 class AdminApi {

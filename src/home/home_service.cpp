@@ -154,7 +154,19 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
                                             AdminOptions{.planner = parts->planner->AsPlanner(),
                                                          .plan = &parts->planner->plan(),
                                                          .groups = std::move(groups),
-                                                         .on_notified = [notifier] { notifier->Wake(); }});
+                                                         .on_notified = [notifier] { notifier->Wake(); },
+                                                         .on_device_revoked =
+                                                             [upkeep_part, notifier](const protocol::DeviceIdentity& id) {
+                                                               if (auto* monitor = upkeep_part->heartbeats()) {
+                                                                 if (auto done = monitor->OnDeviceRevoked(id); !done) {
+                                                                   log::Get("home")->error(
+                                                                       "device {} revoked, but its missing-heartbeat "
+                                                                       "ticket could not be resolved: {}",
+                                                                       id.Key(), done.error().message());
+                                                                 }
+                                                               }
+                                                               notifier->Wake();
+                                                             }});
 
   const crypto::PkiPaths paths(config.pki_dir);
   transport::ServerOptions ingest_options;

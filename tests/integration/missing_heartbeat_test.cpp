@@ -71,7 +71,27 @@ TEST(MissingHeartbeat, AKilledAgentOpensATicketAndEmailAndItsReturnResolvesIt) {
   auto dry_run = RunLifeline({"home", "retention", "--config", home.config().string(), "--dry-run"});
   EXPECT_EQ(dry_run.exit_code, 0) << dry_run.output;
   EXPECT_NE(dry_run.output.find("heartbeats"), std::string::npos) << dry_run.output;
-  agent.Stop();
+
+  // Gone again, and this time for good: revoking the device resolves its reopened ticket, and the
+  // home stops expecting its heartbeats.
+  agent.Kill();
+  ASSERT_TRUE(Eventually([&] { return home.Admin("/v1/tickets?state=open").at("tickets").as_array().size() == 1; },
+                         std::chrono::seconds(30)))
+      << ReadFile(home.log_file());
+  auto admin = RunLifeline({"home", "admin-token", "--config", home.config().string(), "--name", "hb-admin", "--role",
+                            "admin"});
+  ASSERT_EQ(admin.exit_code, 0) << admin.output;
+  std::string token = admin.output.substr(0, admin.output.find_last_not_of("\n") + 1);
+  token = token.substr(token.find_last_of('\n') + 1);  // the token is the last line
+  WriteFile(dir / "token", token);
+  auto revoked = RunLifeline({"devices", "--home", home.admin_url(), "--ca", (home.pki_dir() / "ca.crt").string(),
+                              "--token-file", (dir / "token").string(), "revoke", "ACME/berlin-1/SN-HB1"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+  ASSERT_TRUE(Eventually([&] { return home.Admin("/v1/tickets?state=open").at("tickets").as_array().empty(); },
+                         std::chrono::seconds(10)))
+      << ReadFile(home.log_file());
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // interval + grace: no new ticket for a revoked device
+  EXPECT_TRUE(home.Admin("/v1/tickets?state=open").at("tickets").as_array().empty());
   home.Stop();
 }
 
