@@ -5,8 +5,14 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <span>
+#include <string>
+#include <unordered_map>
 
 namespace lifeline::store::postgres {
 namespace {
@@ -177,13 +183,71 @@ class PgSession final : public sql::Session {
       }
       values[i] = value.is_null() ? nullptr : texts[i].c_str();
     }
-    const std::string text(sql);
-    ResultPtr result(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), types.data(),
-                                  values.data(), nullptr, nullptr, /*resultFormat=text*/ 0));
+    auto name = Prepared(sql, types);
+    if (!name) {
+      return name.error();
+    }
+    ResultPtr result(PQexecPrepared(conn_, (*name)->c_str(), static_cast<int>(params.size()), values.data(),
+                                    nullptr, nullptr, /*resultFormat=text*/ 0));
     if (auto checked = Check(result.get()); !checked) {
+      const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
+      if (state != nullptr && std::strcmp(state, "0A000") == 0) {
+        // "cached plan must not change result type": the schema changed under the statement. Forget
+        // it so the next call prepares it afresh (its server-side copy stays until the connection
+        // closes; its name is never reused).
+        Forget(sql, types);
+      }
       return checked.error();
     }
     return result;
+  }
+
+  /// The server-side prepared statement for `sql` with these parameter types, prepared on first use
+  /// on this connection: later runs skip the parse and, once PostgreSQL settles on a generic plan,
+  /// the planning. Keyed by the types too, since they are part of what was prepared.
+  Result<const std::string*> Prepared(std::string_view sql, std::span<const Oid> types) {
+    MakeKey(sql, types);
+    ++uses_;
+    if (auto it = prepared_.find(key_); it != prepared_.end()) {
+      it->second.last_used = uses_;
+      return &it->second.name;
+    }
+    std::string name = fmt::format("lifeline_{}", ++names_);
+    const std::string text(sql);
+    ResultPtr result(PQprepare(conn_, name.c_str(), text.c_str(), static_cast<int>(types.size()), types.data()));
+    if (auto checked = Check(result.get()); !checked) {
+      return checked.error();
+    }
+    if (prepared_.size() >= kCacheCapacity) {
+      auto oldest = std::min_element(prepared_.begin(), prepared_.end(), [](const auto& a, const auto& b) {
+        return a.second.last_used < b.second.last_used;
+      });
+      // Not transactional, and allowed inside a transaction that has not failed (the PQprepare just
+      // above succeeded, so this one has not).
+      ResultPtr freed(PQexec(conn_, ("DEALLOCATE " + oldest->second.name).c_str()));
+      if (PQresultStatus(freed.get()) != PGRES_COMMAND_OK) {
+        Logger()->warn("cannot deallocate a cached statement: {}", OneLine(PQerrorMessage(conn_)));
+      }
+      prepared_.erase(oldest);
+    }
+    return &prepared_.emplace(key_, PreparedStatement{std::move(name), uses_}).first->second.name;
+  }
+
+  void Forget(std::string_view sql, std::span<const Oid> types) {
+    MakeKey(sql, types);
+    if (auto it = prepared_.find(key_); it != prepared_.end()) {
+      prepared_.erase(it);
+    }
+  }
+
+  /// key_ = the parameter types, then the text (reusing key_'s buffer).
+  void MakeKey(std::string_view sql, std::span<const Oid> types) {
+    key_.clear();
+    for (Oid type : types) {
+      key_ += type == kInt8Oid ? 'i' : type == kFloat8Oid ? 'r' : 't';
+    }
+    key_ += '|';
+    key_ += sql;
   }
 
   /// Sorts a failed result by SQLSTATE into the seam's codes; keeps the server's message.
@@ -223,7 +287,23 @@ class PgSession final : public sql::Session {
     return make_error_code(Errc::kStatementFailed);
   }
 
+  struct PreparedStatement {
+    std::string name;
+    std::uint64_t last_used = 0;
+  };
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>()(key); }
+  };
+  /// Enough for every statement the store writes; the bound only matters for a caller that builds
+  /// texts without end.
+  static constexpr std::size_t kCacheCapacity = 256;
+
   PGconn* conn_;
+  std::unordered_map<std::string, PreparedStatement, KeyHash, std::equal_to<>> prepared_;
+  std::string key_;
+  std::uint64_t uses_ = 0;
+  std::uint64_t names_ = 0;
 };
 
 void QuietNotice(void* /*arg*/, const char* message) {

@@ -57,6 +57,12 @@ Statement& Statement::Bind(int index, std::string_view text) {
         &bind_error_);
   return *this;
 }
+Statement& Statement::BindView(int index, std::string_view text) {
+  // An empty view may have no data pointer, which SQLite would bind as NULL, not as ''.
+  const char* data = text.data() != nullptr ? text.data() : "";
+  Check(sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_STATIC, SQLITE_UTF8), &bind_error_);
+  return *this;
+}
 Statement& Statement::Bind(int index, std::nullopt_t) {
   Check(sqlite3_bind_null(stmt_, index), &bind_error_);
   return *this;
@@ -168,6 +174,16 @@ VoidResult Database::Exec(std::string_view sql) {
 Result<Statement> Database::Prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   const int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    return MakeError(rc);
+  }
+  return Statement(db_, stmt);
+}
+
+Result<Statement> Database::PreparePersistent(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                                    &stmt, nullptr);
   if (rc != SQLITE_OK) {
     return MakeError(rc);
   }

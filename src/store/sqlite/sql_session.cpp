@@ -6,7 +6,13 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace lifeline::store::sqlite {
 namespace {
@@ -21,12 +27,14 @@ class SqliteSession final : public sql::Session {
 
   Result<std::int64_t> ExecuteParams(std::string_view sql,
                                      std::span<const sql::Value> params) override {
-    auto stmt = PrepareBound(sql, params);
-    if (!stmt) {
-      return stmt.error();
+    auto cached = PrepareBound(sql, params);
+    if (!cached) {
+      return cached.error();
     }
+    const Resetter done(*cached);
+    Statement& stmt = (*cached)->stmt;
     for (;;) {
-      auto row = stmt->Step();
+      auto row = stmt.Step();
       if (!row) {
         return Failed(row.error());
       }
@@ -34,37 +42,39 @@ class SqliteSession final : public sql::Session {
         break;
       }
     }
-    return stmt->ReadOnly() ? 0 : static_cast<std::int64_t>(db_->Changes());
+    return (*cached)->read_only ? 0 : static_cast<std::int64_t>(db_->Changes());
   }
 
   Result<sql::Rows> QueryParams(std::string_view sql, std::span<const sql::Value> params) override {
-    auto stmt = PrepareBound(sql, params);
-    if (!stmt) {
-      return stmt.error();
+    auto cached = PrepareBound(sql, params);
+    if (!cached) {
+      return cached.error();
     }
+    const Resetter done(*cached);
+    Statement& stmt = (*cached)->stmt;
     sql::Rows rows;
     for (;;) {
-      auto row = stmt->Step();
+      auto row = stmt.Step();
       if (!row) {
         return Failed(row.error());
       }
       if (!*row) {
         return rows;
       }
-      const int columns = stmt->ColumnCount();
+      const int columns = stmt.ColumnCount();
       std::vector<sql::Row::Cell> cells;
       cells.reserve(static_cast<std::size_t>(columns));
       for (int c = 0; c < columns; ++c) {
-        switch (stmt->TypeOf(c)) {
+        switch (stmt.TypeOf(c)) {
           case Statement::ColumnType::kInteger:
-            cells.emplace_back(stmt->Int(c));
+            cells.emplace_back(stmt.Int(c));
             break;
           case Statement::ColumnType::kReal:
-            cells.emplace_back(stmt->Double(c));
+            cells.emplace_back(stmt.Double(c));
             break;
           case Statement::ColumnType::kText:
           case Statement::ColumnType::kBlob:
-            cells.emplace_back(stmt->Text(c));
+            cells.emplace_back(stmt.Text(c));
             break;
           case Statement::ColumnType::kNull:
             cells.emplace_back(std::monostate());
@@ -85,9 +95,9 @@ class SqliteSession final : public sql::Session {
   VoidResult Begin(sql::TxMode mode) override {
     // IMMEDIATE takes the write lock before the first read, so a read-then-write body never meets
     // another writer halfway (SQLite would answer BUSY instead of waiting).
-    return ExecScript(mode == sql::TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
+    return RunCached(mode == sql::TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
   }
-  VoidResult Commit() override { return ExecScript("COMMIT"); }
+  VoidResult Commit() override { return RunCached("COMMIT"); }
   void Rollback() override {
     if (db_->InTransaction()) {
       if (auto rolled = db_->Exec("ROLLBACK"); !rolled) {
@@ -98,39 +108,111 @@ class SqliteSession final : public sql::Session {
   bool Healthy() const override { return !db_->InTransaction(); }
 
  private:
-  /// Prepares `sql` and binds `params` by their numbers: SQLite numbers $N parameters in order of
-  /// first appearance, not by N, so each is looked up by name.
-  Result<Statement> PrepareBound(std::string_view sql, std::span<const sql::Value> params) {
-    auto stmt = db_->Prepare(sql);
+  /// A statement kept prepared for the life of the connection, with what binding it needs.
+  struct Cached {
+    Statement stmt;
+    /// For SQLite's parameter index i (from 1), the seam's $N at positions[i - 1]: SQLite numbers
+    /// $N parameters in order of first appearance, not by N, so each is looked up by name once.
+    std::vector<std::size_t> positions;
+    bool read_only = false;
+    std::uint64_t last_used = 0;
+  };
+
+  /// Resets a cached statement when a call is done with it (rows read, or failed), so it holds no
+  /// read snapshot or bound text between calls and is ready for the next one.
+  class Resetter {
+   public:
+    explicit Resetter(Cached* cached) : cached_(cached) {}
+    Resetter(const Resetter&) = delete;
+    ~Resetter() { cached_->stmt.Reset(); }
+
+   private:
+    Cached* cached_;
+  };
+
+  /// Enough for every statement text the store writes (a few dozen, some formatted per backend or
+  /// per filter), so a steady workload prepares nothing; the bound only matters for a caller that
+  /// builds texts without end.
+  static constexpr std::size_t kCacheCapacity = 256;
+
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>()(text); }
+  };
+
+  /// The cached statement for `sql`, prepared on first use (the least recently used one makes room).
+  Result<Cached*> Lookup(std::string_view sql) {
+    ++uses_;
+    if (auto it = cache_.find(sql); it != cache_.end()) {
+      it->second.last_used = uses_;
+      return &it->second;
+    }
+    auto stmt = db_->PreparePersistent(sql);
     if (!stmt) {
       return Failed(stmt.error());
     }
-    const int count = stmt->ParameterCount();
+    Cached cached{std::move(*stmt), {}, false, uses_};
+    cached.read_only = cached.stmt.ReadOnly();
+    const int count = cached.stmt.ParameterCount();
+    cached.positions.reserve(static_cast<std::size_t>(count));
     for (int index = 1; index <= count; ++index) {
-      const std::string name = stmt->ParameterName(index);
+      const std::string name = cached.stmt.ParameterName(index);
       std::size_t position = static_cast<std::size_t>(index);
       if (!name.empty()) {
         const char* digits = name.data() + 1;
         const auto [end, ec] = std::from_chars(digits, name.data() + name.size(), position);
-        if (name[0] != '$' || ec != std::errc() || end != name.data() + name.size()) {
+        if (name[0] != '$' || ec != std::errc() || end != name.data() + name.size() || position == 0) {
           return Misuse(fmt::format("parameter {} is not of the form $N", name));
         }
       }
-      if (position == 0 || position > params.size()) {
+      cached.positions.push_back(position);
+    }
+    if (cache_.size() >= kCacheCapacity) {
+      auto oldest = std::min_element(cache_.begin(), cache_.end(), [](const auto& a, const auto& b) {
+        return a.second.last_used < b.second.last_used;
+      });
+      cache_.erase(oldest);
+    }
+    return &cache_.emplace(std::string(sql), std::move(cached)).first->second;
+  }
+
+  /// The cached statement for `sql` with `params` bound. Text is bound in place (the Values' text
+  /// outlives the call, and the Resetter clears the bindings before the call returns).
+  Result<Cached*> PrepareBound(std::string_view sql, std::span<const sql::Value> params) {
+    auto cached = Lookup(sql);
+    if (!cached) {
+      return cached.error();
+    }
+    Statement& stmt = (*cached)->stmt;
+    const auto& positions = (*cached)->positions;
+    for (std::size_t i = 0; i < positions.size(); ++i) {
+      const std::size_t position = positions[i];
+      if (position > params.size()) {
+        stmt.Reset();
         return Misuse(fmt::format("statement wants parameter ${}, {} given", position, params.size()));
       }
+      const int index = static_cast<int>(i + 1);
       const sql::Value& value = params[position - 1];
       if (value.is_null()) {
-        stmt->Bind(index, std::nullopt);
+        stmt.Bind(index, std::nullopt);
       } else if (value.type() == sql::Type::kInt) {
-        stmt->Bind(index, value.int_value());
+        stmt.Bind(index, value.int_value());
       } else if (value.type() == sql::Type::kReal) {
-        stmt->Bind(index, value.real_value());
+        stmt.Bind(index, value.real_value());
       } else {
-        stmt->Bind(index, value.text_value());
+        stmt.BindView(index, value.text_value());
       }
     }
-    return stmt;
+    return cached;
+  }
+
+  /// Runs a statement without parameters or rows (BEGIN, COMMIT) from the cache.
+  VoidResult RunCached(std::string_view sql) {
+    auto ran = ExecuteParams(sql, {});
+    if (!ran) {
+      return ran.error();
+    }
+    return {};
   }
 
   /// Sorts a SQLite error into the seam's codes and keeps SQLite's message for the log.
@@ -161,6 +243,9 @@ class SqliteSession final : public sql::Session {
   }
 
   std::unique_ptr<Database> db_;
+  // After db_, so the statements are finalized before the connection closes.
+  std::unordered_map<std::string, Cached, TextHash, std::equal_to<>> cache_;
+  std::uint64_t uses_ = 0;
 };
 
 }  // namespace
