@@ -13,7 +13,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 
 namespace lifeline::store {
@@ -313,11 +317,9 @@ class Ingester {
   }
 
   Result<Applied> Heartbeat(const protocol::Message& msg) {
-    auto updated = s_.Exec("UPDATE devices SET last_heartbeat_ms = $1, last_heartbeat_interval_s = $2 WHERE id = $3",
-                           request_.now_ms, msg.heartbeat.interval_seconds, device_.id);
-    if (!updated) {
-      return updated.error();
-    }
+    // Written once, with the device's other columns at the end of the batch: every heartbeat of a
+    // batch has the same receive time, and the last one's interval is the one that stays.
+    heartbeat_interval_s_ = msg.heartbeat.interval_seconds;
     return Accepted(msg, "", std::nullopt);
   }
 
@@ -402,7 +404,7 @@ class Ingester {
         request_.storm.max_alerts, FormatWindow(request_.storm.window_ms), FormatMs(maintenance_.storm_until_ms),
         msg.alert.code, protocol::ToString(msg.alert.severity), msg.alert.text);
     r.actor = "storm control";
-    return detail::RaiseTicket(s_, r);
+    return RaiseOrJoin(r);
   }
 
   Result<Applied> Alert(const protocol::Message& msg) {
@@ -427,7 +429,7 @@ class Ingester {
       }
       return Accepted(msg, "storm control: added to the summary ticket", &raised->ticket);
     }
-    auto raised = detail::RaiseTicket(s_, Raise(msg));
+    auto raised = RaiseOrJoin(Raise(msg));
     if (!raised) {
       return raised.error();
     }
@@ -458,7 +460,15 @@ class Ingester {
     if (msg.alert.code.empty()) {
       return Rejected(msg, "alert code missing");
     }
-    auto open = detail::FindOpenTicket(s_, KeyFor(msg.alert.code), /*lock=*/true);
+    const std::string key = KeyFor(msg.alert.code);
+    // The ticket is read and resolved in the database: it must hold this batch's repeats first.
+    if (auto it = held_.find(key); it != held_.end()) {
+      if (auto written = WriteRepeats(it->second); !written) {
+        return written.error();
+      }
+      held_.erase(it);
+    }
+    auto open = detail::FindOpenTicket(s_, key, /*lock=*/true);
     if (!open) {
       return open.error();
     }
@@ -473,6 +483,65 @@ class Ingester {
     return Accepted(msg, "ticket resolved", &*resolved);
   }
 
+  /// An open ticket this batch raised or joined, with the repeats not yet written to its row.
+  struct Held {
+    Ticket ticket;  // as its row will be once the repeats are written
+    std::int64_t unwritten = 0;
+  };
+
+  /// detail::RaiseTicket, except that a key whose open ticket this batch already holds is joined in
+  /// memory: the same change RaiseTicket's join makes (one occurrence more, the worst severity, the
+  /// latest text and time), written once per ticket by WriteRepeats instead of once per alert. The
+  /// held ticket cannot change meanwhile: the transaction has it locked (its row on PostgreSQL,
+  /// taken when RaiseTicket found, opened or reopened it; the whole file on SQLite), and within the
+  /// batch only Clear touches it again, after writing its repeats.
+  Result<detail::RaiseResult> RaiseOrJoin(const detail::RaiseRequest& r) {
+    if (auto it = held_.find(r.key); it != held_.end()) {
+      Ticket& t = it->second.ticket;
+      t.severity = std::max(t.severity, r.severity);
+      t.occurrences += 1;
+      t.last_seen_ms = r.now_ms;
+      t.text = r.text;
+      it->second.unwritten += 1;
+      return detail::RaiseResult{t, detail::Raised::kJoined};
+    }
+    auto raised = detail::RaiseTicket(s_, r);
+    if (raised) {
+      held_.emplace(r.key, Held{raised->ticket, 0});
+    }
+    return raised;
+  }
+
+  VoidResult WriteRepeats(Held& held) {
+    if (held.unwritten == 0) {
+      return {};
+    }
+    const Ticket& t = held.ticket;
+    auto updated = s_.Exec(
+        "UPDATE tickets SET occurrences = occurrences + $1, last_seen_ms = $2, text = $3, severity = $4 "
+        "WHERE id = $5",
+        held.unwritten, t.last_seen_ms, t.text, protocol::ToString(t.severity), t.id);
+    if (!updated) {
+      return updated.error();
+    }
+    held.unwritten = 0;
+    return {};
+  }
+
+ public:
+  /// Writes what the batch's messages left in memory: held tickets' repeats.
+  VoidResult Finish() {
+    for (auto& [key, held] : held_) {
+      if (auto written = WriteRepeats(held); !written) {
+        return written;
+      }
+    }
+    return {};
+  }
+  /// The interval the batch's last heartbeat announced, if it had one.
+  std::optional<std::int64_t> heartbeat_interval_s() const { return heartbeat_interval_s_; }
+
+ private:
   Session& s_;
   const IngestRequest& request_;
   const DeviceRow& device_;
@@ -480,51 +549,144 @@ class Ingester {
   protocol::DeviceIdentity described_;
   std::string actor_;
   std::optional<std::int64_t> recent_alerts_;  // storm control's count, loaded at the first alert
+  std::unordered_map<std::string, Held> held_;  // by dedup key
+  std::optional<std::int64_t> heartbeat_interval_s_;
 };
 
-/// The stored answer for a message id this device sent before, if any.
-Result<std::optional<protocol::MessageResult>> StoredResult(Session& s, std::int64_t device_id,
-                                                            const std::string& message_id) {
-  auto row = s.QueryRow(
-      "SELECT result_status, result_reason, result_ticket FROM events WHERE device_id = $1 AND message_id = $2",
-      device_id, message_id);
-  if (!row) {
-    return row.error();
+/// Rows per multi-row statement: a power of two up to this, so a batch of any size runs at most
+/// log2(kMaxRowsPerStatement) + 1 distinct statement texts (each kept prepared by the driver), and
+/// 256 rows of 15 parameters stay far below SQLite's 32766 and PostgreSQL's 65535 parameters.
+constexpr std::size_t kMaxRowsPerStatement = 256;
+
+/// The largest power of two not above min(left, kMaxRowsPerStatement).
+std::size_t ChunkRows(std::size_t left) {
+  std::size_t rows = kMaxRowsPerStatement;
+  while (rows > left) {
+    rows /= 2;
   }
-  if (!*row) {
-    return std::optional<protocol::MessageResult>();
-  }
-  protocol::MessageResult result;
-  result.message_id = message_id;
-  result.status = (*row)->Text(0) == "accepted" ? protocol::MessageStatus::kAccepted
-                                                : protocol::MessageStatus::kRejected;
-  result.reason = (*row)->Text(1);
-  result.ticket = (*row)->Text(2);
-  result.duplicate = true;
-  return std::optional<protocol::MessageResult>(std::move(result));
+  return rows;
 }
 
-VoidResult RecordEvent(Session& s, std::int64_t device_id, const IngestRequest& request,
-                       const protocol::Message& msg, const Applied& applied) {
-  const bool has_alert = msg.type == MessageType::kAlert || msg.type == MessageType::kClear;
-  std::optional<std::string> severity;
-  std::string text;
-  if (has_alert) {
-    severity = std::string(protocol::ToString(msg.alert.severity));
-    text = msg.alert.text;
-  } else if (msg.type == MessageType::kHeartbeat) {
-    text = msg.heartbeat.status;
+/// `head` followed by `rows` groups of `columns` parameters ("($1, $2), ($3, $4)"), numbered
+/// after `first_parameter` - 1; built once per shape and kept.
+const std::string& RowsStatement(std::string_view head, std::size_t columns, std::size_t rows,
+                                 std::size_t first_parameter, std::string_view tail) {
+  thread_local std::map<std::tuple<std::string, std::size_t, std::size_t, std::size_t>, std::string> built;
+  auto& text = built[{std::string(head) + std::string(tail), columns, rows, first_parameter}];
+  if (text.empty()) {
+    text = head;
+    std::size_t n = first_parameter;
+    for (std::size_t r = 0; r < rows; ++r) {
+      text += r == 0 ? "(" : ", (";
+      for (std::size_t c = 0; c < columns; ++c) {
+        text += fmt::format("{}${}", c == 0 ? "" : ", ", n++);
+      }
+      text += ")";
+    }
+    text += tail;
   }
-  auto inserted = s.Exec(
-      "INSERT INTO events (device_id, message_id, batch_id, type, sequence, code, severity, text, "
-      "payload_json, device_time_ms, received_at_ms, ticket_id, result_status, result_reason, result_ticket) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-      device_id, msg.id, request.batch.batch_id, protocol::ToString(msg.type),
-      static_cast<std::int64_t>(msg.sequence), has_alert ? msg.alert.code : std::string(), severity, text,
-      msg.payload_json, msg.timestamp_ms, request.now_ms, applied.ticket_id,
-      protocol::ToString(applied.result.status), applied.result.reason, applied.result.ticket);
-  if (!inserted) {
-    return inserted.error();
+  return text;
+}
+
+/// The stored answers for the ids of `messages` this device sent before, by id: one query per
+/// chunk of ids instead of one per message.
+Result<std::unordered_map<std::string, protocol::MessageResult>> StoredResults(
+    Session& s, std::int64_t device_id, const std::vector<protocol::Message>& messages) {
+  std::vector<std::string_view> ids;
+  ids.reserve(messages.size());
+  for (const auto& msg : messages) {
+    if (!msg.id.empty()) {
+      ids.push_back(msg.id);
+    }
+  }
+  std::unordered_map<std::string, protocol::MessageResult> stored;
+  std::vector<sql::Value> params;
+  for (std::size_t done = 0; done < ids.size();) {
+    const std::size_t rows = ChunkRows(ids.size() - done);
+    params.clear();
+    params.emplace_back(device_id);
+    for (std::size_t k = 0; k < rows; ++k) {
+      params.emplace_back(ids[done + k]);
+    }
+    const std::string& sql = RowsStatement(
+        "SELECT message_id, result_status, result_reason, result_ticket FROM events WHERE device_id = $1 "
+        "AND message_id IN ",
+        rows, 1, 2, "");
+    auto found = s.QueryParams(sql, params);
+    if (!found) {
+      return found.error();
+    }
+    for (const Row& row : *found) {
+      protocol::MessageResult result;
+      result.message_id = row.Text(0);
+      result.status = row.Text(1) == "accepted" ? protocol::MessageStatus::kAccepted
+                                                : protocol::MessageStatus::kRejected;
+      result.reason = row.Text(2);
+      result.ticket = row.Text(3);
+      result.duplicate = true;
+      std::string id = result.message_id;
+      stored.emplace(std::move(id), std::move(result));
+    }
+    done += rows;
+  }
+  return stored;
+}
+
+/// A message applied in this batch, to be recorded in events with its answer.
+struct NewEvent {
+  const protocol::Message* msg;
+  std::size_t result;  // index in the reply's results
+  std::optional<std::int64_t> ticket_id;
+};
+
+/// Records the batch's applied messages and their answers: a multi-row INSERT per chunk.
+VoidResult RecordEvents(Session& s, std::int64_t device_id, const IngestRequest& request,
+                        const std::vector<NewEvent>& events, const std::vector<protocol::MessageResult>& results) {
+  constexpr std::size_t kColumns = 15;
+  std::vector<sql::Value> params;
+  for (std::size_t done = 0; done < events.size();) {
+    const std::size_t rows = ChunkRows(events.size() - done);
+    params.clear();
+    params.reserve(rows * kColumns);
+    for (std::size_t k = 0; k < rows; ++k) {
+      const NewEvent& event = events[done + k];
+      const protocol::Message& msg = *event.msg;
+      const protocol::MessageResult& result = results[event.result];
+      const bool has_alert = msg.type == MessageType::kAlert || msg.type == MessageType::kClear;
+      std::optional<std::string_view> severity;
+      std::string_view text;
+      if (has_alert) {
+        severity = protocol::ToString(msg.alert.severity);
+        text = msg.alert.text;
+      } else if (msg.type == MessageType::kHeartbeat) {
+        text = msg.heartbeat.status;
+      }
+      params.emplace_back(device_id);
+      params.emplace_back(msg.id);
+      params.emplace_back(request.batch.batch_id);
+      params.emplace_back(protocol::ToString(msg.type));
+      params.emplace_back(static_cast<std::int64_t>(msg.sequence));
+      params.emplace_back(has_alert ? std::string_view(msg.alert.code) : std::string_view(""));
+      params.emplace_back(severity);
+      params.emplace_back(text);
+      params.emplace_back(msg.payload_json);
+      params.emplace_back(msg.timestamp_ms);
+      params.emplace_back(request.now_ms);
+      params.emplace_back(event.ticket_id);
+      params.emplace_back(protocol::ToString(result.status));
+      params.emplace_back(result.reason);
+      params.emplace_back(result.ticket);
+    }
+    const std::string& sql = RowsStatement(
+        "INSERT INTO events (device_id, message_id, batch_id, type, sequence, code, severity, text, "
+        "payload_json, device_time_ms, received_at_ms, ticket_id, result_status, result_reason, result_ticket) "
+        "VALUES ",
+        kColumns, rows, 1, "");
+    auto inserted = s.ExecuteParams(sql, params);
+    if (!inserted) {
+      return inserted.error();
+    }
+    done += rows;
   }
   return {};
 }
@@ -562,30 +724,46 @@ Result<protocol::BatchReply> ApplyBatch(Session& s, const IngestRequest& request
   if (!maintenance) {
     return maintenance.error();
   }
+  auto stored = StoredResults(s, (*device)->id, batch.messages);
+  if (!stored) {
+    return stored.error();
+  }
   Ingester ingester(s, request, **device, *maintenance);
+  std::vector<NewEvent> events;
+  events.reserve(batch.messages.size());
+  // Ids applied earlier in this batch, answered as a repeat the way a stored answer is.
+  std::unordered_map<std::string_view, std::size_t> applied_here;
+  out.results.reserve(batch.messages.size());
   for (const auto& msg : batch.messages) {
     if (msg.id.empty()) {
       // Without an id there is nothing to key the answer on; the codec should not let this through.
       out.results.push_back({msg.id, protocol::MessageStatus::kRejected, "message id missing"});
       continue;
     }
-    auto stored = StoredResult(s, (*device)->id, msg.id);
-    if (!stored) {
-      return stored.error();
+    if (auto it = stored->find(msg.id); it != stored->end()) {
+      out.results.push_back(it->second);
+      continue;
     }
-    if (*stored) {
-      out.results.push_back(std::move(**stored));
+    if (auto it = applied_here.find(msg.id); it != applied_here.end()) {
+      protocol::MessageResult repeat = out.results[it->second];
+      repeat.duplicate = true;
+      out.results.push_back(std::move(repeat));
       continue;
     }
     auto applied = ingester.Apply(msg);
     if (!applied) {
       return applied.error();
     }
-    if (auto saved = RecordEvent(s, (*device)->id, request, msg, *applied); !saved) {
-      return saved.error();
-    }
+    applied_here.emplace(msg.id, out.results.size());
+    events.push_back({&msg, out.results.size(), applied->ticket_id});
     last_sequence = std::max(last_sequence, msg.sequence);
     out.results.push_back(std::move(applied->result));
+  }
+  if (auto finished = ingester.Finish(); !finished) {
+    return finished.error();
+  }
+  if (auto saved = RecordEvents(s, (*device)->id, request, events, out.results); !saved) {
+    return saved.error();
   }
   // The device's reports on earlier instructions, then what is still pending for it, in this same
   // transaction: a reply never offers an instruction the device has already answered.
@@ -608,8 +786,11 @@ Result<protocol::BatchReply> ApplyBatch(Session& s, const IngestRequest& request
   for (const Row& row : *pending) {
     out.instructions.push_back({row.Text(0), row.Text(1), row.Text(2)});
   }
-  auto seen = s.Exec("UPDATE devices SET last_seen_ms = $1, last_sequence = $2 WHERE id = $3", request.now_ms,
-                     static_cast<std::int64_t>(last_sequence), (*device)->id);
+  auto seen = s.Exec(
+      "UPDATE devices SET last_seen_ms = $1, last_sequence = $2, "
+      "last_heartbeat_ms = CASE WHEN $3 IS NULL THEN last_heartbeat_ms ELSE $1 END, "
+      "last_heartbeat_interval_s = COALESCE($3, last_heartbeat_interval_s) WHERE id = $4",
+      request.now_ms, static_cast<std::int64_t>(last_sequence), ingester.heartbeat_interval_s(), (*device)->id);
   if (!seen) {
     return seen.error();
   }
