@@ -952,7 +952,9 @@ Result<std::vector<DeviceRecord>> SqlHomeStore::ListDevices() {
 // ---- Ingest and instructions --------------------------------------------------------------------
 
 Result<protocol::BatchReply> SqlHomeStore::IngestBatch(const IngestRequest& request) {
-  auto reply = db_->Transaction(TxMode::kWrite, [&](Session& s) { return ApplyBatch(s, request); });
+  // Batches ingested at the same time share a commit on SQLite (docs/architecture.md, "Store seam":
+  // group commit); each is applied under its own savepoint, so one refused batch undoes only itself.
+  auto reply = db_->GroupTransaction([&](Session& s) { return ApplyBatch(s, request); });
   if (!reply) {
     LogIfDatabaseError(reply.error(),
                        fmt::format("ingest of batch {} from {}", request.batch.batch_id, request.batch.device.Key()));

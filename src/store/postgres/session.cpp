@@ -152,6 +152,11 @@ class PgSession final : public sql::Session {
     return PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) == PQTRANS_IDLE;
   }
 
+  bool InTransaction() const override {
+    const PGTransactionStatusType status = PQtransactionStatus(conn_);
+    return status != PQTRANS_IDLE && status != PQTRANS_UNKNOWN;
+  }
+
   PGconn* conn() const { return conn_; }
 
  private:
@@ -183,23 +188,29 @@ class PgSession final : public sql::Session {
       }
       values[i] = value.is_null() ? nullptr : texts[i].c_str();
     }
-    auto name = Prepared(sql, types);
-    if (!name) {
-      return name.error();
-    }
-    ResultPtr result(PQexecPrepared(conn_, (*name)->c_str(), static_cast<int>(params.size()), values.data(),
-                                    nullptr, nullptr, /*resultFormat=text*/ 0));
-    if (auto checked = Check(result.get()); !checked) {
-      const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
-      if (state != nullptr && std::strcmp(state, "0A000") == 0) {
-        // "cached plan must not change result type": the schema changed under the statement. Forget
-        // it so the next call prepares it afresh (its server-side copy stays until the connection
-        // closes; its name is never reused).
-        Forget(sql, types);
+    for (int attempt = 1;; ++attempt) {
+      auto name = Prepared(sql, types);
+      if (!name) {
+        return name.error();
       }
-      return checked.error();
+      ResultPtr result(PQexecPrepared(conn_, (*name)->c_str(), static_cast<int>(params.size()), values.data(),
+                                      nullptr, nullptr, /*resultFormat=text*/ 0));
+      if (auto checked = Check(result.get()); !checked) {
+        const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
+        if (state != nullptr && std::strcmp(state, "0A000") == 0) {
+          // "cached plan must not change result type": the schema changed under the statement since
+          // it was prepared. Forget it (its server-side copy stays until the connection closes; its
+          // name is never reused) and, outside a transaction, where nothing was lost, prepare it
+          // again. Inside one the transaction has failed and its caller decides.
+          Forget(sql, types);
+          if (attempt == 1 && PQtransactionStatus(conn_) == PQTRANS_IDLE) {
+            continue;
+          }
+        }
+        return checked.error();
+      }
+      return result;
     }
-    return result;
   }
 
   /// The server-side prepared statement for `sql` with these parameter types, prepared on first use

@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 
+#include <algorithm>
 #include <random>
 #include <thread>
 
@@ -69,6 +70,136 @@ void Database::Release(std::unique_ptr<Session> session) {
     --open_;
   }
   freed_.notify_one();
+}
+
+std::error_code Database::RunInGroup(GroupMember& member) {
+  std::unique_lock lock(group_mutex_);
+  group_queue_.push_back(&member);
+  while (!member.done) {
+    if (!group_leader_) {
+      group_leader_ = true;
+      lock.unlock();
+      LeadGroup();
+      lock.lock();
+      group_leader_ = false;
+      group_changed_.notify_all();  // someone still queued leads the next group
+    } else {
+      group_changed_.wait(lock);
+    }
+  }
+  lock.unlock();
+  if (member.outcome) {
+    SetLastErrorDetail(std::move(member.error_detail));
+  }
+  return member.outcome;
+}
+
+void Database::LeadGroup() {
+  std::vector<GroupMember*> members;
+  {
+    std::lock_guard lock(group_mutex_);
+    const auto take = std::min<std::size_t>(group_queue_.size(), kMaxGroup);
+    members.assign(group_queue_.begin(), group_queue_.begin() + static_cast<std::ptrdiff_t>(take));
+    group_queue_.erase(group_queue_.begin(), group_queue_.begin() + static_cast<std::ptrdiff_t>(take));
+  }
+  for (int attempt = 1; !members.empty(); ++attempt) {
+    auto lease = Acquire();
+    if (!lease) {
+      Settle(members, lease.error(), LastErrorDetail());
+      return;
+    }
+    Session& session = **lease;
+    std::error_code failure;
+    bool reconnect = false;
+    bool restart = false;
+    if (auto begun = session.Begin(TxMode::kWrite); !begun) {
+      failure = begun.error();
+      reconnect = failure == Errc::kConnectionFailed;  // as in Transaction: a closed pooled connection
+    } else {
+      failure = RunGroupOnce(session, members, &restart);
+      if (!failure) {
+        Settle(members, {}, {});
+        return;
+      }
+      session.Rollback();
+    }
+    if (members.empty()) {
+      return;  // every member failed on its own and has its answer
+    }
+    if (!(reconnect || restart || IsRetryable(failure)) || attempt >= kMaxAttempts) {
+      Settle(members, failure, LastErrorDetail());
+      return;
+    }
+    if (!reconnect && !restart) {
+      PauseBeforeRetry(attempt);
+    }
+  }
+}
+
+std::error_code Database::RunGroupOnce(Session& session, std::vector<GroupMember*>& members, bool* restart) {
+  auto check = [](const Result<std::int64_t>& done) { return done ? std::error_code() : done.error(); };
+  for (std::size_t i = 0;; ++i) {
+    if (i == members.size()) {
+      // Callers that arrived while the bodies before ran join this commit.
+      std::lock_guard lock(group_mutex_);
+      while (members.size() < static_cast<std::size_t>(kMaxGroup) && !group_queue_.empty()) {
+        members.push_back(group_queue_.front());
+        group_queue_.erase(group_queue_.begin());
+      }
+      if (i == members.size()) {
+        break;
+      }
+    }
+    GroupMember* member = members[i];
+    if (auto ec = check(session.Exec("SAVEPOINT group_member")); ec) {
+      return ec;
+    }
+    const std::error_code failed = member->body(session);
+    if (!failed) {
+      if (auto ec = check(session.Exec("RELEASE group_member")); ec) {
+        return ec;
+      }
+      continue;
+    }
+    if (IsRetryable(failed)) {
+      return failed;  // the whole group runs again, as Transaction runs a body again
+    }
+    // The member's own failure (a replayed batch, an unknown device, a refused row): it alone is
+    // undone, and its caller can go.
+    const std::string detail = LastErrorDetail();
+    Settle(std::span<GroupMember* const>(&member, 1), failed, detail);
+    members.erase(members.begin() + static_cast<std::ptrdiff_t>(i));
+    if (!session.InTransaction()) {
+      // SQLite gave up the whole transaction (full disk, I/O error): the others' work is gone with
+      // it and they run again in a new one.
+      *restart = true;
+      SetLastErrorDetail(detail);
+      return failed;
+    }
+    if (auto ec = check(session.Exec("ROLLBACK TO group_member")); ec) {
+      return ec;
+    }
+    if (auto ec = check(session.Exec("RELEASE group_member")); ec) {
+      return ec;
+    }
+    --i;
+  }
+  if (auto committed = session.Commit(); !committed) {
+    return committed.error();
+  }
+  return {};
+}
+
+void Database::Settle(std::span<GroupMember* const> members, std::error_code outcome, const std::string& detail) {
+  std::lock_guard lock(group_mutex_);
+  for (GroupMember* member : members) {
+    member->outcome = outcome;
+    if (outcome) {
+      member->error_detail = detail;
+    }
+    member->done = true;
+  }
+  group_changed_.notify_all();
 }
 
 void Database::PauseBeforeRetry(int attempt) {

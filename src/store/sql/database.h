@@ -10,7 +10,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -100,6 +103,43 @@ class Database {
     }
   }
 
+  /// Like Transaction(TxMode::kWrite, body), with group commit on SQLite: calls made at the same time
+  /// from several threads share one write transaction and one COMMIT (one fsync) instead of taking
+  /// turns at a commit each. The first caller to find no group running leads one: it runs its own
+  /// body and those of the callers waiting or arriving meanwhile (up to kMaxGroup), each inside its
+  /// own SAVEPOINT, then commits for all. Every caller returns only after the commit that holds its
+  /// work (or with its own error):
+  ///  - a body that returns an error is rolled back to its savepoint alone; the others stay, and
+  ///    its caller gets its error at once;
+  ///  - a failed COMMIT (or a retryable error) runs the group's bodies again, as Transaction does,
+  ///    and if it keeps failing every caller in the group gets the error;
+  ///  - if SQLite rolled the whole transaction back after an error (full disk, I/O), the failing
+  ///    body's caller gets its error and the others run again in a fresh transaction.
+  /// Bodies may run on another caller's thread (sql::LastErrorDetail() is carried back to the
+  /// caller's) and must not throw. On PostgreSQL, which commits concurrent transactions side by side
+  /// and groups their WAL flushes itself, this is exactly Transaction(TxMode::kWrite, body).
+  template <class Body>
+  auto GroupTransaction(Body&& body) -> decltype(body(std::declval<Session&>())) {
+    using R = decltype(body(std::declval<Session&>()));
+    if (backend_ != Backend::kSqlite) {
+      return Transaction(TxMode::kWrite, std::forward<Body>(body));
+    }
+    std::optional<R> result;
+    GroupMember member;
+    member.body = [&](Session& session) -> std::error_code {
+      result.emplace(body(session));
+      return *result ? std::error_code() : result->error();
+    };
+    if (const std::error_code failed = RunInGroup(member); failed) {
+      return Fail(failed);
+    }
+    return std::move(*result);
+  }
+
+  /// Most bodies one group commit holds: bounds how long the first caller of a group waits for the
+  /// others' work.
+  static constexpr int kMaxGroup = 32;
+
   /// Runs `body(Session&)` on a borrowed session without a transaction (each statement commits on
   /// its own): for single statements.
   template <class Body>
@@ -112,6 +152,24 @@ class Database {
   }
 
  private:
+  /// One caller of GroupTransaction, waiting on its own stack while a leader runs its body.
+  struct GroupMember {
+    std::function<std::error_code(Session&)> body;
+    std::error_code outcome;  // what the caller returns: its body's error, or the commit's
+    std::string error_detail;  // sql::LastErrorDetail() on the leader's thread, for the caller's
+    bool done = false;         // guarded by group_mutex_
+  };
+  /// Queues `member`, leads a group or waits for one to finish it; returns the member's outcome
+  /// (empty: its body succeeded and is committed).
+  std::error_code RunInGroup(GroupMember& member);
+  /// The leader's part: one transaction for the queued members and those arriving meanwhile.
+  void LeadGroup();
+  /// Runs the group's bodies in one transaction; returns the error that ends the attempt for all
+  /// of them (empty: committed), and settles members whose own body failed on the way.
+  std::error_code RunGroupOnce(Session& session, std::vector<GroupMember*>& members, bool* retry_all);
+  /// Hands members their outcomes and wakes their callers.
+  void Settle(std::span<GroupMember* const> members, std::error_code outcome, const std::string& detail);
+
   void Release(std::unique_ptr<Session> session);
   static void PauseBeforeRetry(int attempt);
 
@@ -123,6 +181,11 @@ class Database {
   std::condition_variable freed_;
   std::vector<std::unique_ptr<Session>> idle_;
   int open_ = 0;  // sessions that exist: idle, lent out, or being connected
+
+  std::mutex group_mutex_;
+  std::condition_variable group_changed_;
+  std::vector<GroupMember*> group_queue_;  // callers waiting for a group to take them
+  bool group_leader_ = false;              // a caller is leading a group now
 };
 
 }  // namespace lifeline::store::sql

@@ -148,6 +148,9 @@ class Session {
   virtual void Rollback() = 0;
   /// False once the connection is known to be unusable; the pool then drops it.
   virtual bool Healthy() const = 0;
+  /// True while a transaction is open. After an error inside one it tells whether the database
+  /// kept it (SQLite rolls the whole transaction back by itself on some errors: full disk, I/O).
+  virtual bool InTransaction() const = 0;
 
   template <class... Args>
   [[nodiscard]] Result<std::int64_t> Exec(std::string_view sql, const Args&... args) {

@@ -106,6 +106,7 @@ class SqliteSession final : public sql::Session {
     }
   }
   bool Healthy() const override { return !db_->InTransaction(); }
+  bool InTransaction() const override { return db_->InTransaction(); }
 
  private:
   /// A statement kept prepared for the life of the connection, with what binding it needs.
