@@ -8,9 +8,14 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -19,9 +24,102 @@ namespace {
 
 using sql::Errc;
 
+/// Copies committed WAL frames into the database file on its own connection and thread, so the
+/// writer (one connection, one core) spends its time on transactions instead of checkpoints: SQLite's
+/// automatic checkpoint runs inside the COMMIT of whichever batch crossed the threshold, on the
+/// writer's connection. Nudged after each commit; runs a PASSIVE checkpoint (which never waits for
+/// and never blocks the writer or readers) at most every kPause, and sleeps while nothing is written.
+/// The writer keeps SQLite's own checkpoint as a backstop at kWriterCheckpointPages: under constant
+/// writes a background checkpoint rarely catches the WAL with nothing new in it, and only a
+/// checkpoint by the writer between two of its transactions lets the WAL start over.
+class Checkpointer {
+ public:
+  static constexpr auto kPause = std::chrono::milliseconds(50);
+
+  explicit Checkpointer(std::filesystem::path path) : path_(std::move(path)), thread_([this] { Run(); }) {}
+  ~Checkpointer() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_one();
+    thread_.join();
+  }
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  /// Something was committed.
+  void Nudge() {
+    {
+      std::lock_guard lock(mutex_);
+      if (written_) {
+        return;
+      }
+      written_ = true;
+    }
+    changed_.notify_one();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [this] { return stop_ || written_; });
+      // Let a few commits gather: one checkpoint then copies each page they share once.
+      if (changed_.wait_for(lock, kPause, [this] { return stop_; })) {
+        return;
+      }
+      written_ = false;
+      lock.unlock();
+      Checkpoint();
+      lock.lock();
+    }
+  }
+
+  void Checkpoint() {
+    // Connected at the first commit, not with the writer: homes opening one new file at once would
+    // otherwise race twice as many connections for the switch to WAL.
+    if (!db_) {
+      auto opened = Database::Open(path_);
+      if (!opened) {
+        Failed(opened.error().message());
+        return;
+      }
+      db_ = std::move(*opened);
+    }
+    if (auto done = db_->Exec("PRAGMA wal_checkpoint(PASSIVE)"); !done) {
+      Failed(db_->LastErrorMessage());
+      return;
+    }
+    failed_before_ = false;
+  }
+
+  /// The writer's own checkpoints still run; says why this one did not, once until one succeeds.
+  void Failed(const std::string& why) {
+    if (!failed_before_) {
+      log::Get("store")->warn("background checkpoint of {} failed: {}", path_.string(), why);
+    }
+    failed_before_ = true;
+  }
+
+  const std::filesystem::path path_;
+  std::unique_ptr<Database> db_;  // these two: only the checkpoint thread touches them
+  bool failed_before_ = false;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stop_ = false;
+  bool written_ = false;
+  std::thread thread_;  // last: starts once everything above is ready
+};
+
+/// The writer's own checkpoint threshold, in pages (SQLite's default is 1000): about 40 MiB of WAL
+/// with 4 KiB pages. A backstop for the Checkpointer, which copies most frames before it is reached.
+constexpr int kWriterCheckpointPages = 10000;
+
 class SqliteSession final : public sql::Session {
  public:
-  explicit SqliteSession(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  SqliteSession(std::unique_ptr<Database> db, std::shared_ptr<Checkpointer> checkpointer)
+      : db_(std::move(db)), checkpointer_(std::move(checkpointer)) {}
 
   sql::Backend backend() const override { return sql::Backend::kSqlite; }
 
@@ -97,7 +195,13 @@ class SqliteSession final : public sql::Session {
     // another writer halfway (SQLite would answer BUSY instead of waiting).
     return RunCached(mode == sql::TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
   }
-  VoidResult Commit() override { return RunCached("COMMIT"); }
+  VoidResult Commit() override {
+    auto committed = RunCached("COMMIT");
+    if (committed) {
+      checkpointer_->Nudge();
+    }
+    return committed;
+  }
   void Rollback() override {
     if (db_->InTransaction()) {
       if (auto rolled = db_->Exec("ROLLBACK"); !rolled) {
@@ -244,28 +348,65 @@ class SqliteSession final : public sql::Session {
   }
 
   std::unique_ptr<Database> db_;
+  std::shared_ptr<Checkpointer> checkpointer_;
   // After db_, so the statements are finalized before the connection closes.
   std::unordered_map<std::string, Cached, TextHash, std::equal_to<>> cache_;
   std::uint64_t uses_ = 0;
 };
 
+/// Opens a connection to the home's file, failing with the seam's error and SQLite's reason.
+Result<std::unique_ptr<Database>> OpenFile(const std::filesystem::path& path) {
+  auto db = Database::Open(path);
+  if (!db) {
+    sql::SetLastErrorDetail(fmt::format("sqlite: cannot open {}: {}", path.string(), db.error().message()));
+    return Fail(make_error_code(Errc::kConnectionFailed));
+  }
+  return db;
+}
+
+/// The store's session on an open connection.
+Result<std::unique_ptr<sql::Session>> StoreSession(std::unique_ptr<Database> db,
+                                                   const std::shared_ptr<Checkpointer>& checkpointer) {
+  if (auto set = db->Exec(fmt::format("PRAGMA wal_autocheckpoint = {}", kWriterCheckpointPages)); !set) {
+    sql::SetLastErrorDetail("sqlite: " + db->LastErrorMessage());
+    return Fail(make_error_code(Errc::kConnectionFailed));
+  }
+  return std::unique_ptr<sql::Session>(new SqliteSession(std::move(db), checkpointer));
+}
+
+/// SQLite counts every allocation it makes under a global mutex (for sqlite3_memory_used and heap
+/// limits, which Lifeline does not use); measured, that costs ingest about 4%. Turned off before the
+/// process's first connection; later it cannot be (sqlite3_config refuses once SQLite is initialised)
+/// and nothing changes.
+void StopMemoryAccounting() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 }  // namespace
 
 Result<std::shared_ptr<sql::Database>> OpenSqlDatabase(const std::filesystem::path& path) {
-  auto connect = [path]() -> Result<std::unique_ptr<sql::Session>> {
-    auto db = Database::Open(path);
-    if (!db) {
-      sql::SetLastErrorDetail(fmt::format("sqlite: cannot open {}: {}", path.string(), db.error().message()));
-      return Fail(make_error_code(Errc::kConnectionFailed));
-    }
-    return std::unique_ptr<sql::Session>(new SqliteSession(std::move(*db)));
-  };
-  auto database = std::make_shared<sql::Database>(sql::Backend::kSqlite, std::move(connect), 1,
-                                                  "SQLite " + path.string());
-  // Open the file now, so a bad path fails here rather than at the first request.
-  if (auto first = database->Acquire(); !first) {
-    return first.error();
+  StopMemoryAccounting();
+  // The writer's connection first, so a bad path fails here rather than at the first request.
+  auto writer = OpenFile(path);
+  if (!writer) {
+    return writer.error();
   }
+  auto checkpointer = std::make_shared<Checkpointer>(path);
+  auto session = StoreSession(std::move(*writer), checkpointer);
+  if (!session) {
+    return session.error();
+  }
+  auto reconnect = [path, checkpointer]() -> Result<std::unique_ptr<sql::Session>> {
+    auto db = OpenFile(path);
+    if (!db) {
+      return db.error();
+    }
+    return StoreSession(std::move(*db), checkpointer);
+  };
+  auto database = std::make_shared<sql::Database>(sql::Backend::kSqlite, std::move(reconnect), 1,
+                                                  "SQLite " + path.string());
+  database->Adopt(std::move(*session));
   return database;
 }
 
