@@ -10,11 +10,34 @@ namespace lifeline::ports {
 namespace {
 
 constexpr std::array kPorts = {
+    PortUse{Section::kInsideSite, "Agent (on or beside the device)", "Gateway (lifeline gateway, devices)",
+            kGatewayDevices, "TCP, HTTPS (TLS 1.2+, mutual certificates)",
+            "Agents that point at the gateway instead of the home send their sealed batches here; the "
+            "gateway stores and relays them, opaque, to the home.",
+            "gateway.toml [listen] devices; agent.toml [home] url"},
+    PortUse{Section::kInsideSite, "Operator on the gateway machine (lifeline gateway ...)",
+            "Gateway (lifeline gateway, local admin)", kGatewayAdmin, "TCP, HTTPS on loopback only, token file",
+            "Managed devices, remote sessions (list, end), remote access on/off.",
+            "gateway.toml [listen] admin"},
+    PortUse{Section::kInsideSite, "Gateway (remote sessions)", "Managed device (its registered ports)", 0,
+            "TCP, the application's own protocol (ssh:22, https:443, ...)",
+            "Only the ports registered for the device, only during an engineer's session; also the "
+            "gateway's periodic reachability probe.",
+            "lifeline gateway devices add --app NAME:PORT"},
     PortUse{Section::kSiteToHome, "Agent (on or beside the device)", "Home (lifeline home, ingest)",
             kHomeIngest, "TCP, HTTPS (TLS 1.2+, mutual certificates)",
             "Sealed, signed message batches (alerts, clears, heartbeats) and their replies with ticket "
             "numbers; device enrollment. Opened outbound from the site only.",
             "home.toml [listen] ingest; agent.toml [home] url"},
+    PortUse{Section::kSiteToHome, "Gateway (tunnel)", "Home (lifeline home, tunnel)", kHomeTunnel,
+            "TCP, TLS 1.2+ with mutual certificates, or WebSocket inside TLS; HTTP/2 streams inside",
+            "The gateway's outbound tunnel: engineers' session streams run home to gateway inside it. "
+            "Opened outbound from the site only, directly or through an HTTP or SOCKS5 proxy.",
+            "gateway.toml [home] tunnel_urls; home.toml [listen] tunnel"},
+    PortUse{Section::kEngineerToHome, "Engineer's workstation (lifeline connect)",
+            "Home (lifeline home, sessions)", kHomeSessions, "TCP, WebSocket inside TLS 1.2+, bearer token",
+            "Remote sessions: each connection to the engineer's local port becomes one stream to the device.",
+            "home.toml [listen] sessions"},
     PortUse{Section::kEngineerToHome, "Engineer's workstation (lifeline tickets)",
             "Home (lifeline home, admin API)", kHomeAdmin, "TCP, HTTPS (TLS 1.2+), bearer token",
             "Read tickets and devices. Listens on loopback unless configured otherwise.",
@@ -31,8 +54,13 @@ constexpr std::array kPorts = {
             "home.toml [smtp] url"},
 };
 
-constexpr std::array kSections = {Section::kSiteToHome, Section::kEngineerToHome,
+constexpr std::array kSections = {Section::kInsideSite, Section::kSiteToHome, Section::kEngineerToHome,
                                    Section::kHomeToExternal};
+
+// Port 0: the device's own registered ports, which differ per device.
+std::string PortText(const PortUse& use) {
+  return use.port == 0 ? std::string("registered per device") : fmt::format("{} (TCP)", use.port);
+}
 
 std::vector<PortUse> InSection(Section section) {
   std::vector<PortUse> rows;
@@ -47,6 +75,7 @@ std::span<const PortUse> All() { return kPorts; }
 
 std::string_view SectionTitle(Section section) {
   switch (section) {
+    case Section::kInsideSite: return "Inside the customer site (devices, gateway, its operator)";
     case Section::kSiteToHome: return "Customer site to support center (outbound from the site only)";
     case Section::kEngineerToHome: return "Engineers to the support center";
     case Section::kHomeToExternal: return "Support center to external services";
@@ -71,7 +100,7 @@ std::string RenderPortGuideText() {
                        "Destination Port", "Protocol / Purpose");
     for (const auto& r : rows) {
       out += fmt::format("{:<{}}  {:<{}}  {:<16}  {}\n", r.from, w_from, r.to, w_to,
-                         fmt::format("{} (TCP)", r.port), r.protocol);
+                         PortText(r), r.protocol);
       out += fmt::format("{:<{}}  {:<{}}  {:<16}  {}\n", "", w_from, "", w_to, "", r.purpose);
       out += fmt::format("{:<{}}  {:<{}}  {:<16}  Configured in: {}\n", "", w_from, "", w_to, "",
                          r.config_key);
@@ -93,7 +122,7 @@ std::string RenderPortGuideMarkdown() {
     out += "| From (Sender) | To (Listener) | Destination Port | Protocol | Purpose | Configured in |\n";
     out += "|---|---|---|---|---|---|\n";
     for (const auto& r : InSection(section)) {
-      out += fmt::format("| {} | {} | {} (TCP) | {} | {} | {} |\n", r.from, r.to, r.port, r.protocol,
+      out += fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.from, r.to, PortText(r), r.protocol,
                          r.purpose, r.config_key);
     }
   }

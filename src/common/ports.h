@@ -12,13 +12,21 @@ namespace lifeline::ports {
 inline constexpr std::uint16_t kHomeIngest = 9455;
 /// The home's admin API for engineers and `lifeline tickets`; bound to loopback by default.
 inline constexpr std::uint16_t kHomeAdmin = 9456;
+/// Engineers' remote sessions (`lifeline connect`): WebSocket in TLS, an admin token per engineer.
+inline constexpr std::uint16_t kHomeSessions = 9457;
+/// Gateways' outbound tunnels to the home (TLS or WebSocket in TLS, mutual certificates).
+inline constexpr std::uint16_t kHomeTunnel = 9458;
+/// The gateway's device-facing port: agents at the site send their batches here (HTTPS, mutual TLS).
+inline constexpr std::uint16_t kGatewayDevices = 9459;
+/// The gateway's local admin interface (`lifeline gateway devices|sessions`), loopback only.
+inline constexpr std::uint16_t kGatewayAdmin = 9460;
 /// Outbound mail from the home: plain SMTP relay, submission with STARTTLS, SMTP over TLS.
 inline constexpr std::uint16_t kSmtp = 25;
 inline constexpr std::uint16_t kSmtpSubmission = 587;
 inline constexpr std::uint16_t kSmtps = 465;
 
 /// Which tables of the guide a port belongs in, in the order the guide prints them.
-enum class Section { kSiteToHome, kEngineerToHome, kHomeToExternal };
+enum class Section { kInsideSite, kSiteToHome, kEngineerToHome, kHomeToExternal };
 
 struct PortUse {
   Section section;
