@@ -41,8 +41,13 @@ bool HardenContext(ssl::context& context) {
   // Bulk data: release the per-connection read and write buffers between records is a malloc per
   // record; keep them.
   SSL_CTX_clear_mode(native, SSL_MODE_RELEASE_BUFFERS);
-  // TLS 1.2: forward-secret AEAD suites only. TLS 1.3 suites (OpenSSL's defaults) all qualify.
-  return SSL_CTX_set_cipher_list(native, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL") == 1;
+  // TLS 1.3: AES-128-GCM first, a third faster than OpenSSL's default AES-256-GCM on bulk data
+  // (with AES-NI). TLS 1.2: forward-secret AEAD suites only.
+  return SSL_CTX_set_ciphersuites(native,
+                                  "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                  "TLS_CHACHA20_POLY1305_SHA256") == 1 &&
+         SSL_CTX_set_cipher_list(native,
+                                 "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL") == 1;
 }
 
 std::string TlsErrorText(const ErrorCode& error, SSL* ssl) {
