@@ -37,7 +37,7 @@ enum class CarrierErrc {
   kListenFailed,        // bind/listen failed
   kProxyUnreachable,    // no TCP connection to the proxy
   kProxyAuth,           // the proxy refused our credentials (HTTP 407/401, SOCKS authentication)
-  kHomeUnreachable,     // no connection to the server, directly or through the proxy
+  kHomeUnreachable,     // no connection to the home (the endpoint), directly or through the proxy
   kTimeout,             // the dial's deadline passed
   kTlsFailed,           // TLS handshake or certificate verification failed (either side refused)
   kUpgradeFailed,       // the WebSocket handshake failed without an HTTP status (not a WS server)
@@ -87,8 +87,9 @@ struct AcceptInfo {
 };
 
 /// Returns 101 to accept. A WebSocket upgrade is otherwise answered with the returned status
-/// (401, 403, 404, ...) and closed; a raw TLS connection is closed. Runs on the connection's strand:
-/// keep it quick (no blocking calls).
+/// (401, 403, 404, ...) and closed; a raw TLS connection is closed. Runs on the connection's strand,
+/// so for several connections at once on a multi-threaded executor: thread-safe, and quick (no
+/// blocking calls; blocking checks belong after accepting).
 using AuthorizeFunction = std::function<int(const AcceptInfo&)>;
 /// Gets each accepted connection, on its strand (the stream's executor).
 using AcceptHandler = std::function<void(std::unique_ptr<ByteStream>, AcceptInfo)>;

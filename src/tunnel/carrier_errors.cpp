@@ -20,7 +20,7 @@ const char* Describe(CarrierErrc code) {
     case CarrierErrc::kProxyAuth:
       return "the proxy refused our credentials";
     case CarrierErrc::kHomeUnreachable:
-      return "the server is unreachable";
+      return "the home is unreachable";
     case CarrierErrc::kTimeout:
       return "the connection was not established in time";
     case CarrierErrc::kTlsFailed:

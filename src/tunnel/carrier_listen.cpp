@@ -226,6 +226,12 @@ VoidResult CarrierListener::Impl::Bind() {
 }
 
 void CarrierListener::Impl::Accept() {
+  {
+    std::lock_guard lock(mutex);
+    if (stopped) {
+      return;
+    }
+  }
   acceptor.async_accept(asio::make_strand(ex), [self = shared_from_this()](ErrorCode ec,
                                                                            tcp::socket socket) {
     {
@@ -239,11 +245,13 @@ void CarrierListener::Impl::Accept() {
     }
     if (!ec) {
       self->Serve(std::move(socket));
-    } else {
-      // Out of descriptors and the like: counted by the kernel, not worth a line per attempt.
-      self->log->debug("[{}] accept failed: {}", self->options.name, ec.message());
+      self->Accept();
+      return;
     }
-    self->Accept();
+    // Out of descriptors and the like: pause instead of spinning on the error.
+    self->log->warn("[{}] accept failed: {}; pausing 100 ms", self->options.name, ec.message());
+    auto timer = std::make_shared<asio::steady_timer>(self->acceptor_strand, std::chrono::milliseconds(100));
+    timer->async_wait([self, timer](ErrorCode) { self->Accept(); });
   });
 }
 

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <thread>
 
 namespace lifeline::testing {
@@ -133,6 +134,47 @@ std::unique_ptr<ProxyProcess> StartMicrosocks(const std::filesystem::path& dir,
     argv.insert(argv.end(), {"-u", user, "-P", password});
   }
   return std::make_unique<ProxyProcess>(dir, std::move(argv), port);
+}
+
+std::unique_ptr<ProxyProcess> StartSquid(const std::filesystem::path& dir, const std::string& user,
+                                         const std::string& password) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  // Squid drops root for user `proxy`, which must reach its logs and the password file.
+  fs::permissions(dir, fs::perms::all);
+  fs::permissions(dir.parent_path(), fs::perms::others_exec, fs::perm_options::add);
+  const int port = UnusedLoopbackPort();
+  std::string hash;
+  const std::string command = fmt::format("openssl passwd -apr1 '{}'", password);
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char line[256];
+    if (std::fgets(line, sizeof(line), pipe) != nullptr) {
+      hash = line;
+    }
+    ::pclose(pipe);
+  }
+  EXPECT_FALSE(hash.empty()) << command;
+  WriteFile(dir / "passwd", user + ":" + hash);
+  fs::permissions(dir / "passwd", fs::perms::owner_read | fs::perms::owner_write |
+                                      fs::perms::group_read | fs::perms::others_read);
+  // No cache, no safe-ports rules: CONNECT to any port for an authenticated user, nothing else.
+  WriteFile(dir / "squid.conf",
+            fmt::format("http_port 127.0.0.1:{port}\n"
+                        "pid_filename {dir}/squid.pid\n"
+                        "cache_log {dir}/cache.log\n"
+                        "access_log stdio:{dir}/access.log\n"
+                        "cache deny all\n"
+                        "cache_mem 8 MB\n"
+                        "coredump_dir {dir}\n"
+                        "shutdown_lifetime 1 seconds\n"
+                        "auth_param basic program /usr/lib/squid/basic_ncsa_auth {dir}/passwd\n"
+                        "auth_param basic children 2 startup=1 idle=1\n"
+                        "acl authed proxy_auth REQUIRED\n"
+                        "http_access allow authed\n"
+                        "http_access deny all\n",
+                        fmt::arg("port", port), fmt::arg("dir", dir.string())));
+  return std::make_unique<ProxyProcess>(
+      dir, std::vector<std::string>{"squid", "-N", "-f", (dir / "squid.conf").string()}, port);
 }
 
 }  // namespace lifeline::testing

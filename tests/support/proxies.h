@@ -1,6 +1,6 @@
 #pragma once
-// Real proxies on loopback for tests: tinyproxy (HTTP CONNECT with basic authentication) and
-// microsocks (SOCKS5 with username and password), each a child process with its own config and log
+// Real proxies on loopback for tests: tinyproxy and squid (HTTP CONNECT with basic authentication)
+// and microsocks (SOCKS5 with username and password), each a child process with its own config and log
 // in a directory the test owns. Self-contained (fork/exec), so unit tests can use them without the
 // CLI library.
 #include <sys/types.h>
@@ -51,5 +51,12 @@ std::unique_ptr<ProxyProcess> StartTinyproxy(const std::filesystem::path& dir,
 std::unique_ptr<ProxyProcess> StartMicrosocks(const std::filesystem::path& dir,
                                               const std::string& user = "bob",
                                               const std::string& password = "pw");
+
+/// squid (HTTP CONNECT, basic authentication through basic_ncsa_auth; answers 407 to wrong
+/// credentials and 503 when it cannot reach the target). Run as root, squid works as user `proxy`:
+/// `dir` is made writable for it and its parent traversable.
+std::unique_ptr<ProxyProcess> StartSquid(const std::filesystem::path& dir,
+                                         const std::string& user = "carol",
+                                         const std::string& password = "letmein");
 
 }  // namespace lifeline::testing

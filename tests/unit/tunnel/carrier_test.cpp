@@ -447,6 +447,38 @@ TEST_F(CarrierProxyTest, ThroughTinyproxyWithBasicAuth) {
   EXPECT_NE(line.find("the proxy refused our credentials"), std::string::npos) << line;
 }
 
+TEST_F(CarrierProxyTest, ThroughSquidWithBasicAuth) {
+  auto proxy = testing::StartSquid(dir_ / "squid");
+  StartListener(Listen(ClientCertPolicy::kRequired));
+  for (const char* scheme : {"tls", "wss"}) {
+    SCOPED_TRACE(scheme);
+    DialOptions options = Dial(scheme, true, "/v1/tunnel");
+    options.proxy = {ProxyKind::kHttp, proxy->address(), "carol", "letmein"};
+    auto client = DialSync(options);
+    ASSERT_TRUE(client) << client.error().message();
+    ASSERT_FALSE(WriteAll(**client, "through squid"));
+    ASSERT_FALSE(ShutdownWrite(**client));
+    auto server = WaitAccepted();
+    ASSERT_TRUE(server);
+    ErrorCode error;
+    EXPECT_EQ(ReadToEnd(*server->stream, &error), "through squid");
+    CloseOn(**client);
+    CloseOn(*server->stream);
+  }
+  DialOptions wrong = Dial("tls", true);
+  wrong.proxy = {ProxyKind::kHttp, proxy->address(), "carol", "wrong"};
+  auto refused = DialSync(wrong);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), CarrierErrc::kProxyAuth) << refused.error().message();
+  // Squid answers 503 when it cannot reach the home.
+  DialOptions dead = Dial("tls", true);
+  dead.endpoint = fmt::format("tls://127.0.0.1:{}", transport::testpki::UnusedPort());
+  dead.proxy = {ProxyKind::kHttp, proxy->address(), "carol", "letmein"};
+  auto unreachable = DialSync(dead);
+  ASSERT_FALSE(unreachable);
+  EXPECT_EQ(unreachable.error(), CarrierErrc::kHomeUnreachable) << unreachable.error().message();
+}
+
 TEST_F(CarrierProxyTest, ThroughMicrosocksWithUsernameAndPassword) {
   auto proxy = testing::StartMicrosocks(dir_ / "microsocks");
   StartListener(Listen(ClientCertPolicy::kRequired));
