@@ -74,7 +74,7 @@ int RunHome(const std::string& config_path) {
 }
 
 int CreateEnrollToken(const std::string& config_path, const protocol::DeviceIdentity& device,
-                      const std::string& ttl_text) {
+                      const std::string& ttl_text, bool gateway) {
   std::chrono::seconds ttl{};
   auto loaded = LoadConfig<home::HomeConfig>(config_path);
   if (!loaded) {
@@ -96,13 +96,16 @@ int CreateEnrollToken(const std::string& config_path, const protocol::DeviceIden
   }
   const std::string token = crypto::GenerateToken("llt");
   const auto now_ms = SystemClock::Instance().NowUnixMillis();
-  if (auto created = (*store)->CreateEnrollmentToken(crypto::HashToken(token), device, now_ms + ttl.count() * 1000, now_ms);
+  const auto kind = gateway ? store::EnrollmentKind::kGateway : store::EnrollmentKind::kDevice;
+  if (auto created =
+          (*store)->CreateEnrollmentToken(crypto::HashToken(token), device, now_ms + ttl.count() * 1000, now_ms, kind);
       !created) {
     std::cerr << "lifeline: cannot store the token: " << created.error().message() << "\n";
     return kExitFailure;
   }
-  std::cerr << fmt::format("enrollment token for {} (model '{}'), single use, valid for {} s:\n", device.Key(),
-                           device.model, ttl.count());
+  std::cerr << fmt::format("enrollment token for {} {} (model '{}'), single use, valid for {} s{}:\n",
+                           gateway ? "gateway" : "device", device.Key(), device.model, ttl.count(),
+                           gateway ? "; use it with `lifeline gateway enroll`" : "");
   std::cout << token << "\n";
   return kExitOk;
 }
@@ -346,9 +349,12 @@ int Run(int argc, char** argv) {
   home_token->add_option("--config", home_config, "home.toml")->required();
   home_token->add_option("--customer", token_device.customer, "Customer")->required();
   home_token->add_option("--site", token_device.site, "Site")->required();
-  home_token->add_option("--serial", token_device.serial, "Device serial number")->required();
+  home_token->add_option("--serial,--name", token_device.serial, "Device serial number (a gateway's name)")->required();
   home_token->add_option("--model", token_device.model, "Device model");
   home_token->add_option("--ttl", token_ttl, "How long the token stays valid (default 24h)");
+  bool token_gateway = false;
+  home_token->add_flag("--gateway", token_gateway,
+                       "The token enrolls a gateway of the site (`lifeline gateway enroll`), not a device");
   auto* home_admin = home_cmd->add_subcommand("admin-token", "Create a token for the admin API (lifeline tickets)");
   std::string admin_name;
   std::string admin_role = "engineer";
@@ -477,7 +483,7 @@ int Run(int argc, char** argv) {
     return RunHome(home_config);
   }
   if (home_token->parsed()) {
-    return CreateEnrollToken(home_config, token_device, token_ttl);
+    return CreateEnrollToken(home_config, token_device, token_ttl, token_gateway);
   }
   if (home_instruct->parsed()) {
     return Instruct(home_config, instruct);

@@ -249,9 +249,10 @@ bool IsIpAddress(const std::string& name) {
   return is_ip;
 }
 
-NamesPtr DeviceAltNames(const protocol::DeviceIdentity& identity) {
+NamesPtr PeerAltNames(const protocol::DeviceIdentity& identity, PeerKind kind) {
   NamesPtr names(sk_GENERAL_NAME_new_null());
-  if (!names || !PushIa5Name(names.get(), GEN_URI, DeviceUri(identity))) {
+  const std::string uri = kind == PeerKind::kGateway ? GatewayUri(identity) : DeviceUri(identity);
+  if (!names || !PushIa5Name(names.get(), GEN_URI, uri)) {
     return nullptr;
   }
   return names;
@@ -413,16 +414,18 @@ VoidResult CreatePrivateDirectory(const std::filesystem::path& dir) {
 
 }  // namespace
 
-std::string DeviceUri(const protocol::DeviceIdentity& identity) {
-  return std::string(kDeviceUriPrefix) + PercentEncode(identity.customer) + "/" +
-         PercentEncode(identity.site) + "/" + PercentEncode(identity.serial);
+namespace {
+
+std::string LifelineUri(std::string_view prefix, const protocol::DeviceIdentity& identity) {
+  return std::string(prefix) + PercentEncode(identity.customer) + "/" + PercentEncode(identity.site) +
+         "/" + PercentEncode(identity.serial);
 }
 
-Result<protocol::DeviceIdentity> ParseDeviceUri(std::string_view uri) {
-  if (!uri.starts_with(kDeviceUriPrefix)) {
+Result<protocol::DeviceIdentity> ParseLifelineUri(std::string_view prefix, std::string_view uri) {
+  if (!uri.starts_with(prefix)) {
     return Errc::kNoIdentity;
   }
-  std::string_view rest = uri.substr(kDeviceUriPrefix.size());
+  std::string_view rest = uri.substr(prefix.size());
   const auto first = rest.find('/');
   const auto second = first == std::string_view::npos ? first : rest.find('/', first + 1);
   if (second == std::string_view::npos || rest.find('/', second + 1) != std::string_view::npos) {
@@ -436,10 +439,24 @@ Result<protocol::DeviceIdentity> ParseDeviceUri(std::string_view uri) {
     return Errc::kNoIdentity;
   }
   // Only the canonical spelling is an identity, so one device has exactly one URI.
-  if (DeviceUri(identity) != uri) {
+  if (LifelineUri(prefix, identity) != uri) {
     return Errc::kNoIdentity;
   }
   return identity;
+}
+
+}  // namespace
+
+std::string DeviceUri(const protocol::DeviceIdentity& identity) {
+  return LifelineUri(kDeviceUriPrefix, identity);
+}
+
+std::string GatewayUri(const protocol::DeviceIdentity& identity) {
+  return LifelineUri(kGatewayUriPrefix, identity);
+}
+
+Result<protocol::DeviceIdentity> ParseDeviceUri(std::string_view uri) {
+  return ParseLifelineUri(kDeviceUriPrefix, uri);
 }
 
 std::string GeneratePrivateKeyPem() {
@@ -458,7 +475,7 @@ VoidResult WritePrivateKeyPem(const std::filesystem::path& path, std::string_vie
 }
 
 Result<std::string> MakeCsr(std::string_view private_key_pem,
-                            const protocol::DeviceIdentity& identity) {
+                            const protocol::DeviceIdentity& identity, PeerKind kind) {
   ErrorQueueGuard guard;
   if (!protocol::IsValidIdentity(identity)) {
     return Errc::kBadIdentity;
@@ -469,7 +486,7 @@ Result<std::string> MakeCsr(std::string_view private_key_pem,
   }
   ReqPtr request(X509_REQ_new());
   NamePtr subject = DeviceSubject(identity);
-  NamesPtr alt_names = DeviceAltNames(identity);
+  NamesPtr alt_names = PeerAltNames(identity, kind);
   if (!request || !subject || !alt_names ||
       X509_REQ_set_version(request.get(), X509_REQ_VERSION_1) != 1 ||
       X509_REQ_set_subject_name(request.get(), subject.get()) != 1 ||
@@ -498,11 +515,12 @@ Result<std::string> MakeCsr(std::string_view private_key_pem,
   return BioText(bio.get());
 }
 
-Result<IssuedCertificate> IssueDeviceCertificate(std::string_view ca_cert_pem,
-                                                 std::string_view ca_key_pem,
-                                                 std::string_view csr_pem,
-                                                 const protocol::DeviceIdentity& identity,
-                                                 int days) {
+namespace {
+
+Result<IssuedCertificate> IssuePeerCertificate(std::string_view ca_cert_pem, std::string_view ca_key_pem,
+                                               std::string_view csr_pem,
+                                               const protocol::DeviceIdentity& identity, PeerKind kind,
+                                               const std::vector<std::string>& server_names, int days) {
   ErrorQueueGuard guard;
   if (!protocol::IsValidIdentity(identity)) {
     return Errc::kBadIdentity;
@@ -540,9 +558,22 @@ Result<IssuedCertificate> IssueDeviceCertificate(std::string_view ca_cert_pem,
 
   // Names come from the identity the home authorised, never from the CSR.
   NamePtr subject = DeviceSubject(identity);
-  NamesPtr alt_names = DeviceAltNames(identity);
+  NamesPtr alt_names = PeerAltNames(identity, kind);
   if (!subject || !alt_names) {
     return OpenSslError(Errc::kOpenSslFailure, "building the device names");
+  }
+  if (kind == PeerKind::kGateway) {
+    NamesPtr hosts = HostAltNames(server_names);
+    if (!hosts) {
+      return OpenSslError(Errc::kOpenSslFailure, "building the gateway's server names");
+    }
+    while (sk_GENERAL_NAME_num(hosts.get()) > 0) {
+      GENERAL_NAME* host = sk_GENERAL_NAME_shift(hosts.get());
+      if (sk_GENERAL_NAME_push(alt_names.get(), host) <= 0) {
+        GENERAL_NAME_free(host);
+        return OpenSslError(Errc::kOpenSslFailure, "adding the gateway's server names");
+      }
+    }
   }
   CertificateSpec spec;
   spec.subject = subject.get();
@@ -551,10 +582,13 @@ Result<IssuedCertificate> IssueDeviceCertificate(std::string_view ca_cert_pem,
   spec.issuer_key = ca_key.get();
   spec.days = days;
   spec.backdate = true;
+  // A gateway is also a TLS server (its device-facing port); a device never is, so a device
+  // certificate can never pose as the home or a gateway to another agent.
   spec.extensions = {{NID_authority_key_identifier, "keyid:always"},
                      {NID_basic_constraints, "critical,CA:FALSE"},
                      {NID_key_usage, "critical,digitalSignature"},
-                     {NID_ext_key_usage, "clientAuth"}};
+                     {NID_ext_key_usage,
+                      kind == PeerKind::kGateway ? "serverAuth,clientAuth" : "clientAuth"}};
   spec.alt_names = alt_names.get();
   auto built = BuildCertificate(spec);
   if (!built) {
@@ -581,15 +615,57 @@ Result<IssuedCertificate> IssueDeviceCertificate(std::string_view ca_cert_pem,
   return issued;
 }
 
-Result<protocol::DeviceIdentity> IdentityFromCertificatePem(std::string_view pem) {
-  ErrorQueueGuard guard;
-  X509Ptr cert = ParseCertificate(pem);
-  if (!cert) {
-    return OpenSslError(Errc::kBadCertificate, "reading a certificate");
+}  // namespace
+
+Result<IssuedCertificate> IssueDeviceCertificate(std::string_view ca_cert_pem,
+                                                 std::string_view ca_key_pem,
+                                                 std::string_view csr_pem,
+                                                 const protocol::DeviceIdentity& identity,
+                                                 int days) {
+  return IssuePeerCertificate(ca_cert_pem, ca_key_pem, csr_pem, identity, PeerKind::kDevice, {}, days);
+}
+
+bool IsValidServerName(std::string_view name) {
+  if (name.empty() || name.size() > 253) {
+    return false;
   }
+  if (IsIpAddress(std::string(name))) {
+    return true;
+  }
+  std::string_view rest = name.starts_with("*.") ? name.substr(2) : name;
+  if (rest.empty() || rest.front() == '.' || rest.back() == '.' || rest.find("..") != std::string_view::npos) {
+    return false;
+  }
+  for (const char c : rest) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<IssuedCertificate> IssueGatewayCertificate(std::string_view ca_cert_pem, std::string_view ca_key_pem,
+                                                  std::string_view csr_pem,
+                                                  const protocol::DeviceIdentity& identity,
+                                                  const std::vector<std::string>& server_names, int days) {
+  if (server_names.size() > kMaxGatewayServerNames) {
+    return Errc::kBadIdentity;
+  }
+  for (const auto& name : server_names) {
+    if (!IsValidServerName(name)) {
+      return Errc::kBadIdentity;
+    }
+  }
+  return IssuePeerCertificate(ca_cert_pem, ca_key_pem, csr_pem, identity, PeerKind::kGateway, server_names,
+                              days);
+}
+
+namespace {
+
+Result<CertifiedPeer> ReadPeer(X509* cert) {
   int critical = 0;
   NamesPtr names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, &critical, nullptr)));
+      X509_get_ext_d2i(cert, NID_subject_alt_name, &critical, nullptr)));
   if (!names) {
     return Errc::kNoIdentity;  // none, or several subjectAltName extensions (critical == -2)
   }
@@ -602,22 +678,25 @@ Result<protocol::DeviceIdentity> IdentityFromCertificatePem(std::string_view pem
     const ASN1_IA5STRING* value = name->d.uniformResourceIdentifier;
     std::string text(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
                      static_cast<std::size_t>(ASN1_STRING_length(value)));
-    if (!text.starts_with(kDeviceUriPrefix)) {
+    if (!text.starts_with(kDeviceUriPrefix) && !text.starts_with(kGatewayUriPrefix)) {
       continue;
     }
     if (uri) {
-      return Errc::kNoIdentity;  // two identities: trust neither
+      return Errc::kNoIdentity;  // two identities (of either kind): trust neither
     }
     uri = std::move(text);
   }
   if (!uri) {
     return Errc::kNoIdentity;
   }
-  auto identity = ParseDeviceUri(*uri);
+  CertifiedPeer peer;
+  peer.kind = uri->starts_with(kGatewayUriPrefix) ? PeerKind::kGateway : PeerKind::kDevice;
+  auto identity = ParseLifelineUri(
+      peer.kind == PeerKind::kGateway ? kGatewayUriPrefix : kDeviceUriPrefix, *uri);
   if (!identity) {
     return identity.error();
   }
-  const X509_NAME* subject = X509_get_subject_name(cert.get());
+  const X509_NAME* subject = X509_get_subject_name(cert);
   const int index = X509_NAME_get_index_by_NID(subject, NID_title, -1);
   if (index >= 0) {
     unsigned char* utf8 = nullptr;
@@ -628,7 +707,31 @@ Result<protocol::DeviceIdentity> IdentityFromCertificatePem(std::string_view pem
     }
     OPENSSL_free(utf8);
   }
-  return identity;
+  peer.identity = std::move(*identity);
+  return peer;
+}
+
+}  // namespace
+
+Result<CertifiedPeer> PeerFromCertificatePem(std::string_view pem) {
+  ErrorQueueGuard guard;
+  X509Ptr cert = ParseCertificate(pem);
+  if (!cert) {
+    return OpenSslError(Errc::kBadCertificate, "reading a certificate");
+  }
+  return ReadPeer(cert.get());
+}
+
+Result<protocol::DeviceIdentity> IdentityFromCertificatePem(std::string_view pem) {
+  auto peer = PeerFromCertificatePem(pem);
+  if (!peer) {
+    return peer.error();
+  }
+  // A gateway is not a device: its certificate never passes a device check.
+  if (peer->kind != PeerKind::kDevice) {
+    return Errc::kNoIdentity;
+  }
+  return std::move(peer->identity);
 }
 
 Result<std::string> CertificateFingerprintSha256(std::string_view pem) {

@@ -26,6 +26,19 @@ namespace lifeline::crypto {
 
 /// The URI scheme prefix of a device identity in a certificate's subjectAltName.
 inline constexpr std::string_view kDeviceUriPrefix = "lifeline:device:";
+/// The URI scheme prefix of a gateway: `lifeline:gateway:<pct customer>/<pct site>/<pct name>`. A
+/// gateway certificate carries this one instead of a device URI, so no device check accepts it.
+inline constexpr std::string_view kGatewayUriPrefix = "lifeline:gateway:";
+
+/// What a Lifeline end-entity certificate certifies.
+enum class PeerKind { kDevice, kGateway };
+
+/// A certificate's peer: a device (customer, site, serial) or a gateway (customer, site, name in
+/// `identity.serial`); model from the subject's title when present.
+struct CertifiedPeer {
+  PeerKind kind = PeerKind::kDevice;
+  protocol::DeviceIdentity identity;
+};
 
 /// The files of a home's PKI directory (created by InitPki).
 struct PkiPaths {
@@ -94,11 +107,12 @@ std::string GeneratePrivateKeyPem();
 [[nodiscard]] VoidResult WritePrivateKeyPem(const std::filesystem::path& path,
                                             std::string_view pem);
 
-/// A PKCS#10 CSR signed with the key, naming `identity` (subject and SAN URI as above). The home
-/// ignores what a CSR claims; the names are there for operators and `openssl req -text`.
-/// Errc::kBadKey, Errc::kBadIdentity.
+/// A PKCS#10 CSR signed with the key, naming `identity` (subject and SAN URI as above, a gateway
+/// URI for kGateway). The home ignores what a CSR claims; the names are there for operators and
+/// `openssl req -text`. Errc::kBadKey, Errc::kBadIdentity.
 [[nodiscard]] Result<std::string> MakeCsr(std::string_view private_key_pem,
-                                          const protocol::DeviceIdentity& identity);
+                                          const protocol::DeviceIdentity& identity,
+                                          PeerKind kind = PeerKind::kDevice);
 
 struct IssuedCertificate {
   std::string pem;
@@ -118,10 +132,33 @@ struct IssuedCertificate {
     std::string_view ca_cert_pem, std::string_view ca_key_pem, std::string_view csr_pem,
     const protocol::DeviceIdentity& identity, int days);
 
+/// Issues a gateway certificate: as IssueDeviceCertificate (the CSR's names ignored), but the SAN
+/// URI is the gateway URI and the certificate serves both ways: clientAuth (the tunnel, relaying to
+/// the home) and serverAuth (its device-facing port, which the site's agents verify with the home
+/// CA they already pin), with `server_names` as DNS or IP SANs (IP literals become IP SANs). At most
+/// kMaxGatewayServerNames names, each a host name or IP literal (Errc::kBadIdentity otherwise).
+[[nodiscard]] Result<IssuedCertificate> IssueGatewayCertificate(
+    std::string_view ca_cert_pem, std::string_view ca_key_pem, std::string_view csr_pem,
+    const protocol::DeviceIdentity& identity, const std::vector<std::string>& server_names,
+    int days);
+inline constexpr std::size_t kMaxGatewayServerNames = 16;
+/// True for a name IssueGatewayCertificate accepts: an IPv4/IPv6 literal, or a DNS name of letters,
+/// digits, '-' and '.' (a leading "*." allowed), at most 253 bytes.
+bool IsValidServerName(std::string_view name);
+
 /// The device identity a certificate carries in its SAN URI (model from the subject title, if any).
 /// Errc::kBadCertificate when unreadable, Errc::kNoIdentity when there is no lifeline:device URI,
 /// more than one, or one that does not decode to a valid identity.
 [[nodiscard]] Result<protocol::DeviceIdentity> IdentityFromCertificatePem(std::string_view pem);
+
+/// The peer a certificate certifies: its one Lifeline SAN URI, device or gateway (model from the
+/// subject title). Errc::kBadCertificate when unreadable, Errc::kNoIdentity when there is no
+/// Lifeline URI, more than one (of either kind), or one that does not decode. Says nothing about
+/// who issued it: check the chain (VerifyCertificateChain, or the TLS handshake) first.
+[[nodiscard]] Result<CertifiedPeer> PeerFromCertificatePem(std::string_view pem);
+
+/// "lifeline:gateway:" + pct(customer) + "/" + pct(site) + "/" + pct(name in serial).
+std::string GatewayUri(const protocol::DeviceIdentity& identity);
 
 /// The SAN URI for an identity: "lifeline:device:" + pct(customer) + "/" + pct(site) + "/" +
 /// pct(serial).

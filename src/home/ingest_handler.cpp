@@ -256,9 +256,19 @@ transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest
   }
   // The certificate carries the identity the token was issued for, never what the CSR claims; the store
   // then checks the token against that identity, and an issued certificate is only returned on success.
-  auto issued = crypto::IssueDeviceCertificate(keys_.ca_cert_pem, keys_.ca_key_pem, enroll->csr_pem,
-                                               enroll->device, settings_.certificate_days);
+  // A gateway's certificate says it is a gateway and also serves its device-facing port under the
+  // names it asks for; the store then checks that the token was issued for a gateway.
+  const char* what = enroll->gateway ? "gateway" : "device";
+  auto issued = enroll->gateway
+                    ? crypto::IssueGatewayCertificate(keys_.ca_cert_pem, keys_.ca_key_pem, enroll->csr_pem,
+                                                      enroll->device, enroll->server_names,
+                                                      settings_.certificate_days)
+                    : crypto::IssueDeviceCertificate(keys_.ca_cert_pem, keys_.ca_key_pem, enroll->csr_pem,
+                                                     enroll->device, settings_.certificate_days);
   if (!issued) {
+    if (issued.error() == crypto::Errc::kBadIdentity && enroll->gateway) {
+      return refuse(Reject::kMalformedBody, "server_names must be host names or IP addresses (at most 16)");
+    }
     return refuse(Reject::kBadCsr, issued.error().message());
   }
   const std::int64_t now_ms = clock_.NowUnixMillis();
@@ -268,16 +278,21 @@ transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest
                                   .device_signing_public_b64 = enroll->signing_public_key,
                                   .cert_fingerprint = issued->fingerprint_sha256_hex,
                                   .cert_pem = issued->pem,
-                                  .cert_not_after_ms = issued->not_after_unix * 1000};
+                                  .cert_not_after_ms = issued->not_after_unix * 1000,
+                                  .kind = enroll->gateway ? store::EnrollmentKind::kGateway
+                                                          : store::EnrollmentKind::kDevice};
   if (auto enrolled = store_.Enroll(record); !enrolled) {
     const Reject reason = FromStoreError(enrolled.error());
     if (reason == Reject::kInternal) {
       Log()->error("store failed enrolling {}: {}", enroll->device.Key(), enrolled.error().message());
     }
-    return refuse(reason, fmt::format("{} (device {})", make_error_code(reason).message(), enroll->device.Key()));
+    return refuse(reason, fmt::format("{} ({} {}{})", make_error_code(reason).message(), what, enroll->device.Key(),
+                                      reason == Reject::kTokenIdentityMismatch
+                                          ? "; a gateway needs a token made with --gateway, a device one without"
+                                          : ""));
   }
   ++counters_.enrollments;
-  Log()->info("enrolled device {} (model '{}'), certificate {} valid until {}", enroll->device.Key(),
+  Log()->info("enrolled {} {} (model '{}'), certificate {} valid until {}", what, enroll->device.Key(),
               enroll->device.model, issued->fingerprint_sha256_hex.substr(0, 16),
               FormatRfc3339(std::chrono::system_clock::from_time_t(issued->not_after_unix)));
   return SignedJson(protocol::EncodeEnrollResponse({issued->pem, enroll->device}));

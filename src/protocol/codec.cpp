@@ -487,11 +487,21 @@ Reject DecodeError(std::string_view text, std::string* message) {
 }
 
 std::string EncodeEnrollRequest(const EnrollRequest& request) {
-  return json::serialize(json::object{{"version", request.version},
-                                      {"token", request.token},
-                                      {"device", IdentityToJson(request.device)},
-                                      {"csr_pem", request.csr_pem},
-                                      {"signing_public_key", request.signing_public_key}});
+  json::object document{{"version", request.version},
+                        {"token", request.token},
+                        {"device", IdentityToJson(request.device)},
+                        {"csr_pem", request.csr_pem},
+                        {"signing_public_key", request.signing_public_key}};
+  // Devices send exactly what they always sent; only a gateway adds its kind and names.
+  if (request.gateway) {
+    document["kind"] = "gateway";
+    json::array names;
+    for (const auto& name : request.server_names) {
+      names.emplace_back(name);
+    }
+    document["server_names"] = std::move(names);
+  }
+  return json::serialize(document);
 }
 
 Result<EnrollRequest> DecodeEnrollRequest(std::string_view text, std::string* why) {
@@ -506,6 +516,31 @@ Result<EnrollRequest> DecodeEnrollRequest(std::string_view text, std::string* wh
         ReadIdentity(r, "device", &request.device, why) && r.String("csr_pem", 16384, &request.csr_pem) &&
         r.String("signing_public_key", 64, &request.signing_public_key))) {
     return Fail(Reject::kMalformedBody);
+  }
+  std::string kind = "device";
+  if (!r.String("kind", 16, &kind, /*required=*/false)) {
+    return Fail(Reject::kMalformedBody);
+  }
+  if (kind != "device" && kind != "gateway") {
+    r.Fail("kind", "must be \"device\" or \"gateway\"");
+    return Fail(Reject::kMalformedBody);
+  }
+  request.gateway = kind == "gateway";
+  if (root->contains("server_names")) {
+    const json::array* names = r.Array("server_names");
+    if (names == nullptr || !request.gateway || names->size() > kMaxEnrollServerNames) {
+      if (names != nullptr) {
+        r.Fail("server_names", request.gateway ? "has too many names" : "is only for gateways");
+      }
+      return Fail(Reject::kMalformedBody);
+    }
+    for (const auto& name : *names) {
+      if (!name.is_string() || name.get_string().size() > 253) {
+        r.Fail("server_names", "must hold strings of at most 253 bytes");
+        return Fail(Reject::kMalformedBody);
+      }
+      request.server_names.emplace_back(name.get_string());
+    }
   }
   return request;
 }

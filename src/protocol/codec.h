@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lifeline::protocol {
 
@@ -33,7 +34,13 @@ struct EnrollRequest {
   DeviceIdentity device;
   std::string csr_pem;
   std::string signing_public_key;  // Ed25519, base64
+  /// A gateway enrolling ("kind": "gateway", with a gateway token): `device` names the gateway
+  /// (serial = its name) and `server_names` the DNS names and IP addresses agents reach it by.
+  bool gateway = false;
+  std::vector<std::string> server_names;
 };
+/// At most this many server_names, each at most 253 bytes.
+inline constexpr std::size_t kMaxEnrollServerNames = 16;
 std::string EncodeEnrollRequest(const EnrollRequest& request);
 [[nodiscard]] Result<EnrollRequest> DecodeEnrollRequest(std::string_view json, std::string* why);
 

@@ -478,7 +478,21 @@ CREATE TABLE jobs (
 );
 )sql";
 
-constexpr std::array<sql::Migration, 4> kMigrations = {{
+// Version 5: gateways (issue 5). A gateway enrolls like a device, with a token issued for a gateway,
+// and its row says so; its certificate carries a lifeline:gateway: URI (docs/gateway.md).
+constexpr std::string_view kSqliteV5 = R"sql(
+ALTER TABLE enrollment_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'device'
+  CHECK (kind IN ('device', 'gateway'));
+ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'gateway'));
+)sql";
+
+constexpr std::string_view kPostgresV5 = R"sql(
+ALTER TABLE enrollment_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'device'
+  CHECK (kind IN ('device', 'gateway'));
+ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'gateway'));
+)sql";
+
+constexpr std::array<sql::Migration, 5> kMigrations = {{
     {kSqliteV1, kPostgresV1},
     // 2: instructions from home to devices, delivered in replies until the device reports on them.
     {kSqliteV2, kPostgresV2},
@@ -488,6 +502,8 @@ constexpr std::array<sql::Migration, 4> kMigrations = {{
     // 4: missing heartbeats and retention: indexes to find old rows, daily performance aggregates,
     // the job lease.
     {kSqliteV4, kPostgresV4},
+    // 5: gateways: enrollment tokens and enrolled rows have a kind, device or gateway.
+    {kSqliteV5, kPostgresV5},
 }};
 
 }  // namespace

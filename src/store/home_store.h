@@ -85,6 +85,13 @@ inline std::string_view ToString(DeviceStatus status) {
   return status == DeviceStatus::kActive ? "active" : "revoked";
 }
 
+/// What an enrollment token lets enroll, and what an enrolled row is: a device, or a gateway (its
+/// name in identity.serial), whose certificate says so (crypto::PeerKind).
+enum class EnrollmentKind { kDevice, kGateway };
+inline std::string_view ToString(EnrollmentKind kind) {
+  return kind == EnrollmentKind::kGateway ? "gateway" : "device";
+}
+
 struct DeviceRecord {
   protocol::DeviceIdentity identity;  // model as given at enrollment
   std::string signing_public_b64;     // Ed25519 public key the device signs batches with
@@ -97,6 +104,7 @@ struct DeviceRecord {
   std::optional<std::int64_t> last_heartbeat_ms;  // last heartbeat message
   std::int64_t last_heartbeat_interval_s = 0;     // interval that heartbeat announced
   std::uint64_t last_sequence = 0;                // highest message sequence ingested
+  EnrollmentKind kind = EnrollmentKind::kDevice;
 };
 
 /// One enrollment attempt. The caller has already hashed the presented token: tokens are never
@@ -109,6 +117,8 @@ struct EnrollmentRequest {
   std::string cert_fingerprint;
   std::string cert_pem;
   std::int64_t cert_not_after_ms = 0;
+  /// Must be the token's kind (else kTokenIdentityMismatch): a device token never makes a gateway.
+  EnrollmentKind kind = EnrollmentKind::kDevice;
 };
 
 // ---- Ingest
@@ -467,16 +477,19 @@ class HomeStore {
  public:
   virtual ~HomeStore() = default;
 
-  /// Stores a single-use enrollment token for `identity` (customer/site/serial must match at use).
+  /// Stores a single-use enrollment token for `identity` (customer/site/serial must match at use)
+  /// that enrolls a `kind` (a gateway token only a gateway, a device token only a device).
   /// Fails with kAlreadyExists when the hash is already stored.
   [[nodiscard]] virtual VoidResult CreateEnrollmentToken(std::string_view token_hash,
                                                          const protocol::DeviceIdentity& identity,
                                                          std::int64_t expires_at_ms,
-                                                         std::int64_t now_ms) = 0;
+                                                         std::int64_t now_ms,
+                                                         EnrollmentKind kind = EnrollmentKind::kDevice) = 0;
 
-  /// Consumes the token and enrolls (or re-enrolls) the device as active, atomically: of two
-  /// concurrent calls with one token at most one succeeds. Errors: kTokenUnknown, kTokenUsed,
-  /// kTokenExpired, kTokenIdentityMismatch (checked in that order); on error nothing changes.
+  /// Consumes the token and enrolls (or re-enrolls) the device or gateway as active, atomically: of
+  /// two concurrent calls with one token at most one succeeds. Errors: kTokenUnknown, kTokenUsed,
+  /// kTokenExpired, kTokenIdentityMismatch (identity or kind; checked in that order); on error
+  /// nothing changes.
   [[nodiscard]] virtual VoidResult Enroll(const EnrollmentRequest& request) = 0;
 
   [[nodiscard]] virtual Result<std::optional<DeviceRecord>> FindDevice(std::string_view customer,

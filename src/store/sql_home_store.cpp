@@ -86,7 +86,7 @@ std::optional<NotificationStatus> ParseNotificationStatus(std::string_view text)
 constexpr std::string_view kDeviceColumns =
     "customer, site, serial, model, signing_public_b64, cert_fingerprint, cert_pem, "
     "cert_not_after_ms, status, enrolled_at_ms, last_seen_ms, last_heartbeat_ms, "
-    "last_heartbeat_interval_s, last_sequence";
+    "last_heartbeat_interval_s, last_sequence, kind";
 
 Result<DeviceRecord> ReadDevice(const Row& row) {
   DeviceRecord device;
@@ -105,6 +105,7 @@ Result<DeviceRecord> ReadDevice(const Row& row) {
   device.last_heartbeat_ms = row.OptionalInt(11);
   device.last_heartbeat_interval_s = row.Int(12);
   device.last_sequence = static_cast<std::uint64_t>(row.Int(13));
+  device.kind = row.Text(14) == "gateway" ? EnrollmentKind::kGateway : EnrollmentKind::kDevice;
   return device;
 }
 
@@ -837,12 +838,14 @@ SqlHomeStore::~SqlHomeStore() = default;
 // ---- Enrollment and devices ---------------------------------------------------------------------
 
 VoidResult SqlHomeStore::CreateEnrollmentToken(std::string_view token_hash, const protocol::DeviceIdentity& identity,
-                                               std::int64_t expires_at_ms, std::int64_t now_ms) {
+                                               std::int64_t expires_at_ms, std::int64_t now_ms,
+                                               EnrollmentKind kind) {
   auto inserted = db_->WithSession([&](Session& s) {
     return s.Exec(
         "INSERT INTO enrollment_tokens (token_hash, customer, site, serial, model, created_at_ms, "
-        "expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        token_hash, identity.customer, identity.site, identity.serial, identity.model, now_ms, expires_at_ms);
+        "expires_at_ms, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        token_hash, identity.customer, identity.site, identity.serial, identity.model, now_ms, expires_at_ms,
+        ToString(kind));
   });
   if (!inserted) {
     if (inserted.error() == sql::Errc::kUniqueViolation) {
@@ -858,7 +861,7 @@ VoidResult SqlHomeStore::Enroll(const EnrollmentRequest& request) {
   // The token row is read locked (SQLite: the write lock taken at BEGIN IMMEDIATE), so of two racing
   // enrollments, in one process or two, the second waits and then finds used_at_ms set.
   auto enrolled = db_->Transaction(TxMode::kWrite, [&](Session& s) -> VoidResult {
-    auto row = s.QueryRow(fmt::format("SELECT customer, site, serial, expires_at_ms, used_at_ms "
+    auto row = s.QueryRow(fmt::format("SELECT customer, site, serial, expires_at_ms, used_at_ms, kind "
                                       "FROM enrollment_tokens WHERE token_hash = $1{}",
                                       sql::ForUpdate(s.backend())),
                           request.token_hash);
@@ -876,7 +879,8 @@ VoidResult SqlHomeStore::Enroll(const EnrollmentRequest& request) {
       return make_error_code(Errc::kTokenExpired);
     }
     const auto& id = request.identity;
-    if (token.Text(0) != id.customer || token.Text(1) != id.site || token.Text(2) != id.serial) {
+    if (token.Text(0) != id.customer || token.Text(1) != id.site || token.Text(2) != id.serial ||
+        token.Text(5) != ToString(request.kind)) {
       return make_error_code(Errc::kTokenIdentityMismatch);
     }
     auto used = s.Exec("UPDATE enrollment_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL",
@@ -891,13 +895,13 @@ VoidResult SqlHomeStore::Enroll(const EnrollmentRequest& request) {
     // it: the fresh token is the operator's decision to trust it again.
     auto upserted = s.Exec(
         "INSERT INTO devices (customer, site, serial, model, signing_public_b64, cert_fingerprint, cert_pem, "
-        "cert_not_after_ms, status, enrolled_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9) "
-        "ON CONFLICT (customer, site, serial) DO UPDATE SET model = excluded.model, "
+        "cert_not_after_ms, status, enrolled_at_ms, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, "
+        "$10) ON CONFLICT (customer, site, serial) DO UPDATE SET model = excluded.model, "
         "signing_public_b64 = excluded.signing_public_b64, cert_fingerprint = excluded.cert_fingerprint, "
         "cert_pem = excluded.cert_pem, cert_not_after_ms = excluded.cert_not_after_ms, status = 'active', "
-        "enrolled_at_ms = excluded.enrolled_at_ms",
+        "enrolled_at_ms = excluded.enrolled_at_ms, kind = excluded.kind",
         id.customer, id.site, id.serial, id.model, request.device_signing_public_b64, request.cert_fingerprint,
-        request.cert_pem, request.cert_not_after_ms, request.now_ms);
+        request.cert_pem, request.cert_not_after_ms, request.now_ms, ToString(request.kind));
     if (!upserted) {
       return upserted.error();
     }

@@ -47,7 +47,8 @@ class SqlHomeStore final : public HomeStore, public HeartbeatRetentionStore {
   sql::Database& database() { return *db_; }
 
   VoidResult CreateEnrollmentToken(std::string_view token_hash, const protocol::DeviceIdentity& identity,
-                                   std::int64_t expires_at_ms, std::int64_t now_ms) override;
+                                   std::int64_t expires_at_ms, std::int64_t now_ms,
+                                   EnrollmentKind kind = EnrollmentKind::kDevice) override;
   VoidResult Enroll(const EnrollmentRequest& request) override;
 
   Result<std::optional<DeviceRecord>> FindDevice(std::string_view customer, std::string_view site,

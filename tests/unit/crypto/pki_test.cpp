@@ -437,5 +437,70 @@ TEST(PkiParseTest, GarbageCertificatesAreErrorsNotCrashes) {
   EXPECT_EQ(fingerprint.error(), Errc::kBadCertificate);
 }
 
+TEST_F(PkiTest, GatewayCertificateServesBothWaysAndIsNoDevice) {
+  const DeviceIdentity gateway{"acme", "berlin-lab", "gw-1", "lifeline-gateway"};
+  auto csr = MakeCsr(GeneratePrivateKeyPem(), gateway, PeerKind::kGateway);
+  ASSERT_TRUE(csr);
+  auto issued = IssueGatewayCertificate(ca_cert_, ca_key_, *csr, gateway,
+                                        {"localhost", "127.0.0.1", "gw.example.com", "::1"}, 30);
+  ASSERT_TRUE(issued) << issued.error().message();
+  EXPECT_TRUE(VerifyCertificateChain(issued->pem, ca_cert_));
+  auto cert = Parse(issued->pem);
+  ASSERT_TRUE(cert);
+  // Client (tunnel, relay to the home) and server (its device-facing port).
+  EXPECT_EQ(X509_check_purpose(cert.get(), X509_PURPOSE_SSL_CLIENT, 0), 1);
+  EXPECT_EQ(X509_check_purpose(cert.get(), X509_PURPOSE_SSL_SERVER, 0), 1);
+  EXPECT_EQ(X509_check_host(cert.get(), "gw.example.com", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(cert.get(), "localhost", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ip_asc(cert.get(), "127.0.0.1", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(cert.get(), "::1", 0), 1);
+  EXPECT_NE(X509_check_host(cert.get(), "other.example.com", 0, 0, nullptr), 1);
+
+  auto peer = PeerFromCertificatePem(issued->pem);
+  ASSERT_TRUE(peer) << peer.error().message();
+  EXPECT_EQ(peer->kind, PeerKind::kGateway);
+  EXPECT_EQ(peer->identity, gateway);
+  // Device checks never accept a gateway.
+  auto as_device = IdentityFromCertificatePem(issued->pem);
+  ASSERT_FALSE(as_device);
+  EXPECT_EQ(as_device.error(), Errc::kNoIdentity);
+
+  // A device certificate is a device peer, and the home's server certificate is no peer.
+  auto device_csr = MakeCsr(GeneratePrivateKeyPem(), device_);
+  ASSERT_TRUE(device_csr);
+  auto device_cert = IssueDeviceCertificate(ca_cert_, ca_key_, *device_csr, device_, 30);
+  ASSERT_TRUE(device_cert);
+  auto device_peer = PeerFromCertificatePem(device_cert->pem);
+  ASSERT_TRUE(device_peer);
+  EXPECT_EQ(device_peer->kind, PeerKind::kDevice);
+  EXPECT_EQ(device_peer->identity, device_);
+  EXPECT_EQ(PeerFromCertificatePem(ReadFile(paths_.home_cert)).error(), Errc::kNoIdentity);
+}
+
+TEST_F(PkiTest, GatewayUriAndServerNamesAreChecked) {
+  const DeviceIdentity gateway{"Acme:1", "Zürich", "gw 1", ""};
+  EXPECT_EQ(GatewayUri(gateway), "lifeline:gateway:Acme%3A1/Z%C3%BCrich/gw%201");
+  auto csr = MakeCsr(GeneratePrivateKeyPem(), gateway, PeerKind::kGateway);
+  ASSERT_TRUE(csr);
+  for (const std::string& bad : std::vector<std::string>{"", "bad name", "a..b", "-x/y", std::string(254, 'a'), "x;rm"}) {
+    EXPECT_FALSE(IsValidServerName(bad)) << bad;
+    auto refused = IssueGatewayCertificate(ca_cert_, ca_key_, *csr, gateway, {bad}, 30);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error(), Errc::kBadIdentity);
+  }
+  EXPECT_FALSE(IssueGatewayCertificate(ca_cert_, ca_key_, *csr, gateway,
+                                       std::vector<std::string>(kMaxGatewayServerNames + 1, "a"), 30));
+  for (const std::string good : std::vector<std::string>{"localhost", "10.0.0.1", "fe80::1", "gw-1.site.example", "*.site.example"}) {
+    EXPECT_TRUE(IsValidServerName(good)) << good;
+  }
+  auto issued = IssueGatewayCertificate(ca_cert_, ca_key_, *csr, gateway, {}, 30);
+  ASSERT_TRUE(issued);
+  auto peer = PeerFromCertificatePem(issued->pem);
+  ASSERT_TRUE(peer);
+  EXPECT_EQ(peer->kind, PeerKind::kGateway);
+  EXPECT_EQ(peer->identity.customer, "Acme:1");
+  EXPECT_EQ(peer->identity.serial, "gw 1");
+}
+
 }  // namespace
 }  // namespace lifeline::crypto

@@ -41,22 +41,39 @@ class IngestHandlerTest : public ::testing::Test {
     std::string cert_pem;
   };
 
-  std::string IssueToken(const protocol::DeviceIdentity& identity, std::chrono::seconds ttl = std::chrono::hours(1)) {
+  std::string IssueToken(const protocol::DeviceIdentity& identity, std::chrono::seconds ttl = std::chrono::hours(1),
+                         store::EnrollmentKind kind = store::EnrollmentKind::kDevice) {
     const std::string token = crypto::GenerateToken("llt");
     EXPECT_TRUE(store_->CreateEnrollmentToken(crypto::HashToken(token), identity,
-                                              clock_.NowUnixMillis() + ttl.count() * 1000, clock_.NowUnixMillis()));
+                                              clock_.NowUnixMillis() + ttl.count() * 1000, clock_.NowUnixMillis(),
+                                              kind));
     return token;
   }
 
   transport::HttpResponse EnrollRequest(const protocol::DeviceIdentity& identity, const std::string& token,
-                                        const crypto::SigningKeyPair& sign, std::string csr = "") {
+                                        const crypto::SigningKeyPair& sign, std::string csr = "",
+                                        bool gateway = false, std::vector<std::string> server_names = {}) {
     if (csr.empty()) {
       csr = *crypto::MakeCsr(crypto::GeneratePrivateKeyPem(), identity);
     }
     transport::HttpRequest request{.method = "POST", .target = "/v1/enroll", .remote = "test"};
-    request.body = protocol::EncodeEnrollRequest(
-        {.token = token, .device = identity, .csr_pem = csr, .signing_public_key = crypto::Base64Encode(sign.public_key)});
+    request.body = protocol::EncodeEnrollRequest({.token = token,
+                                                  .device = identity,
+                                                  .csr_pem = csr,
+                                                  .signing_public_key = crypto::Base64Encode(sign.public_key),
+                                                  .gateway = gateway,
+                                                  .server_names = std::move(server_names)});
     return handler_->Handle(request);
+  }
+
+  /// A gateway of device_'s site, enrolled with a gateway token: its certificate PEM.
+  std::string EnrollGateway(const protocol::DeviceIdentity& gateway) {
+    auto response = EnrollRequest(gateway, IssueToken(gateway, std::chrono::hours(1), store::EnrollmentKind::kGateway),
+                                  crypto::GenerateSigningKeyPair(), "", true, {"localhost", "127.0.0.1"});
+    EXPECT_EQ(response.status, 200) << response.body;
+    std::string why;
+    auto decoded = protocol::DecodeEnrollResponse(response.body, &why);
+    return decoded ? decoded->certificate_pem : "";
   }
 
   Device Enroll(const protocol::DeviceIdentity& identity) {
@@ -330,6 +347,34 @@ TEST_F(IngestHandlerTest, IssuedCertificateCarriesTheTokensIdentityNotTheCsrs) {
   auto cert_identity = crypto::IdentityFromCertificatePem(decoded->certificate_pem);
   ASSERT_TRUE(cert_identity);
   EXPECT_EQ(cert_identity->serial, "SN-9");
+}
+
+TEST_F(IngestHandlerTest, GatewayTokenEnrollsAGatewayCertificate) {
+  const protocol::DeviceIdentity gateway{"ACME", "berlin-1", "gw-1", "lifeline-gateway"};
+  const std::string cert = EnrollGateway(gateway);
+  auto peer = crypto::PeerFromCertificatePem(cert);
+  ASSERT_TRUE(peer);
+  EXPECT_EQ(peer->kind, crypto::PeerKind::kGateway);
+  EXPECT_EQ(peer->identity, gateway);
+  auto row = store_->FindDevice("ACME", "berlin-1", "gw-1");
+  ASSERT_TRUE(row && row->has_value());
+  EXPECT_EQ((*row)->kind, store::EnrollmentKind::kGateway);
+
+  // A device token does not make a gateway, a gateway token does not make a device.
+  const protocol::DeviceIdentity second{"ACME", "berlin-1", "gw-2", "lifeline-gateway"};
+  ExpectRefused(EnrollRequest(second, IssueToken(second), crypto::GenerateSigningKeyPair(), "", true),
+                Reject::kTokenIdentityMismatch);
+  const protocol::DeviceIdentity device{"ACME", "berlin-1", "SN-20", "M"};
+  ExpectRefused(EnrollRequest(device, IssueToken(device, std::chrono::hours(1), store::EnrollmentKind::kGateway),
+                              crypto::GenerateSigningKeyPair()),
+                Reject::kTokenIdentityMismatch);
+  // Server names are host names or addresses.
+  ExpectRefused(EnrollRequest(second, IssueToken(second, std::chrono::hours(1), store::EnrollmentKind::kGateway),
+                              crypto::GenerateSigningKeyPair(), "", true, {"not a name"}),
+                Reject::kMalformedBody);
+  // A gateway certificate is not a device's: it cannot send batches of its own.
+  auto batch = MakeBatch(gateway, "SIM-1");
+  ExpectRefused(Post(Sealed(batch, device_.sign), cert), Reject::kIdentityMismatch);
 }
 
 }  // namespace

@@ -157,6 +157,27 @@ TEST(Codec, EnrollRoundTrip) {
   auto response = DecodeEnrollResponse(EncodeEnrollResponse({"CERT", request.device}), &why);
   ASSERT_TRUE(response) << why;
   EXPECT_EQ(response->certificate_pem, "CERT");
+  EXPECT_FALSE(decoded->gateway);
+  EXPECT_EQ(EncodeEnrollRequest(request).find("kind"), std::string::npos);  // devices send what they always did
+}
+
+TEST(Codec, GatewayEnrollCarriesKindAndServerNames) {
+  EnrollRequest request{.token = "llt_g", .device = {"A", "B", "gw-1", "M"}, .csr_pem = "-----BEGIN",
+                        .signing_public_key = "pk", .gateway = true, .server_names = {"localhost", "10.0.0.1"}};
+  std::string why;
+  auto decoded = DecodeEnrollRequest(EncodeEnrollRequest(request), &why);
+  ASSERT_TRUE(decoded) << why;
+  EXPECT_TRUE(decoded->gateway);
+  EXPECT_EQ(decoded->server_names, request.server_names);
+  const std::string base =
+      R"({"version":1,"token":"t","device":{"customer":"A","site":"B","serial":"C","model":""},"csr_pem":"c","signing_public_key":"k")";
+  for (const std::string bad : {R"(,"kind":"router"})", R"(,"server_names":["x"]})",
+                                R"(,"kind":"gateway","server_names":[1]})", R"(,"kind":"gateway","server_names":"x"})"}) {
+    why.clear();
+    EXPECT_FALSE(DecodeEnrollRequest(base + bad, &why)) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+  EXPECT_TRUE(DecodeEnrollRequest(base + R"(,"kind":"device"})", &why));
 }
 
 }  // namespace

@@ -240,6 +240,30 @@ TEST_P(HomeStoreTest, EnrollRejectsTokenIssuedForAnotherDevice) {
   EXPECT_EQ((*store_->FindDevice("ACME", "site-1", "SN123"))->identity.model, "X-300");
 }
 
+TEST_P(HomeStoreTest, GatewayTokensEnrollOnlyGatewaysAndDeviceTokensOnlyDevices) {
+  const protocol::DeviceIdentity gateway{"ACME", "site-1", "gw-1", "lifeline-gateway"};
+  ASSERT_TRUE(store_->CreateEnrollmentToken("g1", gateway, kNow + 60'000, kNow, EnrollmentKind::kGateway));
+  ASSERT_TRUE(store_->CreateEnrollmentToken("d1", Device(), kNow + 60'000, kNow));
+  // A gateway token presented by a device, and a device token by a gateway: refused, not burnt.
+  EXPECT_EQ(store_->Enroll(Enrollment("g1", gateway)).error(), Errc::kTokenIdentityMismatch);
+  auto as_gateway = Enrollment("d1", Device());
+  as_gateway.kind = EnrollmentKind::kGateway;
+  EXPECT_EQ(store_->Enroll(as_gateway).error(), Errc::kTokenIdentityMismatch);
+  EXPECT_EQ(CountRows()["devices"], 0);
+
+  auto right = Enrollment("g1", gateway);
+  right.kind = EnrollmentKind::kGateway;
+  ASSERT_TRUE(store_->Enroll(right));
+  ASSERT_TRUE(store_->Enroll(Enrollment("d1", Device())));
+  auto found = store_->FindDevice("ACME", "site-1", "gw-1");
+  ASSERT_TRUE(found && found->has_value());
+  EXPECT_EQ((*found)->kind, EnrollmentKind::kGateway);
+  EXPECT_EQ((*store_->FindDevice("ACME", "site-1", "SN123"))->kind, EnrollmentKind::kDevice);
+  auto all = store_->ListDevices();
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+}
+
 TEST_P(HomeStoreTest, DuplicateTokenHashIsRefused) {
   ASSERT_TRUE(store_->CreateEnrollmentToken("h1", Device(), kNow + 60'000, kNow));
   EXPECT_EQ(store_->CreateEnrollmentToken("h1", Device("SN2"), kNow + 60'000, kNow).error(),
