@@ -123,6 +123,7 @@ struct MuxStreamState {
   std::uint64_t bytes_to_peer = 0, bytes_from_peer = 0;
   SteadyClock::time_point last_activity;
   bool h2_closed = false;
+  bool h2_clean = false;  // nghttp2 closed the stream after END_STREAM both ways (no reset)
   bool finished = false;
 };
 
@@ -471,6 +472,12 @@ void MuxCore::Shutdown(const std::string& reason, bool drained) {
     open.push_back(s);
   }
   for (const auto& s : open) {
+    if (s->h2_clean && s->spliced) {
+      // Everything arrived; only the local side still has bytes or a half-close to write (a
+      // drained peer closes the carrier as soon as its own side is done). It finishes by itself:
+      // its pending handlers hold it.
+      continue;
+    }
     s->h2_closed = true;  // nghttp2 is not called again
     Finish(s, StreamEnd::kTunnelClosed, reason, /*quiet=*/true);
   }
@@ -682,8 +689,9 @@ int MuxCore::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_c
     return 0;
   }
   s->h2_closed = true;
+  s->h2_clean = error_code == NGHTTP2_NO_ERROR && s->peer_ended;
   if (!s->finished) {
-    if (error_code != NGHTTP2_NO_ERROR || !s->peer_ended) {
+    if (!s->h2_clean) {
       if (s->on_response) {
         auto handler = std::move(s->on_response);
         s->on_response = nullptr;
@@ -999,8 +1007,8 @@ void MuxCore::WriteLocal(const StreamPtr& s) {
       s->local->AsyncShutdownWrite([self = shared_from_this(), s](ErrorCode ec) {
         asio::dispatch(self->strand_, [self, s, ec] {
           s->shutdown_done = true;
-          if (s->finished || self->closed_) {
-            return;
+          if (s->finished) {
+            return;  // (after Shutdown, only streams that arrived complete are not finished)
           }
           if (ec && ec != asio::error::not_connected) {
             self->Finish(s, StreamEnd::kLocalError, "local shutdown: " + ec.message());
@@ -1024,7 +1032,7 @@ void MuxCore::WriteLocal(const StreamPtr& s) {
 
 void MuxCore::OnLocalWritten(const StreamPtr& s, ErrorCode ec, std::size_t n) {
   s->in_write_pending = false;
-  if (s->finished || closed_) {
+  if (s->finished) {
     return;
   }
   if (ec) {
