@@ -2,19 +2,16 @@
 // Carriers: the byte stream a tunnel (or an engineer's session) runs over, on both ends
 // (docs/tunnel.md, "Carriers"). Two kinds, chosen by the dialer's endpoint URL:
 //   tls://host:port        raw TLS on TCP
-//   wss://host:port/path   a WebSocket (binary messages) inside TLS, for proxies that pass only that
+//   wss://host:port/path   a WebSocket (binary messages) inside TLS, for proxies that pass only
+//   that
 // The dialer reaches the listener directly or through an HTTP CONNECT, SOCKS5 or SOCKS4 proxy
-// (libcurl does that part, as everywhere in Lifeline); one listener port serves both kinds: after the
-// TLS handshake it looks at the first bytes ("GET " is a WebSocket upgrade, anything else raw TLS).
+// (libcurl does that part, as everywhere in Lifeline); one listener port serves both kinds: after
+// the TLS handshake it looks at the first bytes ("GET " is a WebSocket upgrade, anything else raw
+// TLS).
 //
 // Raw TLS: the dialing side speaks first (the listener waits for its first bytes to tell the kinds
 // apart, up to the handshake timeout). HTTP/2 in either role does: a client sends its preface, a
 // server its SETTINGS, without waiting for the peer.
-#include "common/result.h"
-#include "transport/http_client.h"
-#include "transport/https_server.h"
-#include "tunnel/byte_stream.h"
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +24,11 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "common/result.h"
+#include "transport/http_client.h"
+#include "transport/https_server.h"
+#include "tunnel/byte_stream.h"
 
 namespace lifeline::tunnel {
 
@@ -43,7 +45,9 @@ enum class CarrierErrc {
   kUpgradeFailed,       // the WebSocket handshake failed without an HTTP status (not a WS server)
 };
 const std::error_category& CarrierCategory();
-inline std::error_code make_error_code(CarrierErrc code) { return {static_cast<int>(code), CarrierCategory()}; }
+inline std::error_code make_error_code(CarrierErrc code) {
+  return {static_cast<int>(code), CarrierCategory()};
+}
 
 /// "The WebSocket upgrade was refused with HTTP <status>": the error's value is the status.
 const std::error_category& UpgradeRefusedCategory();
@@ -69,9 +73,9 @@ using DialHandler = std::function<void(Result<std::unique_ptr<ByteStream>>)>;
 
 /// Connects as `options` say and calls `done` once, on a strand of `ex`, with the connected stream
 /// (its executor is that strand) or a CarrierErrc / UpgradeRefusedCategory error. The failure is
-/// also logged once (logger "tunnel") with the proxy's or OpenSSL's own words. The proxy and TCP part
-/// blocks a small internal worker pool, never `ex`; the io_context of `ex` must keep running until
-/// `done` has been called.
+/// also logged once (logger "tunnel") with the proxy's or OpenSSL's own words. The proxy and TCP
+/// part blocks a small internal worker pool, never `ex`; the io_context of `ex` must keep running
+/// until `done` has been called.
 void AsyncDial(asio::any_io_executor ex, DialOptions options, DialHandler done);
 
 /// One line for an operator: "wss://home:443/tunnel via HTTP proxy 10.0.0.1:3128: the proxy
@@ -87,9 +91,9 @@ struct AcceptInfo {
 };
 
 /// Returns 101 to accept. A WebSocket upgrade is otherwise answered with the returned status
-/// (401, 403, 404, ...) and closed; a raw TLS connection is closed. Runs on the connection's strand,
-/// so for several connections at once on a multi-threaded executor: thread-safe, and quick (no
-/// blocking calls; blocking checks belong after accepting).
+/// (401, 403, 404, ...) and closed; a raw TLS connection is closed. Runs on the connection's
+/// strand, so for several connections at once on a multi-threaded executor: thread-safe, and quick
+/// (no blocking calls; blocking checks belong after accepting).
 using AuthorizeFunction = std::function<int(const AcceptInfo&)>;
 /// Gets each accepted connection, on its strand (the stream's executor).
 using AcceptHandler = std::function<void(std::unique_ptr<ByteStream>, AcceptInfo)>;

@@ -1,18 +1,6 @@
 // The dialing end of a carrier: libcurl opens the TCP connection (directly, or through an HTTP
 // CONNECT or SOCKS proxy, blocking on a small pool), then Asio and OpenSSL do TLS and Beast the
 // WebSocket handshake on the caller's executor.
-#include "tunnel/carrier_internal.h"
-
-#include "common/log.h"
-
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <curl/curl.h>
 #include <fmt/format.h>
 #include <openssl/ssl.h>
@@ -21,11 +9,22 @@
 #include <unistd.h>
 
 #include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 #include <exception>
 #include <fstream>
 #include <mutex>
 #include <string_view>
+
+#include "common/log.h"
+#include "tunnel/carrier_internal.h"
 
 namespace lifeline::tunnel {
 namespace {
@@ -161,7 +160,8 @@ Connected Classify(CURL* curl, CURLcode code, const DialOptions& options, const 
                         options.connect_timeout.count(), words)};
   }
   if (proxy.kind == transport::ProxyKind::kNone) {
-    return {-1, CarrierErrc::kHomeUnreachable, fmt::format("cannot connect to {} ({})", home, words)};
+    return {-1, CarrierErrc::kHomeUnreachable,
+            fmt::format("cannot connect to {} ({})", home, words)};
   }
   const std::string proxy_name = proxy.Describe();
   long connect_code = 0;
@@ -172,13 +172,13 @@ Connected Classify(CURL* curl, CURLcode code, const DialOptions& options, const 
   if (connect_code == 407 || connect_code == 401) {
     return {-1, CarrierErrc::kProxyAuth,
             fmt::format("{} refused our credentials (HTTP {} to CONNECT{}) ({})", proxy_name,
-                        connect_code, proxy.username.empty() ? ", and no username is configured" : "",
-                        words)};
+                        connect_code,
+                        proxy.username.empty() ? ", and no username is configured" : "", words)};
   }
   if (connect_code != 0 && (connect_code < 200 || connect_code > 299)) {
     return {-1, CarrierErrc::kHomeUnreachable,
-            fmt::format("{} could not open a tunnel to {} (HTTP {} to CONNECT) ({})", proxy_name, home,
-                        connect_code, words)};
+            fmt::format("{} could not open a tunnel to {} (HTTP {} to CONNECT) ({})", proxy_name,
+                        home, connect_code, words)};
   }
   if (code == CURLE_PROXY) {
     switch (static_cast<CURLproxycode>(proxy_code)) {
@@ -339,8 +339,13 @@ asio::awaitable<void> Dial::Handshake(int fd) {
     co_return;
   }
   TuneSocket(socket);
+  // Through a proxy the socket's peer is the proxy: name the endpoint and the way instead.
   const auto remote = socket.remote_endpoint(ec);
-  const std::string peer = ec ? endpoint.url_host : FormatEndpoint(remote);
+  const std::string peer =
+      options.proxy.kind != transport::ProxyKind::kNone
+          ? fmt::format("{}:{} via {}", endpoint.url_host, endpoint.port, options.proxy.Describe())
+      : ec ? fmt::format("{}:{}", endpoint.url_host, endpoint.port)
+           : FormatEndpoint(remote);
 
   timer.expires_at(deadline);
   timer.async_wait([weak = weak_from_this()](ErrorCode wait_error) {
@@ -382,7 +387,8 @@ asio::awaitable<void> Dial::Handshake(int fd) {
   tls.reset();
   ConfigureWebSocket(*ws, true);
   // Our timer bounds the opening handshake; Beast's bounds the closing one.
-  ws->set_option(websocket::stream_base::timeout{std::chrono::seconds(10), websocket::stream_base::none(), false});
+  ws->set_option(websocket::stream_base::timeout{std::chrono::seconds(10),
+                                                 websocket::stream_base::none(), false});
   ws->set_option(websocket::stream_base::decorator(
       [headers = options.headers](websocket::request_type& request) {
         request.set(http::field::user_agent, "lifeline");
@@ -390,18 +396,19 @@ asio::awaitable<void> Dial::Handshake(int fd) {
           request.set(name, value);
         }
       }));
-  const std::string host_field =
-      endpoint.port == 443 ? endpoint.url_host
-                           : fmt::format("{}:{}", endpoint.url_host, endpoint.port);
+  const std::string host_field = endpoint.port == 443
+                                     ? endpoint.url_host
+                                     : fmt::format("{}:{}", endpoint.url_host, endpoint.port);
   websocket::response_type response;
   std::tie(ec) = co_await ws->async_handshake(response, host_field, endpoint.target, kAsTuple);
   if (ec) {
     if (timed_out) {
       Finish(Fail(CarrierErrc::kTimeout), "during the WebSocket upgrade at " + peer);
     } else if (ec == websocket::error::upgrade_declined && response.result_int() != 0) {
-      Finish(Fail(std::error_code(static_cast<int>(response.result_int()), UpgradeRefusedCategory())),
-             fmt::format("{} answered {} {}", peer, response.result_int(),
-                         std::string(response.reason())));
+      Finish(
+          Fail(std::error_code(static_cast<int>(response.result_int()), UpgradeRefusedCategory())),
+          fmt::format("{} answered {} {}", peer, response.result_int(),
+                      std::string(response.reason())));
     } else if (ec.category() == asio::error::get_ssl_category() ||
                ec == ssl::error::stream_truncated) {
       // With TLS 1.3 the server checks our certificate after our side of the handshake, so its
@@ -414,13 +421,18 @@ asio::awaitable<void> Dial::Handshake(int fd) {
     }
     co_return;
   }
-  auto stream = MakeWebSocketByteStream(context, std::move(ws), "wss " + peer + endpoint.target,
-                                        nullptr);
+  const std::string description =
+      options.proxy.kind == transport::ProxyKind::kNone
+          ? fmt::format("wss {}{}", peer, endpoint.target)
+          : fmt::format("wss {}:{}{} via {}", endpoint.url_host, endpoint.port, endpoint.target,
+                        options.proxy.Describe());
+  auto stream = MakeWebSocketByteStream(context, std::move(ws), description, nullptr);
   Finish(std::move(stream), "");
 }
 
 // The client's TLS context: the pinned CA only, our certificate if any.
-Result<std::shared_ptr<ssl::context>> ClientContext(const DialOptions& options, std::string* detail) {
+Result<std::shared_ptr<ssl::context>> ClientContext(const DialOptions& options,
+                                                    std::string* detail) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   if (!HardenContext(*context)) {
     *detail = "OpenSSL accepts none of the TLS 1.2 cipher suites";
@@ -429,8 +441,8 @@ Result<std::shared_ptr<ssl::context>> ClientContext(const DialOptions& options, 
   ErrorCode ec;
   context->load_verify_file(options.ca_file, ec);
   if (ec) {
-    *detail = fmt::format("{} is not a readable PEM CA certificate: {}", options.ca_file,
-                          ec.message());
+    *detail =
+        fmt::format("{} is not a readable PEM CA certificate: {}", options.ca_file, ec.message());
     return Fail(CarrierErrc::kTlsSetupFailed);
   }
   context->set_verify_mode(ssl::verify_peer);
@@ -472,8 +484,7 @@ void AsyncDial(asio::any_io_executor ex, DialOptions options, DialHandler done) 
     return fail_now(CarrierErrc::kInvalidOptions, "a client certificate needs its key file");
   }
   for (const auto& [name, value] : options.headers) {
-    if (!IsToken(name) ||
-        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    if (!IsToken(name) || value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
       return fail_now(CarrierErrc::kInvalidOptions, "invalid header field '" + name + "'");
     }
   }
@@ -486,20 +497,20 @@ void AsyncDial(asio::any_io_executor ex, DialOptions options, DialHandler done) 
                                      std::move(*context), std::move(done));
   // The work guard keeps the caller's io_context running until the result is posted back.
   asio::post(DialPool(), [dial, work = asio::make_work_guard(ex)]() mutable {
-    Connected connected = ConnectWithCurl(dial->options, dial->endpoint, dial->options.connect_timeout);
+    Connected connected =
+        ConnectWithCurl(dial->options, dial->endpoint, dial->options.connect_timeout);
     asio::post(dial->strand, [dial, connected = std::move(connected)] {
       if (connected.fd < 0) {
         dial->Finish(Fail(connected.error), connected.detail);
         return;
       }
-      asio::co_spawn(dial->strand, dial->Handshake(connected.fd),
-                     [dial](std::exception_ptr error) {
-                       if (error && dial->done) {
-                         dial->CloseSocket();
-                         dial->Finish(Fail(CarrierErrc::kHomeUnreachable),
-                                      "unexpected exception in the carrier handshake");
-                       }
-                     });
+      asio::co_spawn(dial->strand, dial->Handshake(connected.fd), [dial](std::exception_ptr error) {
+        if (error && dial->done) {
+          dial->CloseSocket();
+          dial->Finish(Fail(CarrierErrc::kHomeUnreachable),
+                       "unexpected exception in the carrier handshake");
+        }
+      });
     });
     work.reset();
   });

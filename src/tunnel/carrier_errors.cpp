@@ -1,8 +1,8 @@
-#include "tunnel/carrier.h"
-
 #include <fmt/format.h>
 
 #include <string>
+
+#include "tunnel/carrier.h"
 
 namespace lifeline::tunnel {
 namespace {

@@ -1,17 +1,16 @@
 #pragma once
-// Shared between the carrier's .cpp files only (dial, listen, the two stream kinds): the Asio, Beast
-// and OpenSSL types stay out of carrier.h.
-#include "tunnel/carrier.h"
-
+// Shared between the carrier's .cpp files only (dial, listen, the two stream kinds): the Asio,
+// Beast and OpenSSL types stay out of carrier.h.
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
-
 #include <memory>
 #include <string>
+
+#include "tunnel/carrier.h"
 
 namespace lifeline::tunnel::carrier_detail {
 
@@ -43,13 +42,12 @@ bool HardenContext(ssl::context& context);
 /// certificate)".
 std::string TlsErrorText(const ErrorCode& error, SSL* ssl);
 
-/// Raw TLS as a ByteStream. `prefix` holds bytes already read from the stream (the listener's peek);
-/// reads return them first. `token` is released when the stream is destroyed (the listener's count
-/// of live connections).
+/// Raw TLS as a ByteStream. `prefix` holds bytes already read from the stream (the listener's
+/// peek); reads return them first. `token` is released when the stream is destroyed (the listener's
+/// count of live connections).
 std::unique_ptr<ByteStream> MakeTlsByteStream(std::shared_ptr<ssl::context> context,
                                               std::unique_ptr<TlsStream> stream, std::string prefix,
-                                              std::string description,
-                                              std::shared_ptr<void> token);
+                                              std::string description, std::shared_ptr<void> token);
 
 /// Binary options for bulk data on an open WebSocket (either role).
 void ConfigureWebSocket(WsStream& ws, bool client);

@@ -1,16 +1,5 @@
 // The listening end of a carrier: TLS, then the first bytes decide between a WebSocket upgrade
 // ("GET ") and raw TLS (anything else; those bytes are handed back by the stream's first reads).
-#include "tunnel/carrier_internal.h"
-
-#include "common/log.h"
-
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/http.hpp>
 #include <fmt/format.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -19,14 +8,24 @@
 
 #include <array>
 #include <atomic>
-#include <charconv>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <exception>
 #include <fstream>
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
+
+#include "common/log.h"
+#include "tunnel/carrier_internal.h"
 
 namespace lifeline::tunnel {
 
@@ -52,14 +51,16 @@ Result<tcp::endpoint> ParseListen(std::string_view listen) {
     port_text = listen.substr(close + 2);
   } else {
     const std::size_t colon = listen.rfind(':');
-    if (colon == std::string_view::npos || listen.substr(0, colon).find(':') != std::string_view::npos) {
+    if (colon == std::string_view::npos ||
+        listen.substr(0, colon).find(':') != std::string_view::npos) {
       return Fail(CarrierErrc::kInvalidOptions);
     }
     host = listen.substr(0, colon);
     port_text = listen.substr(colon + 1);
   }
   std::uint16_t port = 0;
-  const auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const auto [end, error] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (port_text.empty() || error != std::errc() || end != port_text.data() + port_text.size()) {
     return Fail(CarrierErrc::kInvalidOptions);
   }
@@ -202,8 +203,9 @@ VoidResult CarrierListener::Impl::InitTls() {
 VoidResult CarrierListener::Impl::Bind() {
   auto endpoint = ParseListen(options.listen);
   if (!endpoint) {
-    log->error("[{}] invalid listen address '{}': expected host:port or [v6]:port with an IP address",
-               options.name, options.listen);
+    log->error(
+        "[{}] invalid listen address '{}': expected host:port or [v6]:port with an IP address",
+        options.name, options.listen);
     return endpoint.error();
   }
   ErrorCode ec;
@@ -232,27 +234,28 @@ void CarrierListener::Impl::Accept() {
       return;
     }
   }
-  acceptor.async_accept(asio::make_strand(ex), [self = shared_from_this()](ErrorCode ec,
-                                                                           tcp::socket socket) {
-    {
-      std::lock_guard lock(self->mutex);
-      if (self->stopped) {
-        return;
-      }
-    }
-    if (ec == asio::error::operation_aborted) {
-      return;
-    }
-    if (!ec) {
-      self->Serve(std::move(socket));
-      self->Accept();
-      return;
-    }
-    // Out of descriptors and the like: pause instead of spinning on the error.
-    self->log->warn("[{}] accept failed: {}; pausing 100 ms", self->options.name, ec.message());
-    auto timer = std::make_shared<asio::steady_timer>(self->acceptor_strand, std::chrono::milliseconds(100));
-    timer->async_wait([self, timer](ErrorCode) { self->Accept(); });
-  });
+  acceptor.async_accept(
+      asio::make_strand(ex), [self = shared_from_this()](ErrorCode ec, tcp::socket socket) {
+        {
+          std::lock_guard lock(self->mutex);
+          if (self->stopped) {
+            return;
+          }
+        }
+        if (ec == asio::error::operation_aborted) {
+          return;
+        }
+        if (!ec) {
+          self->Serve(std::move(socket));
+          self->Accept();
+          return;
+        }
+        // Out of descriptors and the like: pause instead of spinning on the error.
+        self->log->warn("[{}] accept failed: {}; pausing 100 ms", self->options.name, ec.message());
+        auto timer = std::make_shared<asio::steady_timer>(self->acceptor_strand,
+                                                          std::chrono::milliseconds(100));
+        timer->async_wait([self, timer](ErrorCode) { self->Accept(); });
+      });
 }
 
 void CarrierListener::Impl::Serve(tcp::socket socket) {
@@ -367,7 +370,8 @@ asio::awaitable<void> CarrierListener::Impl::Handshake(std::shared_ptr<Pending> 
   if (ec) {
     log->info("[{}] bad upgrade request from {}: {}", options.name, remote,
               pending->timed_out ? std::string("timed out") : ec.message());
-    if (!pending->timed_out && ec.category() == http::make_error_code(http::error::bad_method).category()) {
+    if (!pending->timed_out &&
+        ec.category() == http::make_error_code(http::error::bad_method).category()) {
       co_await Refuse(pending, 11, 400);
     }
     pending->CloseSocket();
@@ -399,8 +403,8 @@ asio::awaitable<void> CarrierListener::Impl::Handshake(std::shared_ptr<Pending> 
   pending->ws = std::make_unique<WsStream>(std::move(*pending->tls));
   pending->tls.reset();
   ConfigureWebSocket(*pending->ws, false);
-  pending->ws->set_option(websocket::stream_base::timeout{
-      std::chrono::seconds(10), websocket::stream_base::none(), false});
+  pending->ws->set_option(websocket::stream_base::timeout{std::chrono::seconds(10),
+                                                          websocket::stream_base::none(), false});
   pending->ws->set_option(websocket::stream_base::decorator(
       [](websocket::response_type& response) { response.set(http::field::server, "lifeline"); }));
   std::tie(ec) = co_await pending->ws->async_accept(request, kAsTuple);
@@ -409,8 +413,8 @@ asio::awaitable<void> CarrierListener::Impl::Handshake(std::shared_ptr<Pending> 
     pending->CloseSocket();
     co_return;
   }
-  auto stream = MakeWebSocketByteStream(context, std::move(pending->ws), "wss " + remote + info.target,
-                                        std::move(token));
+  auto stream = MakeWebSocketByteStream(context, std::move(pending->ws),
+                                        "wss " + remote + info.target, std::move(token));
   on_accept(std::move(stream), std::move(info));
 }
 
@@ -434,8 +438,9 @@ Result<std::unique_ptr<CarrierListener>> CarrierListener::Start(asio::any_io_exe
   impl->log->info("[{}] carrier listening on {} (client certificates {})", impl->options.name,
                   FormatEndpoint(impl->acceptor.local_endpoint()),
                   impl->options.client_certs == transport::ClientCertPolicy::kRequired ? "required"
-                  : impl->options.client_certs == transport::ClientCertPolicy::kOptional ? "optional"
-                                                                                        : "not asked");
+                  : impl->options.client_certs == transport::ClientCertPolicy::kOptional
+                      ? "optional"
+                      : "not asked");
   asio::post(impl->acceptor_strand, [impl] { impl->Accept(); });
   return std::unique_ptr<CarrierListener>(new CarrierListener(std::move(impl)));
 }

@@ -1,14 +1,14 @@
 // Raw TLS as a ByteStream, and the TLS helpers both carrier ends share.
-#include "tunnel/carrier_internal.h"
-
-#include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 #include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <cstring>
+
+#include "tunnel/carrier_internal.h"
 
 namespace lifeline::tunnel::carrier_detail {
 
@@ -46,8 +46,7 @@ bool HardenContext(ssl::context& context) {
   return SSL_CTX_set_ciphersuites(native,
                                   "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
                                   "TLS_CHACHA20_POLY1305_SHA256") == 1 &&
-         SSL_CTX_set_cipher_list(native,
-                                 "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL") == 1;
+         SSL_CTX_set_cipher_list(native, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL") == 1;
 }
 
 std::string TlsErrorText(const ErrorCode& error, SSL* ssl) {
@@ -96,8 +95,10 @@ class TlsByteStream final : public ByteStream {
   }
 
   void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
-    asio::async_write(*stream_, buffer, [keep = state_, handler = std::move(handler)](
-                                            ErrorCode ec, std::size_t n) { handler(ec, n); });
+    asio::async_write(*stream_, buffer,
+                      [keep = state_, handler = std::move(handler)](ErrorCode ec, std::size_t n) {
+                        handler(ec, n);
+                      });
   }
 
   void AsyncShutdownWrite(DoneHandler handler) override {
@@ -111,8 +112,8 @@ class TlsByteStream final : public ByteStream {
     SSL_set_shutdown(ssl, before | SSL_RECEIVED_SHUTDOWN);
     stream_->async_shutdown(
         [keep = state_, handler = std::move(handler)](ErrorCode ec) { handler(ec); });
-    SSL_set_shutdown(ssl, (SSL_get_shutdown(ssl) & ~SSL_RECEIVED_SHUTDOWN) |
-                              (before & SSL_RECEIVED_SHUTDOWN));
+    SSL_set_shutdown(
+        ssl, (SSL_get_shutdown(ssl) & ~SSL_RECEIVED_SHUTDOWN) | (before & SSL_RECEIVED_SHUTDOWN));
   }
 
   void Close() override {

@@ -1,8 +1,8 @@
 // A WebSocket inside TLS as a ByteStream: binary messages carry the bytes; message boundaries mean
 // nothing (a read returns message bytes as they arrive).
-#include "tunnel/carrier_internal.h"
-
 #include <boost/asio/post.hpp>
+
+#include "tunnel/carrier_internal.h"
 
 namespace lifeline::tunnel::carrier_detail {
 
@@ -47,11 +47,11 @@ class WebSocketByteStream final : public ByteStream {
     // an empty text message instead (data only ever travels in binary ones); once both directions
     // have ended, Close() ends the connection.
     ws_->text(true);
-    ws_->async_write(asio::const_buffer(), [keep = state_, handler = std::move(handler)](
-                                               ErrorCode ec, std::size_t) {
-      keep->ws->binary(true);
-      handler(ec);
-    });
+    ws_->async_write(asio::const_buffer(),
+                     [keep = state_, handler = std::move(handler)](ErrorCode ec, std::size_t) {
+                       keep->ws->binary(true);
+                       handler(ec);
+                     });
   }
 
   void Close() override {

@@ -1,11 +1,8 @@
 #include "support/proxies.h"
 
-#include "support/temp_dir.h"
-
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -15,6 +12,8 @@
 
 #include <cstdio>
 #include <thread>
+
+#include "support/temp_dir.h"
 
 namespace lifeline::testing {
 namespace {
@@ -56,8 +55,7 @@ bool LoopbackListening(int port) {
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool connected =
-      ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
   ::close(fd);
   return connected;
 }
@@ -108,13 +106,12 @@ std::string ProxyProcess::Log() const { return ReadFile(log_); }
 bool ProxyProcess::Running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
 
 std::unique_ptr<ProxyProcess> StartTinyproxy(const std::filesystem::path& dir,
-                                             const std::string& user,
-                                             const std::string& password) {
+                                             const std::string& user, const std::string& password) {
   std::filesystem::create_directories(dir);
   const int port = UnusedLoopbackPort();
   // No ConnectPort line: CONNECT is allowed to every port (the tests' servers use ephemeral ones).
-  std::string config = fmt::format(
-      "Port {}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\n", port);
+  std::string config =
+      fmt::format("Port {}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\n", port);
   if (!user.empty()) {
     config += fmt::format("BasicAuth {} {}\n", user, password);
   }

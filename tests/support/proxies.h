@@ -1,8 +1,8 @@
 #pragma once
 // Real proxies on loopback for tests: tinyproxy and squid (HTTP CONNECT with basic authentication)
-// and microsocks (SOCKS5 with username and password), each a child process with its own config and log
-// in a directory the test owns. Self-contained (fork/exec), so unit tests can use them without the
-// CLI library.
+// and microsocks (SOCKS5 with username and password), each a child process with its own config and
+// log in a directory the test owns. Self-contained (fork/exec), so unit tests can use them without
+// the CLI library.
 #include <sys/types.h>
 
 #include <chrono>

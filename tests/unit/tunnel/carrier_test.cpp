@@ -3,16 +3,13 @@
 // 64 MiB through each kind with a checksum (the log shows MB/s).
 #include "tunnel/carrier.h"
 
-#include "support/proxies.h"
-#include "support/temp_dir.h"
-#include "unit/transport/test_pki.h"
-
-#include <boost/asio/dispatch.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -22,7 +19,9 @@
 #include <random>
 #include <thread>
 
-#include <sys/resource.h>
+#include "support/proxies.h"
+#include "support/temp_dir.h"
+#include "unit/transport/test_pki.h"
 
 namespace lifeline::tunnel {
 namespace {
@@ -74,12 +73,13 @@ class CarrierTest : public ::testing::Test {
   }
 
   void StartListener(ListenOptions options) {
-    auto listener = CarrierListener::Start(
-        io_.get_executor(), std::move(options), [this](std::unique_ptr<ByteStream> stream, AcceptInfo info) {
-          std::lock_guard lock(mutex_);
-          accepted_.push_back({std::move(stream), std::move(info)});
-          cv_.notify_all();
-        });
+    auto listener =
+        CarrierListener::Start(io_.get_executor(), std::move(options),
+                               [this](std::unique_ptr<ByteStream> stream, AcceptInfo info) {
+                                 std::lock_guard lock(mutex_);
+                                 accepted_.push_back({std::move(stream), std::move(info)});
+                                 cv_.notify_all();
+                               });
     ASSERT_TRUE(listener) << listener.error().message();
     listener_ = std::move(*listener);
   }
@@ -116,7 +116,9 @@ class CarrierTest : public ::testing::Test {
     std::promise<Result<std::unique_ptr<ByteStream>>> promise;
     auto future = promise.get_future();
     AsyncDial(io_.get_executor(), std::move(options),
-              [&promise](Result<std::unique_ptr<ByteStream>> result) { promise.set_value(std::move(result)); });
+              [&promise](Result<std::unique_ptr<ByteStream>> result) {
+                promise.set_value(std::move(result));
+              });
     if (future.wait_for(kWait) != std::future_status::ready) {
       ADD_FAILURE() << "dial did not complete";
       return Fail(CarrierErrc::kTimeout);
@@ -137,7 +139,8 @@ class CarrierTest : public ::testing::Test {
 ErrorCode WriteAll(ByteStream& stream, const std::string& bytes) {
   std::promise<ErrorCode> done;
   asio::dispatch(stream.GetExecutor(), [&] {
-    stream.AsyncWrite(asio::buffer(bytes), [&done](ErrorCode ec, std::size_t) { done.set_value(ec); });
+    stream.AsyncWrite(asio::buffer(bytes),
+                      [&done](ErrorCode ec, std::size_t) { done.set_value(ec); });
   });
   auto future = done.get_future();
   if (future.wait_for(kWait) != std::future_status::ready) {
@@ -148,9 +151,8 @@ ErrorCode WriteAll(ByteStream& stream, const std::string& bytes) {
 
 ErrorCode ShutdownWrite(ByteStream& stream) {
   std::promise<ErrorCode> done;
-  asio::dispatch(stream.GetExecutor(), [&] {
-    stream.AsyncShutdownWrite([&done](ErrorCode ec) { done.set_value(ec); });
-  });
+  asio::dispatch(stream.GetExecutor(),
+                 [&] { stream.AsyncShutdownWrite([&done](ErrorCode ec) { done.set_value(ec); }); });
   auto future = done.get_future();
   if (future.wait_for(kWait) != std::future_status::ready) {
     return asio::error::timed_out;
@@ -165,7 +167,9 @@ std::string ReadToEnd(ByteStream& stream, ErrorCode* error, std::size_t limit = 
   for (int reads = 0; reads < 10000 && text.size() < limit; ++reads) {
     std::promise<std::pair<ErrorCode, std::size_t>> done;
     asio::dispatch(stream.GetExecutor(), [&] {
-      stream.AsyncReadSome(asio::buffer(chunk), [&done](ErrorCode ec, std::size_t n) { done.set_value({ec, n}); });
+      stream.AsyncReadSome(asio::buffer(chunk), [&done](ErrorCode ec, std::size_t n) {
+        done.set_value({ec, n});
+      });
     });
     auto future = done.get_future();
     if (future.wait_for(kWait) != std::future_status::ready) {
@@ -213,7 +217,8 @@ TEST_F(CarrierTest, RawTlsWithMutualTlsCarriesBothWaysAndHalfCloses) {
   auto client = DialSync(Dial("tls", true));
   ASSERT_TRUE(client) << client.error().message();
   EXPECT_EQ((*client)->Describe(), fmt::format("tls 127.0.0.1:{}", listener_->LocalPort()));
-  // Raw TLS: the dialer speaks first, and the listener hands its first bytes back through the stream.
+  // Raw TLS: the dialer speaks first, and the listener hands its first bytes back through the
+  // stream.
   ASSERT_FALSE(WriteAll(**client, "H"));
   auto server = WaitAccepted();
   ASSERT_TRUE(server);
@@ -224,9 +229,8 @@ TEST_F(CarrierTest, RawTlsWithMutualTlsCarriesBothWaysAndHalfCloses) {
   std::array<char, 1> first{};
   std::promise<std::size_t> got;
   asio::dispatch(server->stream->GetExecutor(), [&] {
-    server->stream->AsyncReadSome(asio::buffer(first), [&](ErrorCode ec, std::size_t n) {
-      got.set_value(ec ? 0 : n);
-    });
+    server->stream->AsyncReadSome(asio::buffer(first),
+                                  [&](ErrorCode ec, std::size_t n) { got.set_value(ec ? 0 : n); });
   });
   ASSERT_EQ(got.get_future().get(), 1u);
   EXPECT_EQ(first[0], 'H');
@@ -279,7 +283,8 @@ TEST_F(CarrierTest, WebSocketWithBearerTokenCarriesBothWaysAndHalfCloses) {
   EXPECT_FALSE(server->info.peer.has_value());
   EXPECT_EQ(server->info.target, "/v1/tunnel");
   EXPECT_EQ(server->info.headers["x-lifeline-engineer"], "erin");
-  EXPECT_EQ((*client)->Describe(), fmt::format("wss 127.0.0.1:{}/v1/tunnel", listener_->LocalPort()));
+  EXPECT_EQ((*client)->Describe(),
+            fmt::format("wss 127.0.0.1:{}/v1/tunnel", listener_->LocalPort()));
   ExpectExchangeWithHalfClose(**client, *server->stream);
   // Both directions ended: the side that ends last sends a real close frame.
   CloseOn(**client);
@@ -309,8 +314,8 @@ TEST_F(CarrierTest, ClientWithoutCertificateIsRefusedWhenRequired) {
   auto ws = DialSync(Dial("wss", false, "/v1/tunnel"));
   ASSERT_FALSE(ws);
   EXPECT_EQ(ws.error(), CarrierErrc::kTlsFailed) << ws.error().message();
-  // Raw TLS: with TLS 1.3 the client's handshake may finish before the server checks; the first read
-  // then fails. Either way nothing is accepted.
+  // Raw TLS: with TLS 1.3 the client's handshake may finish before the server checks; the first
+  // read then fails. Either way nothing is accepted.
   auto raw = DialSync(Dial("tls", false));
   if (raw) {
     WriteAll(**raw, "hello");
@@ -392,7 +397,8 @@ TEST_F(CarrierTest, UnreachableHopsAreNamed) {
   ASSERT_FALSE(direct);
   EXPECT_EQ(direct.error(), CarrierErrc::kHomeUnreachable) << direct.error().message();
 
-  options.proxy = {ProxyKind::kHttp, fmt::format("127.0.0.1:{}", transport::testpki::UnusedPort()), "alice", "s3cret"};
+  options.proxy = {ProxyKind::kHttp, fmt::format("127.0.0.1:{}", transport::testpki::UnusedPort()),
+                   "alice", "s3cret"};
   auto no_proxy = DialSync(options);
   ASSERT_FALSE(no_proxy);
   EXPECT_EQ(no_proxy.error(), CarrierErrc::kProxyUnreachable) << no_proxy.error().message();
@@ -435,7 +441,8 @@ TEST_F(CarrierProxyTest, ThroughTinyproxyWithBasicAuth) {
     CloseOn(**client);
     CloseOn(*server->stream);
   }
-  EXPECT_NE(proxy->Log().find(fmt::format("CONNECT 127.0.0.1:{}", listener_->LocalPort())), std::string::npos)
+  EXPECT_NE(proxy->Log().find(fmt::format("CONNECT 127.0.0.1:{}", listener_->LocalPort())),
+            std::string::npos)
       << proxy->Log();
 
   DialOptions wrong = Dial("wss", true, "/v1/tunnel");
@@ -488,6 +495,8 @@ TEST_F(CarrierProxyTest, ThroughMicrosocksWithUsernameAndPassword) {
     options.proxy = {ProxyKind::kSocks5, proxy->address(), "bob", "pw"};
     auto client = DialSync(options);
     ASSERT_TRUE(client) << client.error().message();
+    EXPECT_NE((*client)->Describe().find("via SOCKS5 proxy " + proxy->address()), std::string::npos)
+        << (*client)->Describe();
     ASSERT_FALSE(WriteAll(**client, "through socks"));
     ASSERT_FALSE(ShutdownWrite(**client));
     auto server = WaitAccepted();
@@ -595,19 +604,21 @@ struct BulkWriter : std::enable_shared_from_this<BulkWriter> {
   std::promise<ErrorCode> done;
   void Next() {
     if (sent == total) {
-      stream->AsyncShutdownWrite([self = shared_from_this()](ErrorCode ec) { self->done.set_value(ec); });
+      stream->AsyncShutdownWrite(
+          [self = shared_from_this()](ErrorCode ec) { self->done.set_value(ec); });
       return;
     }
     const std::size_t offset = sent % pattern->size();
     const std::size_t n = std::min({chunk, total - sent, pattern->size() - offset});
-    stream->AsyncWrite(asio::buffer(pattern->data() + offset, n), [self = shared_from_this()](ErrorCode ec, std::size_t n) {
-      if (ec) {
-        self->done.set_value(ec);
-        return;
-      }
-      self->sent += n;
-      self->Next();
-    });
+    stream->AsyncWrite(asio::buffer(pattern->data() + offset, n),
+                       [self = shared_from_this()](ErrorCode ec, std::size_t n) {
+                         if (ec) {
+                           self->done.set_value(ec);
+                           return;
+                         }
+                         self->sent += n;
+                         self->Next();
+                       });
   }
 };
 
@@ -618,15 +629,16 @@ struct BulkReader : std::enable_shared_from_this<BulkReader> {
   std::size_t received = 0;
   std::promise<ErrorCode> done;
   void Next() {
-    stream->AsyncReadSome(asio::buffer(buffer), [self = shared_from_this()](ErrorCode ec, std::size_t n) {
-      self->checksum.Add(self->buffer.data(), n);
-      self->received += n;
-      if (ec) {
-        self->done.set_value(ec);
-        return;
-      }
-      self->Next();
-    });
+    stream->AsyncReadSome(asio::buffer(buffer),
+                          [self = shared_from_this()](ErrorCode ec, std::size_t n) {
+                            self->checksum.Add(self->buffer.data(), n);
+                            self->received += n;
+                            if (ec) {
+                              self->done.set_value(ec);
+                              return;
+                            }
+                            self->Next();
+                          });
   }
 };
 
@@ -663,7 +675,8 @@ void Bulk(ByteStream& from, ByteStream& to, const char* label) {
   asio::dispatch(to.GetExecutor(), [reader] { reader->Next(); });
   asio::dispatch(from.GetExecutor(), [writer] { writer->Next(); });
   ASSERT_EQ(read.wait_for(120s), std::future_status::ready);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double cpu = CpuSeconds() - cpu_start;
   ASSERT_EQ(wrote.wait_for(kWait), std::future_status::ready);
   EXPECT_FALSE(wrote.get());
@@ -672,9 +685,10 @@ void Bulk(ByteStream& from, ByteStream& to, const char* label) {
   EXPECT_EQ(reader->checksum.value(), expected.value()) << "checksum mismatch";
   // Both ends run in this process, so the CPU time is encryption plus decryption (plus the
   // checksum); on a shared machine MB per CPU second says more than the wall clock.
-  std::printf("[ carrier  ] %s: 64 MiB in %.3f s = %.0f MB/s; %.3f CPU s for both ends = %.0f MB "
-              "per CPU s (checksum checked)\n",
-              label, seconds, kTotal / seconds / 1e6, cpu, kTotal / cpu / 1e6);
+  std::printf(
+      "[ carrier  ] %s: 64 MiB in %.3f s = %.0f MB/s; %.3f CPU s for both ends = %.0f MB "
+      "per CPU s (checksum checked)\n",
+      label, seconds, kTotal / seconds / 1e6, cpu, kTotal / cpu / 1e6);
 }
 
 TEST_F(CarrierTest, SixtyFourMebibytesThroughRawTls) {
@@ -687,7 +701,8 @@ TEST_F(CarrierTest, SixtyFourMebibytesThroughRawTls) {
   std::array<char, 1> first{};
   std::promise<void> got;
   asio::dispatch(server->stream->GetExecutor(), [&] {
-    server->stream->AsyncReadSome(asio::buffer(first), [&](ErrorCode, std::size_t) { got.set_value(); });
+    server->stream->AsyncReadSome(asio::buffer(first),
+                                  [&](ErrorCode, std::size_t) { got.set_value(); });
   });
   got.get_future().wait();
   Bulk(**client, *server->stream, "raw TLS, dialer to listener");
