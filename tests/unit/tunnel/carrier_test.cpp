@@ -719,5 +719,123 @@ TEST_F(CarrierTest, SixtyFourMebibytesThroughWebSocket) {
   Bulk(*server->stream, **client, "WebSocket, listener to dialer");
 }
 
+// Both directions at once (one read and one write outstanding on each end, as the multiplexer
+// runs a carrier), each ended by a half-close.
+void Duplex(ByteStream& a, ByteStream& b) {
+  constexpr std::size_t kTotal = 16u << 20;
+  std::string pattern_a(1 << 20, 'a');
+  std::string pattern_b(1 << 20, 'b');
+  for (std::size_t i = 0; i < pattern_a.size(); ++i) {
+    pattern_a[i] = static_cast<char>(i * 7 + i / 4096);
+    pattern_b[i] = static_cast<char>(i * 13 + i / 1000);
+  }
+  Checksum expected_a;
+  Checksum expected_b;
+  for (std::size_t i = 0; i < kTotal / pattern_a.size(); ++i) {
+    expected_a.Add(pattern_a.data(), pattern_a.size());
+    expected_b.Add(pattern_b.data(), pattern_b.size());
+  }
+  auto make_writer = [](ByteStream& stream, const std::string& pattern, std::size_t chunk) {
+    auto writer = std::make_shared<BulkWriter>();
+    writer->stream = &stream;
+    writer->pattern = &pattern;
+    writer->total = kTotal;
+    writer->chunk = chunk;
+    return writer;
+  };
+  auto writer_a = make_writer(a, pattern_a, 100 * 1000);  // sizes that do not line up with records
+  auto writer_b = make_writer(b, pattern_b, 7 * 1024 + 3);
+  auto reader_a = std::make_shared<BulkReader>();
+  reader_a->stream = &a;
+  auto reader_b = std::make_shared<BulkReader>();
+  reader_b->stream = &b;
+  std::vector<std::future<ErrorCode>> results;
+  for (auto* promise : {&writer_a->done, &writer_b->done, &reader_a->done, &reader_b->done}) {
+    results.push_back(promise->get_future());
+  }
+  asio::dispatch(a.GetExecutor(), [writer_a, reader_a] {
+    reader_a->Next();
+    writer_a->Next();
+  });
+  asio::dispatch(b.GetExecutor(), [writer_b, reader_b] {
+    reader_b->Next();
+    writer_b->Next();
+  });
+  for (auto& result : results) {
+    ASSERT_EQ(result.wait_for(120s), std::future_status::ready);
+  }
+  EXPECT_FALSE(results[0].get());
+  EXPECT_FALSE(results[1].get());
+  EXPECT_EQ(results[2].get(), asio::error::eof);
+  EXPECT_EQ(results[3].get(), asio::error::eof);
+  EXPECT_EQ(reader_b->received, kTotal);
+  EXPECT_EQ(reader_a->received, kTotal);
+  EXPECT_EQ(reader_b->checksum.value(), expected_a.value());
+  EXPECT_EQ(reader_a->checksum.value(), expected_b.value());
+}
+
+TEST_F(CarrierTest, BothDirectionsAtOnce) {
+  StartListener(Listen(ClientCertPolicy::kRequired));
+  for (const char* scheme : {"tls", "wss"}) {
+    SCOPED_TRACE(scheme);
+    auto client = DialSync(Dial(scheme, true, "/v1/tunnel"));
+    ASSERT_TRUE(client) << client.error().message();
+    ASSERT_FALSE(WriteAll(**client, "x"));  // the dialer speaks first on raw TLS
+    auto server = WaitAccepted();
+    ASSERT_TRUE(server);
+    std::array<char, 1> first{};
+    std::promise<std::size_t> got;
+    asio::dispatch(server->stream->GetExecutor(), [&] {
+      server->stream->AsyncReadSome(asio::buffer(first),
+                                    [&](ErrorCode ec, std::size_t n) { got.set_value(ec ? 0 : n); });
+    });
+    ASSERT_EQ(got.get_future().get(), 1u);
+    Duplex(**client, *server->stream);
+    CloseOn(**client);
+    CloseOn(*server->stream);
+  }
+}
+
+TEST_F(CarrierTest, CloseAbortsAPendingReadAndTheStreamMayGoAtOnce) {
+  StartListener(Listen(ClientCertPolicy::kRequired));
+  for (const char* scheme : {"tls", "wss"}) {
+    SCOPED_TRACE(scheme);
+    auto client = DialSync(Dial(scheme, true, "/v1/tunnel"));
+    ASSERT_TRUE(client) << client.error().message();
+    ASSERT_FALSE(WriteAll(**client, "x"));
+    auto server = WaitAccepted();
+    ASSERT_TRUE(server);
+    // A read waits on each end; the dialer's stream is closed and destroyed at once, on its strand,
+    // before its read handler has run.
+    std::promise<ErrorCode> client_read;
+    std::promise<ErrorCode> server_read;
+    auto buffer = std::make_shared<std::array<char, 4096>>();
+    auto server_buffer = std::make_shared<std::array<char, 4096>>();
+    std::shared_ptr<ByteStream> stream = std::move(*client);
+    asio::dispatch(server->stream->GetExecutor(), [&, server_buffer] {
+      // Skip the "x" first, then wait for what never comes.
+      server->stream->AsyncReadSome(asio::buffer(*server_buffer), [&, server_buffer](ErrorCode, std::size_t) {
+        server->stream->AsyncReadSome(asio::buffer(*server_buffer),
+                                      [&, server_buffer](ErrorCode ec, std::size_t) { server_read.set_value(ec); });
+      });
+    });
+    asio::dispatch(stream->GetExecutor(), [&client_read, buffer, stream]() mutable {
+      stream->AsyncReadSome(asio::buffer(*buffer),
+                            [&client_read, buffer](ErrorCode ec, std::size_t) { client_read.set_value(ec); });
+      stream->Close();
+      stream.reset();
+    });
+    stream.reset();
+    auto client_result = client_read.get_future();
+    ASSERT_EQ(client_result.wait_for(kWait), std::future_status::ready);
+    EXPECT_TRUE(client_result.get());
+    // The listener's end sees the connection end (an error: no close_notify or close frame came).
+    auto server_result = server_read.get_future();
+    ASSERT_EQ(server_result.wait_for(kWait), std::future_status::ready);
+    EXPECT_TRUE(server_result.get());
+    CloseOn(*server->stream);
+  }
+}
+
 }  // namespace
 }  // namespace lifeline::tunnel
