@@ -209,6 +209,7 @@ class MuxCore : public std::enable_shared_from_this<MuxCore> {
   void ArmPing();
   void OnPingTimer();
   void ArmSweep();
+  void TrimIdleStreams();
   void Shutdown(const std::string& reason, bool drained = false);
 
   void OnRequestHeaders(MuxStreamState* s);
@@ -430,8 +431,26 @@ void MuxCore::OnPingTimer() {
   uint8_t payload[8];
   std::memcpy(payload, &now_us, sizeof payload);
   nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, payload);
+  TrimIdleStreams();
   Flush();
   ArmPing();
+}
+
+void MuxCore::TrimIdleStreams() {
+  // Streams quiet for a whole ping interval give back the buffers a burst left them, so 1,000
+  // idle sessions cost little (docs/tunnel.md, memory).
+  const auto quiet_since = SteadyClock::now() - options_.ping_interval;
+  for (const auto& [id, s] : streams_) {
+    if (s->last_activity > quiet_since) {
+      continue;
+    }
+    if (s->in.empty() && s->in.capacity() > 0) {
+      std::string().swap(s->in);
+    }
+    if (!s->in_write_pending && s->in_writing.capacity() > 0) {
+      std::string().swap(s->in_writing);
+    }
+  }
 }
 
 void MuxCore::ArmSweep() {
@@ -1044,9 +1063,8 @@ void MuxCore::OnLocalWritten(const StreamPtr& s, ErrorCode ec, std::size_t n) {
   s->last_activity = SteadyClock::now();
   Consume(s.get(), n);
   s->in_writing.clear();
-  if (s->in.empty() && s->in_writing.capacity() > kMinStreamBuffer) {
-    std::string().swap(s->in_writing);  // idle again: give the memory back
-  }
+  // The two buffers are swapped and reused while data flows (freeing them after every write cost
+  // page faults on every burst: mmap'd sizes); TrimIdleStreams gives them back once it stops.
   WriteLocal(s);
   Flush();
 }
