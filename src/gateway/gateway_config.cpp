@@ -1,6 +1,7 @@
 #include "gateway/gateway_config.h"
 
 #include "common/ports.h"
+#include "crypto/pki.h"
 
 #include <fmt/format.h>
 
@@ -35,6 +36,9 @@ config::Schema GatewayConfig::MakeSchema() {
            "tunnels kept open at once, each to a different endpoint when there are several")
       .Duration("home.timeout", &request_timeout, seconds(1), seconds(600), "deadline of one request to the home")
       .String("listen.devices", &devices_listen, "host:port where the site's agents send batches (mutual TLS)")
+      .StringList("listen.devices_names", &devices_names,
+                  "host names and IP addresses the site's agents use to reach listen.devices; they go into the "
+                  "gateway's certificate at `lifeline gateway enroll` (enroll again after changing them)")
       .String("listen.admin", &admin_listen, "host:port of the local admin interface; must be a loopback address")
       .Duration("probe.interval", &probe_interval, seconds(5), std::chrono::hours(24),
                 "how often each managed device's registered ports are probed")
@@ -89,6 +93,16 @@ void Validate(GatewayConfig& config, const std::string& origin) {
         fmt::format("{}: key 'listen.admin': '{}' is not a loopback address; the admin interface never "
                     "faces the network",
                     origin, admin));
+  }
+  if (config.devices_names.empty() || config.devices_names.size() > crypto::kMaxGatewayServerNames) {
+    throw config::ConfigError(fmt::format("{}: key 'listen.devices_names': give 1 to {} names", origin,
+                                          crypto::kMaxGatewayServerNames));
+  }
+  for (const auto& name : config.devices_names) {
+    if (!crypto::IsValidServerName(name)) {
+      throw config::ConfigError(fmt::format(
+          "{}: key 'listen.devices_names': '{}' is not a host name or IP address", origin, name));
+    }
   }
   agent::ValidatePathOptions(config.paths, config.home_url, origin);
 }

@@ -29,6 +29,8 @@ struct GatewayConfig {
 
   // [listen]
   std::string devices_listen;  // device-facing HTTPS (mutual TLS), default 0.0.0.0:9459
+  // Names the site's agents reach devices_listen by: DNS/IP SANs of gateway.crt (asked for at enrollment).
+  std::vector<std::string> devices_names = {"localhost", "127.0.0.1"};
   std::string admin_listen;    // local admin interface, default 127.0.0.1:9460 (loopback only)
 
   // [probe] Reachability of each managed device's registered ports.
