@@ -15,6 +15,7 @@
 #include "cli/simulate_command.h"
 #include "cli/agent_tickets.h"
 #include "cli/devices_command.h"
+#include "cli/gateway_devices_command.h"
 #include "cli/maintenance_command.h"
 #include "cli/tickets_command.h"
 #include "common/clock.h"
@@ -436,6 +437,12 @@ int Run(int argc, char** argv) {
   auto* tickets_cmd = AddTicketsCommand(app, tickets_options);
   DevicesOptions devices_options;
   auto* devices_cmd = AddDevicesCommand(app, devices_options);
+  // gateway
+  auto* gateway_cmd =
+      app.add_subcommand("gateway", "A site's single way in and out: managed devices, relay, remote sessions")
+          ->require_subcommand(1);
+  GatewayDevicesOptions gateway_devices_options;
+  auto* gateway_devices_cmd = AddGatewayDevicesCommand(*gateway_cmd, gateway_devices_options);
   MaintenanceOptions maintenance_options;
   auto* maintenance_cmd = AddMaintenanceCommand(app, maintenance_options);
   DemoOptions demo_options;
@@ -529,6 +536,9 @@ int Run(int argc, char** argv) {
   }
   if (devices_cmd->parsed()) {
     return RunDevicesCommand(*devices_cmd, devices_options);
+  }
+  if (gateway_devices_cmd->parsed()) {
+    return RunGatewayDevicesCommand(*gateway_devices_cmd, gateway_devices_options);
   }
   if (maintenance_cmd->parsed()) {
     return RunMaintenanceCommand(*maintenance_cmd, maintenance_options);
