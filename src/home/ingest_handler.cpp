@@ -10,7 +10,10 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <cctype>
+#include <charconv>
 #include <optional>
+#include <utility>
 
 namespace lifeline::home {
 namespace {
@@ -36,7 +39,84 @@ Reject FromStoreError(std::error_code ec) {
   return Reject::kInternal;
 }
 
+std::string LowerCase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
 }  // namespace
+
+std::optional<std::pair<Reject, std::string>> IngestHandler::ResolveDevicePeer(
+    const transport::HttpRequest& request, DevicePeer* out) const {
+  out->name = request.remote;
+  const auto relayed = request.headers.find(LowerCase(protocol::kRelayedCertificateHeader));
+  if (relayed == request.headers.end()) {
+    if (!request.peer) {
+      return std::nullopt;  // the caller decides whether a certificate is required
+    }
+    auto identity = crypto::IdentityFromCertificatePem(request.peer->pem);
+    if (!identity) {
+      return std::make_pair(Reject::kIdentityMismatch, std::string("the client certificate names no device"));
+    }
+    out->identity = *identity;
+    out->name = fmt::format("{} ({})", identity->Key(), request.remote);
+    return std::nullopt;
+  }
+  // Relayed: only a gateway may speak for a device, only for one of its own customer and site, and
+  // the device's certificate must be one this home issued. The device's own checks (enrolled, not
+  // revoked, signature) follow as for a direct batch.
+  auto gateway = request.peer ? crypto::PeerFromCertificatePem(request.peer->pem)
+                              : Result<crypto::CertifiedPeer>(crypto::Errc::kNoIdentity);
+  if (!gateway || gateway->kind != crypto::PeerKind::kGateway) {
+    return std::make_pair(Reject::kIdentityMismatch,
+                          std::string("only a gateway certificate may relay for a device"));
+  }
+  const std::string gateway_name = gateway->identity.Key();
+  auto record = store_.FindDevice(gateway->identity.customer, gateway->identity.site, gateway->identity.serial);
+  if (!record) {
+    Log()->error("store lookup failed for gateway {}: {}", gateway_name, record.error().message());
+    return std::make_pair(Reject::kInternal, std::string());
+  }
+  if (!record->has_value() || (*record)->kind != store::EnrollmentKind::kGateway) {
+    return std::make_pair(Reject::kDeviceUnknown, fmt::format("gateway {} is not enrolled", gateway_name));
+  }
+  if ((*record)->status == store::DeviceStatus::kRevoked) {
+    return std::make_pair(Reject::kDeviceRevoked, fmt::format("gateway {} is revoked", gateway_name));
+  }
+  auto pem = crypto::Base64Decode(relayed->second);
+  const std::string device_pem = pem ? std::string(pem->begin(), pem->end()) : std::string();
+  if (!pem || !crypto::VerifyCertificateChain(device_pem, keys_.ca_cert_pem)) {
+    return std::make_pair(Reject::kIdentityMismatch,
+                          fmt::format("gateway {} relayed a device certificate this home did not issue", gateway_name));
+  }
+  auto identity = crypto::IdentityFromCertificatePem(device_pem);
+  if (!identity) {
+    return std::make_pair(Reject::kIdentityMismatch,
+                          fmt::format("gateway {} relayed a certificate that names no device", gateway_name));
+  }
+  if (identity->customer != gateway->identity.customer || identity->site != gateway->identity.site) {
+    return std::make_pair(Reject::kIdentityMismatch,
+                          fmt::format("gateway {} may not relay for {}, a device of another site", gateway_name,
+                                      identity->Key()));
+  }
+  out->identity = *identity;
+  out->name = fmt::format("{} (via gateway {}, {})", identity->Key(), gateway_name, request.remote);
+  const auto received = request.headers.find(LowerCase(protocol::kRelayReceivedAtHeader));
+  if (received != request.headers.end()) {
+    std::int64_t ms = 0;
+    const auto& text = received->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (ec != std::errc() || end != text.data() + text.size() || ms <= 0) {
+      return std::make_pair(Reject::kMalformedBody,
+                            fmt::format("{} is not a time in Unix milliseconds", protocol::kRelayReceivedAtHeader));
+    }
+    out->relay_received_at_ms = ms;
+  }
+  return std::nullopt;
+}
 
 transport::HttpResponse ErrorResponse(Reject reason, std::string_view message) {
   transport::HttpResponse response;
@@ -90,18 +170,16 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
 
   // Without a client certificate (allowed by ingest.require_client_certificate = false, for agents
   // behind TLS-inspecting proxies) the device's identity rests on the envelope's signature below.
-  std::optional<protocol::DeviceIdentity> cert_identity;
-  if (!request.peer) {
-    if (settings_.require_client_certificate) {
-      return refuse(Reject::kClientCertRequired, "batches need the device's client certificate");
-    }
-  } else {
-    auto identity = crypto::IdentityFromCertificatePem(request.peer->pem);
-    if (!identity) {
-      return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
-    }
-    cert_identity = *identity;
-    peer_name = fmt::format("{} ({})", cert_identity->Key(), request.remote);
+  // Through a gateway it is the device certificate the gateway relayed (ResolveDevicePeer).
+  DevicePeer device_peer;
+  if (auto refusal = ResolveDevicePeer(request, &device_peer)) {
+    peer_name = device_peer.name;
+    return refuse(refusal->first, refusal->second);
+  }
+  peer_name = device_peer.name;
+  std::optional<protocol::DeviceIdentity> cert_identity = device_peer.identity;
+  if (!cert_identity && settings_.require_client_certificate) {
+    return refuse(Reject::kClientCertRequired, "batches need the device's client certificate");
   }
 
   const std::vector<std::uint8_t> sealed(request.body.begin(), request.body.end());
@@ -129,7 +207,7 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
     Log()->error("store lookup failed for {}: {}", peer_name, device.error().message());
     return refuse(Reject::kInternal, "");
   }
-  if (!device->has_value()) {
+  if (!device->has_value() || (*device)->kind != store::EnrollmentKind::kDevice) {
     return refuse(Reject::kDeviceUnknown, fmt::format("device {} is not enrolled", batch->device.Key()));
   }
   if ((*device)->status == store::DeviceStatus::kRevoked) {
@@ -140,13 +218,21 @@ transport::HttpResponse IngestHandler::HandleBatch(const transport::HttpRequest&
     return refuse(Reject::kBadSignature, "");
   }
   const std::int64_t now_ms = clock_.NowUnixMillis();
-  const std::int64_t skew_ms = std::abs(batch->sent_at_ms - now_ms);
-  if (skew_ms > std::chrono::duration_cast<std::chrono::milliseconds>(settings_.max_clock_skew).count()) {
+  const std::int64_t max_skew_ms = std::chrono::duration_cast<std::chrono::milliseconds>(settings_.max_clock_skew).count();
+  // A batch a gateway held (the home was away) is checked against when the gateway received it; that
+  // time itself may not lie in the future.
+  const std::int64_t reference_ms = device_peer.relay_received_at_ms.value_or(now_ms);
+  if (reference_ms > now_ms + max_skew_ms) {
+    return refuse(Reject::kClockSkew, "the gateway says it received the batch in the future: check its clock");
+  }
+  const std::int64_t skew_ms = std::abs(batch->sent_at_ms - reference_ms);
+  if (skew_ms > max_skew_ms) {
     return refuse(Reject::kClockSkew,
-                  fmt::format("batch sent at {} is {} s away from the home's clock (limit {} s)",
+                  fmt::format("batch sent at {} is {} s away from the {}'s clock (limit {} s)",
                               FormatRfc3339(std::chrono::system_clock::time_point(
                                   std::chrono::milliseconds(batch->sent_at_ms))),
-                              skew_ms / 1000, settings_.max_clock_skew.count()));
+                              skew_ms / 1000, device_peer.relay_received_at_ms ? "gateway" : "home",
+                              settings_.max_clock_skew.count()));
   }
 
   store::IngestRequest ingest{.batch = *batch,
@@ -188,13 +274,14 @@ transport::HttpResponse IngestHandler::HandleDeviceTickets(const transport::Http
     Log()->warn("refused ticket status request from {}: {}: {}", request.remote, protocol::WireName(reason), detail);
     return ErrorResponse(reason, detail.empty() ? make_error_code(reason).message() : detail);
   };
-  if (!request.peer) {
+  DevicePeer device_peer;
+  if (auto refusal = ResolveDevicePeer(request, &device_peer)) {
+    return refuse(refusal->first, refusal->second);
+  }
+  if (!device_peer.identity) {
     return refuse(Reject::kClientCertRequired, "asking for tickets needs the device's client certificate");
   }
-  auto identity = crypto::IdentityFromCertificatePem(request.peer->pem);
-  if (!identity) {
-    return refuse(Reject::kIdentityMismatch, "the client certificate names no device");
-  }
+  const std::optional<protocol::DeviceIdentity>& identity = device_peer.identity;
   auto device = store_.FindDevice(identity->customer, identity->site, identity->serial);
   if (!device) {
     Log()->error("store lookup failed for {}: {}", identity->Key(), device.error().message());

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,16 @@ class IngestHandler {
   void SetBatchObserver(BatchObserver observer) { batch_observer_ = std::move(observer); }
 
  private:
+  /// The device a request speaks for: the TLS client certificate's, or the one a gateway of the
+  /// device's customer and site relayed (docs/protocol.md, "Relay through a gateway").
+  struct DevicePeer {
+    std::optional<protocol::DeviceIdentity> identity;  // none: no client certificate
+    std::string name;                                  // for log lines
+    std::optional<std::int64_t> relay_received_at_ms;  // a gateway held the batch since then
+  };
+  /// A refusal (reason, detail) when the request names its device wrongly, else fills `out`.
+  std::optional<std::pair<protocol::Reject, std::string>> ResolveDevicePeer(const transport::HttpRequest& request,
+                                                                           DevicePeer* out) const;
   transport::HttpResponse HandleBatch(const transport::HttpRequest& request);
   transport::HttpResponse HandleEnroll(const transport::HttpRequest& request);
   transport::HttpResponse HandleDeviceTickets(const transport::HttpRequest& request);

@@ -566,6 +566,34 @@ Result<EnrollResponse> DecodeEnrollResponse(std::string_view text, std::string* 
   return response;
 }
 
+std::string EncodeRelayHeld(const RelayHeld& held) {
+  return json::serialize(json::object{{"version", kProtocolVersion},
+                                      {"status", "held"},
+                                      {"gateway", held.gateway},
+                                      {"relay_id", held.relay_id},
+                                      {"message", held.message}});
+}
+
+Result<RelayHeld> DecodeRelayHeld(std::string_view text, std::string* why) {
+  json::value document;
+  const json::object* root = ParseObject(text, why, document);
+  if (root == nullptr) {
+    return Fail(Reject::kMalformedBody);
+  }
+  Reader r(*root, "", why);
+  RelayHeld held;
+  std::string status;
+  if (!(ReadVersion(r, why) && r.String("status", 16, &status) && r.String("gateway", 512, &held.gateway) &&
+        r.Int("relay_id", &held.relay_id) && r.String("message", 1024, &held.message, false))) {
+    return Fail(Reject::kMalformedBody);
+  }
+  if (status != "held") {
+    r.Fail("status", "must be \"held\"");
+    return Fail(Reject::kMalformedBody);
+  }
+  return held;
+}
+
 std::string EncodeIdentity(const DeviceIdentity& identity) {
   return json::serialize(IdentityToJson(identity));
 }

@@ -51,6 +51,24 @@ struct EnrollResponse {
 std::string EncodeEnrollResponse(const EnrollResponse& response);
 [[nodiscard]] Result<EnrollResponse> DecodeEnrollResponse(std::string_view json, std::string* why);
 
+// ---- Relay through a gateway (docs/protocol.md, "Relay through a gateway")
+
+/// Gateway -> home: the device's client certificate (base64 of its PEM) the gateway verified; the home
+/// accepts it only from a gateway certificate of the device's customer and site.
+inline constexpr std::string_view kRelayedCertificateHeader = "Lifeline-Relayed-Certificate";
+/// Gateway -> home: when the gateway received the batch (Unix ms): the clock-skew check of a batch the
+/// gateway held is against this time.
+inline constexpr std::string_view kRelayReceivedAtHeader = "Lifeline-Relay-Received-At";
+
+/// The gateway's 202 answer: it holds the batch durably and forwards it when the home answers.
+struct RelayHeld {
+  std::string gateway;  // customer/site/name of the gateway
+  std::int64_t relay_id = 0;
+  std::string message;
+};
+std::string EncodeRelayHeld(const RelayHeld& held);
+[[nodiscard]] Result<RelayHeld> DecodeRelayHeld(std::string_view json, std::string* why);
+
 /// Device identity as a JSON object, for other documents (admin API) to embed.
 std::string EncodeIdentity(const DeviceIdentity& identity);
 

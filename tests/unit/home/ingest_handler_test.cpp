@@ -377,5 +377,94 @@ TEST_F(IngestHandlerTest, GatewayTokenEnrollsAGatewayCertificate) {
   ExpectRefused(Post(Sealed(batch, device_.sign), cert), Reject::kIdentityMismatch);
 }
 
+transport::HttpRequest Relayed(transport::HttpRequest request, const std::string& gateway_cert,
+                               const std::string& device_cert, std::optional<std::int64_t> received_at_ms = {}) {
+  request.peer = transport::PeerCertificate{gateway_cert};
+  request.headers["lifeline-relayed-certificate"] = crypto::Base64Encode(crypto::AsBytes(device_cert));
+  if (received_at_ms) {
+    request.headers["lifeline-relay-received-at"] = std::to_string(*received_at_ms);
+  }
+  return request;
+}
+
+TEST_F(IngestHandlerTest, GatewayRelaysABatchOfItsSiteAndTheDeviceChecksStillApply) {
+  const std::string gateway_cert = EnrollGateway({"ACME", "berlin-1", "gw-1", "lifeline-gateway"});
+  auto batch = MakeBatch(device_.identity, "SIM-1");
+  transport::HttpRequest request{.method = "POST", .target = "/v1/batches", .body = Sealed(batch, device_.sign),
+                                 .remote = "gateway"};
+  auto response = handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem));
+  ASSERT_EQ(response.status, 200) << response.body;
+  std::string why;
+  auto reply = protocol::DecodeReply(response.body, &why);
+  ASSERT_TRUE(reply) << why;
+  EXPECT_EQ(reply->results.at(0).ticket, "LL-000001");
+
+  // The device's tickets, through the gateway too.
+  transport::HttpRequest tickets{.method = "GET", .target = "/v1/tickets", .remote = "gateway"};
+  auto listed = handler_->Handle(Relayed(tickets, gateway_cert, device_.cert_pem));
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_NE(listed.body.find("LL-000001"), std::string::npos);
+
+  // The usual checks apply to the relayed device: a signature by another key is refused...
+  auto other_key = MakeBatch(device_.identity, "SIM-2");
+  request.body = Sealed(other_key, crypto::GenerateSigningKeyPair());
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem)), Reject::kBadSignature);
+  // ...and a revoked device stays revoked.
+  ASSERT_TRUE(store_->RevokeDevice("ACME", "berlin-1", "SN-1"));
+  request.body = Sealed(MakeBatch(device_.identity, "SIM-3"), device_.sign);
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem)), Reject::kDeviceRevoked);
+}
+
+TEST_F(IngestHandlerTest, OnlyAGatewayOfTheDevicesSiteMayRelay) {
+  const auto before = Stats();
+  auto batch = MakeBatch(device_.identity, "SIM-1");
+  transport::HttpRequest request{.method = "POST", .target = "/v1/batches", .body = Sealed(batch, device_.sign),
+                                 .remote = "peer"};
+  // A plain device certificate cannot relay (not even for itself, and not for another device).
+  const Device other = Enroll({"ACME", "berlin-1", "SN-2", "M"});
+  ExpectRefused(handler_->Handle(Relayed(request, other.cert_pem, device_.cert_pem)), Reject::kIdentityMismatch);
+  ExpectRefused(handler_->Handle(Relayed(request, device_.cert_pem, device_.cert_pem)), Reject::kIdentityMismatch);
+  // A gateway of another site, or of another customer, cannot relay for this device.
+  const std::string other_site = EnrollGateway({"ACME", "hamburg", "gw-1", "lifeline-gateway"});
+  ExpectRefused(handler_->Handle(Relayed(request, other_site, device_.cert_pem)), Reject::kIdentityMismatch);
+  const std::string other_customer = EnrollGateway({"OTHER", "berlin-1", "gw-1", "lifeline-gateway"});
+  ExpectRefused(handler_->Handle(Relayed(request, other_customer, device_.cert_pem)), Reject::kIdentityMismatch);
+  // The relayed certificate must come from this home's CA.
+  const std::string gateway_cert = EnrollGateway({"ACME", "berlin-1", "gw-1", "lifeline-gateway"});
+  testing::TempDir other_pki;
+  ASSERT_TRUE(crypto::InitPki(other_pki / "pki"));
+  const crypto::PkiPaths foreign(other_pki / "pki");
+  auto foreign_cert = crypto::IssueDeviceCertificate(
+      *crypto::ReadSmallFile(foreign.ca_cert, 1 << 20), *crypto::ReadSmallFile(foreign.ca_key, 1 << 20, true),
+      *crypto::MakeCsr(crypto::GeneratePrivateKeyPem(), device_.identity), device_.identity, 30);
+  ASSERT_TRUE(foreign_cert);
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, foreign_cert->pem)), Reject::kIdentityMismatch);
+  // The relayed certificate must name the batch's device.
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, other.cert_pem)), Reject::kIdentityMismatch);
+  // A revoked gateway relays nothing.
+  ASSERT_TRUE(store_->RevokeDevice("ACME", "berlin-1", "gw-1"));
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem)), Reject::kDeviceRevoked);
+  ExpectNothingStored(before);
+}
+
+TEST_F(IngestHandlerTest, HeldBatchIsCheckedAgainstTheGatewaysReceiveTime) {
+  const std::string gateway_cert = EnrollGateway({"ACME", "berlin-1", "gw-1", "lifeline-gateway"});
+  auto batch = MakeBatch(device_.identity, "SIM-1");
+  const std::int64_t received = clock_.NowUnixMillis();
+  clock_.Advance(std::chrono::hours(2));  // the home was away for two hours
+  transport::HttpRequest request{.method = "POST", .target = "/v1/batches", .body = Sealed(batch, device_.sign),
+                                 .remote = "gateway"};
+  // Directly, the batch would be two hours old; held by the gateway it is on time.
+  request.peer = transport::PeerCertificate{device_.cert_pem};
+  ExpectRefused(handler_->Handle(request), Reject::kClockSkew);
+  auto response = handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem, received));
+  EXPECT_EQ(response.status, 200) << response.body;
+  // A receive time in the future is refused.
+  request.body = Sealed(MakeBatch(device_.identity, "SIM-2"), device_.sign);
+  ExpectRefused(handler_->Handle(Relayed(request, gateway_cert, device_.cert_pem,
+                                         clock_.NowUnixMillis() + 3'600'000)),
+                Reject::kClockSkew);
+}
+
 }  // namespace
 }  // namespace lifeline::home
