@@ -86,6 +86,34 @@ Result<SendOutcome> Sender::SendOnce() {
               batch.messages.size());
     return response.error();
   }
+  if (response->status == 202) {
+    // A gateway (docs/gateway.md, "Relay") holds the batch durably and forwards it when the home
+    // answers; only servers with a certificate from the home's CA (the home, gateways) get here, and
+    // the home itself never answers 202. Ticket numbers come later (`lifeline agent tickets`).
+    std::string why;
+    auto held = protocol::DecodeRelayHeld(response->body, &why);
+    if (!held) {
+      log->error("unreadable 202 answer to batch {}: {}; keeping the messages", batch.batch_id.substr(0, 8), why);
+      return make_error_code(protocol::Reject::kMalformedBody);
+    }
+    std::vector<std::string> ids;
+    for (const auto& m : batch.messages) {
+      ids.push_back(m.id);
+    }
+    if (auto removed = queue_.Remove(ids); !removed) {
+      log->error("cannot record that gateway {} holds batch {}: {}", held->gateway, batch.batch_id.substr(0, 8),
+                 removed.error().message());
+      return removed.error();
+    }
+    if (instructions_ != nullptr) {
+      instructions_->MarkReported(batch.instruction_results);
+    }
+    log->info("gateway {} holds batch {} ({} messages, relay id {}) and forwards it to the home; ticket numbers: "
+              "`lifeline agent tickets`",
+              held->gateway, batch.batch_id.substr(0, 8), batch.messages.size(), held->relay_id);
+    return SendOutcome{.sent = static_cast<int>(batch.messages.size()),
+                       .queue_empty = batch.messages.size() == peeked && peeked < batch_size_};
+  }
   if (response->status != 200) {
     std::string message;
     const protocol::Reject reason = protocol::DecodeError(response->body, &message);
