@@ -162,6 +162,7 @@ enum class DeviceMode {
   kSink,  // reads to EOF, then answers "<count> <fnv1a>" and closes
   kHold,  // accepts and never reads (a stalled reader)
   kCount, // reads to EOF, then answers "<count>" and closes (cheapest sink, for throughput)
+  kAbort, // reads once, then resets the connection (SO_LINGER 0)
 };
 
 // A TCP server on 127.0.0.1 playing a managed device.
@@ -223,6 +224,11 @@ class Device {
         break;
       }
       count += n;
+      if (mode == DeviceMode::kAbort) {
+        socket.set_option(asio::socket_base::linger(true, 0), ec);
+        socket.close(ec);
+        co_return;
+      }
       if (mode == DeviceMode::kEcho) {
         auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(buffer.data(), n),
                                                     asio::as_tuple(asio::use_awaitable));
@@ -776,6 +782,25 @@ TEST_F(MuxTest, ResetEndsAStreamAndReportsIt) {
   Exchange({&rest}, 5s);
   EXPECT_TRUE(rest.eof || rest.error);
   EXPECT_EQ(client_->Stats().active_streams, 0u);
+}
+
+TEST_F(MuxTest, DeviceResetEndsTheStreamOnBothSides) {
+  Device& abort = AddDevice(DeviceMode::kAbort);
+  StartPair();
+  Opened opened = OpenSpliced(abort.Port());
+  ASSERT_EQ(opened.status, 200);
+  Conn conn{opened.fd, "ping"};
+  conn.shutdown_after_send = false;
+  Exchange({&conn}, 5s);
+  EXPECT_TRUE(conn.eof || conn.error);
+  auto report = opened.report->Wait();
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->end, StreamEnd::kResetByPeer) << report->detail;
+  for (int i = 0; i < 200 && ServerReports().empty(); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(ServerReports().size(), 1u);
+  EXPECT_EQ(ServerReports()[0].end, StreamEnd::kLocalError) << ServerReports()[0].detail;
 }
 
 TEST_F(MuxTest, IdleStreamTimesOut) {
