@@ -335,6 +335,13 @@ Result<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Open(const std::filesyst
                  (*db)->LastErrorMessage());
     return migrated.error();
   }
+  if (auto version = (*db)->Prepare("PRAGMA user_version"); version && version->Step() &&
+                                                              version->Int(0) > std::ssize(kSchema)) {
+    // Written by a newer lifeline: its tables may mean things this version does not know.
+    Log()->error("{} has schema version {}, newer than this lifeline's {}: run the newer lifeline",
+                 path.string(), version->Int(0), kSchema.size());
+    return std::make_error_code(std::errc::not_supported);
+  }
   std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry(std::move(*db), clock));
   if (auto loaded = registry->Load(); !loaded) {
     return loaded.error();

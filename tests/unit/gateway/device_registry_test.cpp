@@ -1,5 +1,7 @@
 #include "gateway/device_registry.h"
 
+#include "store/sqlite/database.h"
+
 #include "support/fake_clock.h"
 #include "support/temp_dir.h"
 
@@ -8,7 +10,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <fstream>
+#include <malloc.h>
 #include <thread>
 
 namespace lifeline::gateway {
@@ -20,16 +22,8 @@ DeviceSpec Spec(std::string serial, std::string address = "10.0.0.5",
                     .apps = std::move(apps)};
 }
 
-std::int64_t ResidentKiB() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) {
-      return std::stoll(line.substr(6));
-    }
-  }
-  return 0;
-}
+// Heap bytes in use (glibc): resident size would hide the registry in memory the test freed before.
+std::int64_t HeapInUse() { return static_cast<std::int64_t>(mallinfo2().uordblks); }
 
 class DeviceRegistryTest : public ::testing::Test {
  protected:
@@ -185,6 +179,20 @@ TEST_F(DeviceRegistryTest, PersistsAcrossReopenWithPrivateFile) {
   EXPECT_EQ(registry->History("")->size(), 5u);
 }
 
+TEST_F(DeviceRegistryTest, RefusesAFileFromANewerVersion) {
+  {
+    auto registry = Open();
+    ASSERT_TRUE(registry);
+  }
+  {
+    auto db = store::sqlite::Database::Open(dir_ / "gateway.db");
+    ASSERT_TRUE(db);
+    ASSERT_TRUE((*db)->Exec("PRAGMA user_version = 99"));
+  }
+  auto registry = DeviceRegistry::Open(dir_ / "gateway.db", clock_);
+  EXPECT_FALSE(registry);
+}
+
 TEST_F(DeviceRegistryTest, ListenersHearEveryCommittedChange) {
   auto registry = Open();
   ASSERT_TRUE(registry);
@@ -291,17 +299,18 @@ TEST_F(DeviceRegistryTest, HoldsTenThousandDevices) {
                 std::chrono::duration<double, std::milli>(one).count(),
                 std::chrono::duration<double, std::milli>(one).count() / kOneByOne);
   }
-  const auto rss_before = ResidentKiB();
+  const auto heap_before = HeapInUse();
   const auto open_start = std::chrono::steady_clock::now();
   auto registry = Open();
   ASSERT_TRUE(registry);
   const auto load = std::chrono::steady_clock::now() - open_start;
-  const auto rss_after = ResidentKiB();
+  const auto heap_after = HeapInUse();
   EXPECT_EQ(registry->size(), static_cast<std::size_t>(kDevices + 200));
-  std::printf("[ measure  ] open and load of %zu devices: %.0f ms, resident +%lld KiB (%.0f bytes/device)\n",
+  std::printf("[ measure  ] open and load of %zu devices: %.0f ms, heap +%lld KiB (%.0f bytes/device, "
+              "SQLite's page cache included)\n",
               registry->size(), std::chrono::duration<double, std::milli>(load).count(),
-              static_cast<long long>(rss_after - rss_before),
-              (rss_after - rss_before) * 1024.0 / static_cast<double>(registry->size()));
+              static_cast<long long>((heap_after - heap_before) / 1024),
+              static_cast<double>(heap_after - heap_before) / static_cast<double>(registry->size()));
   EXPECT_LT(load, std::chrono::seconds(5));
 
   const auto lookup_start = std::chrono::steady_clock::now();
