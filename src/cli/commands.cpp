@@ -16,6 +16,8 @@
 #include "cli/agent_tickets.h"
 #include "cli/devices_command.h"
 #include "cli/gateway_devices_command.h"
+#include "cli/gateway_enroll_command.h"
+#include "cli/gateway_relay_command.h"
 #include "cli/maintenance_command.h"
 #include "cli/tickets_command.h"
 #include "common/clock.h"
@@ -186,24 +188,10 @@ int EnrollAgent(const std::string& config_path, std::string token, const std::st
     return kExitUsage;
   }
   const agent::AgentConfig& config = *loaded;
-  if (!token_file.empty()) {
-    auto text = crypto::ReadSmallFile(token_file, 4096);
-    if (!text) {
-      std::cerr << "lifeline: cannot read " << token_file << ": " << text.error().message() << "\n";
-      return kExitUsage;
-    }
-    token = *text;
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) {
-      token.pop_back();
-    }
-  }
+  std::string problem;
+  token = agent::ResolveEnrollToken(std::move(token), token_file, &problem);
   if (token.empty()) {
-    if (const char* env = std::getenv("LIFELINE_ENROLL_TOKEN")) {
-      token = env;
-    }
-  }
-  if (token.empty()) {
-    std::cerr << "lifeline: give the enrollment token with --token, --token-file or LIFELINE_ENROLL_TOKEN\n";
+    std::cerr << "lifeline: " << problem << "\n";
     return kExitUsage;
   }
   std::string refusal;
@@ -443,6 +431,17 @@ int Run(int argc, char** argv) {
           ->require_subcommand(1);
   GatewayDevicesOptions gateway_devices_options;
   auto* gateway_devices_cmd = AddGatewayDevicesCommand(*gateway_cmd, gateway_devices_options);
+  auto* gateway_enroll = gateway_cmd->add_subcommand(
+      "enroll", "Create the gateway's keys and get its gateway certificate from the home with a gateway token");
+  std::string gateway_config_path;
+  gateway_enroll->add_option("--config", gateway_config_path, "gateway.toml")->required();
+  gateway_enroll->add_option("--token", enroll_token, "Gateway enrollment token (or LIFELINE_ENROLL_TOKEN)");
+  gateway_enroll->add_option("--token-file", enroll_token_file, "File holding the enrollment token");
+  gateway_enroll->add_flag("--force", enroll_force, "Enroll again although a certificate exists");
+  auto* gateway_relay = gateway_cmd->add_subcommand(
+      "relay", "Run the relay alone (the site's agents send to the gateway, which forwards to the home) until "
+               "SIGINT/SIGTERM; `gateway run` includes it");
+  gateway_relay->add_option("--config", gateway_config_path, "gateway.toml")->required();
   MaintenanceOptions maintenance_options;
   auto* maintenance_cmd = AddMaintenanceCommand(app, maintenance_options);
   DemoOptions demo_options;
@@ -536,6 +535,12 @@ int Run(int argc, char** argv) {
   }
   if (devices_cmd->parsed()) {
     return RunDevicesCommand(*devices_cmd, devices_options);
+  }
+  if (gateway_relay->parsed()) {
+    return RunGatewayRelay(gateway_config_path);
+  }
+  if (gateway_enroll->parsed()) {
+    return RunGatewayEnroll(gateway_config_path, enroll_token, enroll_token_file, enroll_force);
   }
   if (gateway_devices_cmd->parsed()) {
     return RunGatewayDevicesCommand(*gateway_devices_cmd, gateway_devices_options);
