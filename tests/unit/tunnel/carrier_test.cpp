@@ -389,6 +389,37 @@ TEST_F(CarrierTest, Ipv6Loopback) {
   }
 }
 
+TEST_F(CarrierTest, BadSetupIsRefusedUpFront) {
+  auto handler = [](std::unique_ptr<ByteStream>, AcceptInfo) {};
+  ListenOptions no_key = Listen(ClientCertPolicy::kRequired);
+  no_key.tls.key_file = "/nonexistent/key.pem";
+  auto started = CarrierListener::Start(io_.get_executor(), no_key, handler);
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error(), CarrierErrc::kTlsSetupFailed);
+  ListenOptions bad_address = Listen(ClientCertPolicy::kRequired);
+  bad_address.listen = "example.com:0";
+  started = CarrierListener::Start(io_.get_executor(), bad_address, handler);
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error(), CarrierErrc::kInvalidOptions);
+  StartListener(Listen(ClientCertPolicy::kRequired));
+  ListenOptions taken = Listen(ClientCertPolicy::kRequired);
+  taken.listen = fmt::format("127.0.0.1:{}", listener_->LocalPort());
+  started = CarrierListener::Start(io_.get_executor(), taken, handler);
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error(), CarrierErrc::kListenFailed);
+
+  DialOptions no_ca = Dial("tls", true);
+  no_ca.ca_file = "/nonexistent/ca.pem";
+  auto dialed = DialSync(no_ca);
+  ASSERT_FALSE(dialed);
+  EXPECT_EQ(dialed.error(), CarrierErrc::kTlsSetupFailed);
+  DialOptions bad_header = Dial("wss", false, "/v1/tunnel");
+  bad_header.headers = {{"Authorization", "Bearer x\r\nX-Injected: 1"}};
+  dialed = DialSync(bad_header);
+  ASSERT_FALSE(dialed);
+  EXPECT_EQ(dialed.error(), CarrierErrc::kInvalidOptions);
+}
+
 TEST_F(CarrierTest, UnreachableHopsAreNamed) {
   DialOptions options;
   options.ca_file = SharedPki().ca_cert.string();
