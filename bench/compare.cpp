@@ -189,6 +189,8 @@ class ComparisonRun {
     }
     WriteFile(home / "home.toml", fmt::format(R"([listen]
 ingest = "127.0.0.1:0"
+tunnel = "127.0.0.1:0"
+sessions = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 address_file = "{0}/addresses.json"
 [pki]

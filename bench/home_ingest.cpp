@@ -384,6 +384,8 @@ Result<std::unique_ptr<BenchHome>> StartBenchHome(const fs::path& dir, const std
   const fs::path config_path = dir / "home.toml";
   std::ofstream(config_path) << fmt::format(R"([listen]
 ingest = "127.0.0.1:0"
+tunnel = "127.0.0.1:0"
+sessions = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 [pki]
 dir = "{0}/pki"

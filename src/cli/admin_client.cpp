@@ -47,15 +47,13 @@ std::string UrlEncode(std::string_view text) {
   return out;
 }
 
-int AdminCall(const AdminConnection& connection, std::string_view program, std::string_view method,
-              const std::string& path, const std::string& body,
-              const std::function<void(const json::value&)>& print) {
+std::optional<std::string> LoadAdminToken(const AdminConnection& connection, std::string* problem) {
   std::string token;
   if (!connection.token_file.empty()) {
     auto text = crypto::ReadSmallFile(connection.token_file, 4096);
     if (!text) {
-      std::cerr << program << ": cannot read " << connection.token_file << ": " << text.error().message() << "\n";
-      return kExitUsage;
+      *problem = fmt::format("cannot read {}: {}", connection.token_file, text.error().message());
+      return std::nullopt;
     }
     token = *text;
   } else if (const char* env = std::getenv("LIFELINE_ADMIN_TOKEN")) {
@@ -65,9 +63,22 @@ int AdminCall(const AdminConnection& connection, std::string_view program, std::
     token.pop_back();
   }
   if (token.empty()) {
-    std::cerr << program << ": give an admin token with --token-file or LIFELINE_ADMIN_TOKEN\n";
+    *problem = "give an admin token with --token-file or LIFELINE_ADMIN_TOKEN";
+    return std::nullopt;
+  }
+  return token;
+}
+
+int AdminCall(const AdminConnection& connection, std::string_view program, std::string_view method,
+              const std::string& path, const std::string& body,
+              const std::function<void(const json::value&)>& print) {
+  std::string problem;
+  auto loaded = LoadAdminToken(connection, &problem);
+  if (!loaded) {
+    std::cerr << program << ": " << problem << "\n";
     return kExitUsage;
   }
+  const std::string token = *loaded;
   transport::HttpClient client(transport::ClientTls{.ca_file = connection.ca_file});
   auto response = client.Send({.method = std::string(method),
                                .url = connection.home_url + path,

@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,9 @@ void AddAdminOptions(CLI::App* command, AdminConnection& connection);
 int AdminCall(const AdminConnection& connection, std::string_view program, std::string_view method,
               const std::string& path, const std::string& body,
               const std::function<void(const boost::json::value&)>& print);
+
+/// The admin token from --token-file or LIFELINE_ADMIN_TOKEN; nullopt and `problem` when there is none.
+std::optional<std::string> LoadAdminToken(const AdminConnection& connection, std::string* problem);
 
 /// A member of a JSON object as text ("" when absent; numbers and booleans as JSON).
 std::string JsonText(const boost::json::object& object, std::string_view key);

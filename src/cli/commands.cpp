@@ -14,7 +14,9 @@
 #include "cli/retention_command.h"
 #include "cli/simulate_command.h"
 #include "cli/agent_tickets.h"
+#include "cli/connect_command.h"
 #include "cli/devices_command.h"
+#include "cli/gateway_command.h"
 #include "cli/gateway_devices_command.h"
 #include "cli/gateway_enroll_command.h"
 #include "cli/gateway_relay_command.h"
@@ -431,6 +433,8 @@ int Run(int argc, char** argv) {
           ->require_subcommand(1);
   GatewayDevicesOptions gateway_devices_options;
   auto* gateway_devices_cmd = AddGatewayDevicesCommand(*gateway_cmd, gateway_devices_options);
+  GatewayOptions gateway_options;
+  const GatewayCommands gateway_commands = AddGatewayCommands(*gateway_cmd, gateway_options);
   auto* gateway_enroll = gateway_cmd->add_subcommand(
       "enroll", "Create the gateway's keys and get its gateway certificate from the home with a gateway token");
   std::string gateway_config_path;
@@ -442,6 +446,8 @@ int Run(int argc, char** argv) {
       "relay", "Run the relay alone (the site's agents send to the gateway, which forwards to the home) until "
                "SIGINT/SIGTERM; `gateway run` includes it");
   gateway_relay->add_option("--config", gateway_config_path, "gateway.toml")->required();
+  ConnectOptions connect_options;
+  auto* connect_cmd = AddConnectCommand(app, connect_options);
   MaintenanceOptions maintenance_options;
   auto* maintenance_cmd = AddMaintenanceCommand(app, maintenance_options);
   DemoOptions demo_options;
@@ -542,8 +548,14 @@ int Run(int argc, char** argv) {
   if (gateway_enroll->parsed()) {
     return RunGatewayEnroll(gateway_config_path, enroll_token, enroll_token_file, enroll_force);
   }
+  if (const int gateway_exit = RunGatewayCommands(gateway_commands, gateway_options); gateway_exit >= 0) {
+    return gateway_exit;
+  }
   if (gateway_devices_cmd->parsed()) {
     return RunGatewayDevicesCommand(*gateway_devices_cmd, gateway_devices_options);
+  }
+  if (connect_cmd->parsed()) {
+    return RunConnect(connect_options);
   }
   if (maintenance_cmd->parsed()) {
     return RunMaintenanceCommand(*maintenance_cmd, maintenance_options);

@@ -254,6 +254,8 @@ class Demo {
     WriteText(config, fmt::format(R"(# Written by `lifeline demo`.
 [listen]
 ingest = "127.0.0.1:0"
+tunnel = "127.0.0.1:0"
+sessions = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 address_file = "{0}/home/addresses.json"
 

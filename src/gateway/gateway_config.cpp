@@ -34,6 +34,8 @@ config::Schema GatewayConfig::MakeSchema() {
                   "proxy passes only WebSocket (default: the home.url host on port 9458)")
       .Int("home.tunnel_connections", &tunnel_connections, 1, 4,
            "tunnels kept open at once, each to a different endpoint when there are several")
+      .Duration("home.tunnel_ping", &tunnel_ping_seconds_, seconds(1), seconds(300),
+                "keepalive PING interval on the tunnel; the home is declared dead after three without an answer")
       .Duration("home.timeout", &request_timeout, seconds(1), seconds(600), "deadline of one request to the home")
       .String("listen.devices", &devices_listen, "host:port where the site's agents send batches (mutual TLS)")
       .StringList("listen.devices_names", &devices_names,
@@ -113,6 +115,7 @@ GatewayConfig GatewayConfig::Load(const std::filesystem::path& file) {
   GatewayConfig config;
   auto schema = config.MakeSchema();
   schema.Load(file);
+  config.tunnel_ping_interval = config.tunnel_ping_seconds_;
   Validate(config, file.string());
   return config;
 }
@@ -121,6 +124,7 @@ GatewayConfig GatewayConfig::Parse(std::string_view toml, const std::string& ori
   GatewayConfig config;
   auto schema = config.MakeSchema();
   schema.LoadString(toml, origin);
+  config.tunnel_ping_interval = config.tunnel_ping_seconds_;
   Validate(config, origin);
   return config;
 }

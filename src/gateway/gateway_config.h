@@ -24,6 +24,7 @@ struct GatewayConfig {
   std::string home_url;                  // https://home:9455
   std::vector<std::string> tunnel_urls;  // tls://home:9458 or wss://home:9458/tunnel, in order
   std::int64_t tunnel_connections = 1;   // tunnels kept at once (to different endpoints when there are several)
+  std::chrono::milliseconds tunnel_ping_interval{20000};
   std::chrono::seconds request_timeout{30};
   agent::PathsConfig paths;  // [[paths]] and home.fallback_urls: the agent's connection paths
 
@@ -55,6 +56,8 @@ struct GatewayConfig {
   }
   std::filesystem::path StorePath() const { return std::filesystem::path(data_dir) / "gateway.db"; }
   std::filesystem::path AdminTokenPath() const { return std::filesystem::path(data_dir) / "admin.token"; }
+
+  std::chrono::seconds tunnel_ping_seconds_{20};  // what home.tunnel_ping says (whole seconds)
 
   config::Schema MakeSchema();
   /// Loads `file`; throws config::ConfigError naming the file and key.

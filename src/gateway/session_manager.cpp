@@ -4,6 +4,7 @@
 #include "crypto/keys.h"
 #include "store/sqlite/database.h"
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <array>
@@ -64,7 +65,31 @@ SessionRecord ReadRecord(const store::sqlite::Statement& row) {
   return r;
 }
 
+std::string Rfc3339Ms(std::int64_t ms) {
+  return FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
+}
+
 }  // namespace
+
+std::string SessionJson(const SessionRecord& r) {
+  namespace json = boost::json;
+  return json::serialize(json::object{{"id", r.id},
+                                      {"engineer", r.engineer},
+                                      {"reason", r.reason},
+                                      {"device", r.device},
+                                      {"app", r.app},
+                                      {"target", r.target},
+                                      {"home", r.home},
+                                      {"started_at", Rfc3339Ms(r.started_ms)},
+                                      {"ended_at", r.ended_ms == 0 ? json::value(nullptr) : json::value(Rfc3339Ms(r.ended_ms))},
+                                      {"expires_at", r.expires_ms == 0 ? json::value(nullptr) : json::value(Rfc3339Ms(r.expires_ms))},
+                                      {"idle_timeout_s", r.idle_timeout_s},
+                                      {"bytes_to_device", r.bytes_to_device},
+                                      {"bytes_from_device", r.bytes_from_device},
+                                      {"connections", r.streams},
+                                      {"open_connections", r.open_streams},
+                                      {"outcome", r.outcome}});
+}
 
 struct SessionManager::Live {
   SessionRecord record;
@@ -350,6 +375,8 @@ void SessionManager::Sweep() {
       Live& live = *it->second;
       for (auto& [token, stream] : live.streams) {
         if (!stream.control.bytes) {
+          // No live counters (the multiplexer ends idle streams itself): an open stream is activity.
+          live.last_activity_ms = now;
           continue;
         }
         const auto [to, from] = stream.control.bytes();

@@ -82,6 +82,9 @@ struct StreamControl {
   std::function<void()> end;                                        // resets the stream; any thread
 };
 
+/// A session record as a JSON object (serialised): what the home and the admin interface show.
+std::string SessionJson(const SessionRecord& record);
+
 class SessionManager {
  public:
   [[nodiscard]] static Result<std::unique_ptr<SessionManager>> Open(const std::filesystem::path& db_path,

@@ -168,6 +168,8 @@ std::string_view ToString(Permission permission) {
       return "read escalation and on-call state";
     case Permission::kDevices:
       return "revoke devices";
+    case Permission::kConnect:
+      return "open remote sessions";
   }
   return "read";
 }
@@ -178,7 +180,7 @@ bool Allowed(std::string_view role, Permission permission) {
   }
   if (role == "engineer") {
     return permission == Permission::kRead || permission == Permission::kTickets ||
-           permission == Permission::kMaintenance;
+           permission == Permission::kMaintenance || permission == Permission::kConnect;
   }
   if (role == "manager") {
     return permission == Permission::kRead || permission == Permission::kMaintenance ||
@@ -200,6 +202,7 @@ const std::vector<std::string>& KnownRoles() {
 struct AdminApi::Caller {
   std::string name;
   std::string role;
+  std::string token_hash;
 };
 
 AdminApi::AdminApi(store::HomeStore& store, const Clock& clock, AdminOptions options)
@@ -221,7 +224,8 @@ HttpResponse AdminApi::Handle(const HttpRequest& request) {
     Log()->warn("refused admin request from {}: unknown token", request.remote);
     return ErrorResponse(Reject::kUnauthorized, "unknown admin token");
   }
-  return Route(Caller{(*token)->name, (*token)->role}, request);
+  return Route(Caller{(*token)->name, (*token)->role, crypto::HashToken(auth->second.substr(kBearer.size()))},
+               request);
 }
 
 HttpResponse AdminApi::Route(const Caller& caller, const HttpRequest& request) {
@@ -282,6 +286,18 @@ HttpResponse AdminApi::Route(const Caller& caller, const HttpRequest& request) {
     return NotFound("no such endpoint: " + std::string(url->path()));
   }
   const std::string& what = seg[1];
+
+  // Remote access (home/remote_access.h): reading gateways needs kRead, sessions kConnect.
+  if (what == "sessions" || what == "gateways") {
+    if (auto refused = forbidden(what == "gateways" ? Permission::kRead : Permission::kConnect)) {
+      return *refused;
+    }
+    if (!options_.remote_access) {
+      return HttpResponse{503, "application/json",
+                          R"({"error":"unavailable","message":"remote access is switched off at this home"})", {}};
+    }
+    return options_.remote_access(caller.name, caller.token_hash, request);
+  }
 
   // ---- Tickets
   if (what == "tickets" && seg.size() == 2 && get) {
@@ -811,7 +827,7 @@ HttpResponse AdminApi::Route(const Caller& caller, const HttpRequest& request) {
   if (what == "whoami" && seg.size() == 2 && get) {
     json::array allowed;
     for (auto p : {Permission::kRead, Permission::kTickets, Permission::kMaintenance, Permission::kEscalation,
-                   Permission::kDevices}) {
+                   Permission::kDevices, Permission::kConnect}) {
       if (Allowed(caller.role, p)) {
         allowed.push_back(json::string(ToString(p)));
       }

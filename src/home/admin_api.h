@@ -17,9 +17,10 @@
 
 namespace lifeline::home {
 
-/// What a request needs. Roles: admin (everything), engineer (read, tickets, maintenance), manager
+/// What a request needs. Roles: admin (everything), engineer (read, tickets, maintenance, remote
+/// sessions), manager
 /// (read, maintenance, escalation), read-only (read).
-enum class Permission { kRead, kTickets, kMaintenance, kEscalation, kDevices };
+enum class Permission { kRead, kTickets, kMaintenance, kEscalation, kDevices, kConnect };
 std::string_view ToString(Permission permission);
 /// Whether `role` grants `permission`; unknown roles grant nothing.
 bool Allowed(std::string_view role, Permission permission);
@@ -36,6 +37,11 @@ struct AdminOptions {
   std::function<void()> on_notified;
   /// Called after a device was revoked (the missing-heartbeat monitor forgets it and resolves its ticket).
   std::function<void(const protocol::DeviceIdentity&)> on_device_revoked;
+  /// /v1/sessions and /v1/gateways (remote access), after authentication and the role check: the
+  /// caller's name, the hash of their token, the request. Unset: those paths answer 503.
+  std::function<transport::HttpResponse(const std::string& caller, const std::string& token_hash,
+                                        const transport::HttpRequest& request)>
+      remote_access;
 };
 
 class AdminApi {
@@ -43,6 +49,10 @@ class AdminApi {
   AdminApi(store::HomeStore& store, const Clock& clock, AdminOptions options = {});
   explicit AdminApi(store::HomeStore& store);
   transport::HttpResponse Handle(const transport::HttpRequest& request);
+  /// Sets AdminOptions::remote_access after construction (the hub starts after the API exists).
+  void SetRemoteAccess(decltype(AdminOptions::remote_access) remote_access) {
+    options_.remote_access = std::move(remote_access);
+  }
 
  private:
   struct Caller;

@@ -18,6 +18,12 @@ config::Schema HomeConfig::MakeSchema() {
   if (admin_listen.empty()) {
     admin_listen = fmt::format("127.0.0.1:{}", ports::kHomeAdmin);
   }
+  if (tunnel_listen.empty()) {
+    tunnel_listen = fmt::format("0.0.0.0:{}", ports::kHomeTunnel);
+  }
+  if (sessions_listen.empty()) {
+    sessions_listen = fmt::format("127.0.0.1:{}", ports::kHomeSessions);
+  }
   if (smtp.url.empty()) {
     smtp.url = fmt::format("smtp://localhost:{}", ports::kSmtp);
     smtp.from = "lifeline@localhost";
@@ -25,6 +31,12 @@ config::Schema HomeConfig::MakeSchema() {
   config::Schema schema;
   schema.String("listen.ingest", &ingest_listen, "host:port for agents (HTTPS, mutual TLS); port 0 picks one")
       .String("listen.admin", &admin_listen, "host:port for the admin API; keep it on loopback or an internal network")
+      .String("listen.tunnel", &tunnel_listen, "host:port for gateways' tunnels (TLS, mutual certificates)")
+      .String("listen.sessions", &sessions_listen,
+              "host:port for engineers' remote-session connections (`lifeline connect`); like the admin API, "
+              "keep it on loopback or an internal network")
+      .Bool("remote_access.enabled", &remote_access,
+            "false: no tunnel or sessions listener (the home only ingests)")
       .String("listen.address_file", &address_file,
               "write the addresses actually bound to this file as JSON (useful with port 0)")
       .String("pki.dir", &pki_dir,

@@ -20,6 +20,9 @@ struct HomeConfig {
   std::string ingest_listen;                  // agents: sealed batches and enrollment (mutual TLS)
   std::string admin_listen;                   // engineers: admin API (bearer token)
   std::string address_file;                   // if set, the bound addresses are written here as JSON
+  std::string tunnel_listen;                  // gateways' tunnels (mutual TLS, gateway certificates)
+  std::string sessions_listen;                // engineers' session connections (WebSocket in TLS, token)
+  bool remote_access = true;                  // false: no tunnel or sessions listener
   std::string pki_dir = "/etc/lifeline/pki";
   std::string store_backend = "sqlite";  // or "postgresql"
   std::string store_path = "/var/lib/lifeline/home.db";

@@ -1,5 +1,7 @@
 #include "home/home_service.h"
 
+#include "home/remote_access.h"
+
 #include "common/log.h"
 #include "crypto/keys.h"
 #include "crypto/pki.h"
@@ -59,6 +61,7 @@ struct HomeService::Parts {
   // the store closes.
   std::unique_ptr<HomeUpkeep> upkeep;
   std::unique_ptr<IngestHandler> ingest;
+  std::unique_ptr<RemoteAccessHub> remote;  // gateways' tunnels and engineers' sessions
   std::unique_ptr<AdminApi> admin;
   std::unique_ptr<transport::HttpsServer> ingest_server;
   std::unique_ptr<transport::HttpsServer> admin_server;
@@ -150,6 +153,19 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
                                                 std::int64_t now_ms) {
     upkeep_part->OnBatchCommitted(batch, reply, now_ms);
   });
+  const crypto::PkiPaths paths(config.pki_dir);
+  if (config.remote_access) {
+    RemoteAccessOptions remote_options;
+    remote_options.tunnel_listen = config.tunnel_listen;
+    remote_options.sessions_listen = config.sessions_listen;
+    remote_options.tls = {paths.home_cert.string(), paths.home_key.string(), paths.ca_cert.string()};
+    auto remote = RemoteAccessHub::Start(remote_options);
+    if (!remote) {
+      return remote.error();
+    }
+    parts->remote = std::move(*remote);
+  }
+  RemoteAccessHub* remote_part = parts->remote.get();
   parts->admin = std::make_unique<AdminApi>(*parts->store, clock,
                                             AdminOptions{.planner = parts->planner->AsPlanner(),
                                                          .plan = &parts->planner->plan(),
@@ -166,9 +182,15 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
                                                                  }
                                                                }
                                                                notifier->Wake();
-                                                             }});
+                                                             },
+                                                         .remote_access = nullptr});
+  if (remote_part != nullptr) {
+    parts->admin->SetRemoteAccess([remote_part](const std::string& caller, const std::string& token_hash,
+                                                const transport::HttpRequest& request) {
+      return remote_part->HandleAdmin(RemoteCaller{caller, token_hash}, request);
+    });
+  }
 
-  const crypto::PkiPaths paths(config.pki_dir);
   transport::ServerOptions ingest_options;
   ingest_options.name = "ingest";
   ingest_options.listen = config.ingest_listen;
@@ -215,8 +237,9 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
 
   std::unique_ptr<HomeService> service(new HomeService(std::move(parts)));
   if (!config.address_file.empty()) {
-    const std::string addresses = fmt::format(R"({{"ingest":"{}","admin":"{}"}})" "\n",
-                                              service->IngestAddress(), service->AdminAddress());
+    const std::string addresses =
+        fmt::format(R"({{"ingest":"{}","admin":"{}","tunnel_port":{},"sessions_port":{}}})" "\n",
+                    service->IngestAddress(), service->AdminAddress(), service->TunnelPort(), service->SessionsPort());
     if (auto written = crypto::WriteFileAtomically(config.address_file, addresses, 0644); !written) {
       Log()->error("cannot write {}: {}", config.address_file, written.error().message());
       return written.error();
@@ -239,6 +262,8 @@ HomeService::~HomeService() { Stop(); }
 
 std::string HomeService::IngestAddress() const { return parts_->ingest_server->LocalAddress(); }
 std::string HomeService::AdminAddress() const { return parts_->admin_server->LocalAddress(); }
+std::uint16_t HomeService::TunnelPort() const { return parts_->remote ? parts_->remote->TunnelPort() : 0; }
+std::uint16_t HomeService::SessionsPort() const { return parts_->remote ? parts_->remote->SessionsPort() : 0; }
 
 void HomeService::Stop() {
   if (!parts_) {
@@ -250,6 +275,9 @@ void HomeService::Stop() {
   }
   if (parts_->admin_server) {
     parts_->admin_server->Stop(std::chrono::seconds(2));
+  }
+  if (parts_->remote) {
+    parts_->remote->Stop();
   }
   if (parts_->escalation) {
     parts_->escalation->Stop();

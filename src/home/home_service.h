@@ -5,6 +5,7 @@
 #include "home/home_config.h"
 #include "store/home_store.h"
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,6 +19,9 @@ class HomeService {
 
   std::string IngestAddress() const;
   std::string AdminAddress() const;
+  /// Remote access ports (0 when remote_access.enabled = false).
+  std::uint16_t TunnelPort() const;
+  std::uint16_t SessionsPort() const;
   /// Stops accepting, finishes in-flight requests and the email being sent, closes the store.
   void Stop();
 

@@ -78,7 +78,7 @@ TEST(Cli, SecretFromEnvironmentVariableThatIsUnsetIsAConfigError) {
 TEST(Cli, RuntimeFailureExitsOne) {
   TempDir dir;
   // A valid config whose PKI directory does not exist: the home cannot start.
-  WriteFile(dir / "home.toml", "[listen]\ningest = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[pki]\ndir = \"" +
+  WriteFile(dir / "home.toml", "[listen]\ningest = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ntunnel = \"127.0.0.1:0\"\nsessions = \"127.0.0.1:0\"\n[pki]\ndir = \"" +
                                    (dir / "missing").string() + "\"\n[store]\npath = \"" + (dir / "h.db").string() +
                                    "\"\n");
   auto result = RunLifeline({"--log-format", "json", "home", "run", "--config", (dir / "home.toml").string()});

@@ -106,6 +106,8 @@ void TestHome::WriteConfig() {
   WriteFile(config(), fmt::format(R"([listen]
 ingest = "{3}"
 admin = "{4}"
+tunnel = "{8}"
+sessions = "{9}"
 address_file = "{0}/addresses.json"
 [pki]
 dir = "{0}/pki"
@@ -122,7 +124,7 @@ retry_max = "10s"
 {7}
 )",
                                   dir_.string(), smtp_port_, emails_, ingest_listen_, admin_listen_, store_config_,
-                                  tickets_config_, extra_config_));
+                                  tickets_config_, extra_config_, tunnel_listen_, sessions_listen_));
 }
 
 void TestHome::SetTicketsConfig(std::string body) {
@@ -148,6 +150,10 @@ void TestHome::Start() {
   // A restarted home comes back on the same ports, as a real one would: agents keep their URL.
   ingest_listen_ = ingest_address_;
   admin_listen_ = admin_address_;
+  tunnel_port_ = static_cast<int>(addresses.at("tunnel_port").as_int64());
+  sessions_port_ = static_cast<int>(addresses.at("sessions_port").as_int64());
+  tunnel_listen_ = fmt::format("127.0.0.1:{}", tunnel_port_);
+  sessions_listen_ = fmt::format("127.0.0.1:{}", sessions_port_);
   WriteConfig();
 }
 

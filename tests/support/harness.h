@@ -58,6 +58,9 @@ class TestHome {
   fs::path log_file() const { return dir_ / "home.log"; }
   std::string ingest_url() const { return "https://" + ingest_address_; }
   std::string admin_url() const { return "https://" + admin_address_; }
+  /// Remote access: where gateways dial their tunnels and engineers' sessions connect (after Start).
+  int tunnel_port() const { return tunnel_port_; }
+  int sessions_port() const { return sessions_port_; }
   /// Issues an enrollment token with `lifeline home enroll-token`.
   std::string EnrollToken(const protocol::DeviceIdentity& device);
   /// GET on the admin API; the parsed JSON body (asserts a 200).
@@ -81,6 +84,10 @@ class TestHome {
   std::string extra_config_;
   std::string ingest_listen_ = "127.0.0.1:0";
   std::string admin_listen_ = "127.0.0.1:0";
+  std::string tunnel_listen_ = "127.0.0.1:0";
+  std::string sessions_listen_ = "127.0.0.1:0";
+  int tunnel_port_ = 0;
+  int sessions_port_ = 0;
   std::string admin_token_;
   std::string ingest_address_;
   std::string admin_address_;

@@ -1,0 +1,164 @@
+#include "gateway/gateway_service.h"
+
+#include "agent/paths_config.h"
+#include "common/log.h"
+#include "gateway/admin_devices.h"
+#include "gateway/admin_server.h"
+#include "gateway/admin_sessions.h"
+#include "gateway/device_registry.h"
+#include "gateway/gateway_pki.h"
+#include "gateway/prober.h"
+#include "gateway/session_manager.h"
+#include "gateway/tunnel_client.h"
+
+#include <fmt/format.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+namespace lifeline::gateway {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("gateway"); }
+
+}  // namespace
+
+struct GatewayService::Parts {
+  std::unique_ptr<DeviceRegistry> registry;
+  std::unique_ptr<SessionManager> sessions;
+  std::unique_ptr<Prober> prober;
+  std::unique_ptr<TunnelClient> tunnel;
+  std::unique_ptr<AdminServer> admin;
+
+  // Session limits are checked once a second.
+  std::thread sweeper;
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+
+  void StopAll() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake.notify_all();
+    if (sweeper.joinable()) {
+      sweeper.join();
+    }
+    if (admin) {
+      admin->Stop();
+    }
+    if (tunnel) {
+      tunnel->Stop();
+    }
+    if (prober) {
+      prober->Stop();
+    }
+  }
+};
+
+Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfig& config) {
+  auto parts = std::make_unique<Parts>();
+  std::error_code ec;
+  std::filesystem::create_directories(config.DataDir(), ec);
+  std::filesystem::permissions(config.DataDir(), std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+
+  auto registry = DeviceRegistry::Open(config.StorePath());
+  if (!registry) {
+    Log()->error("cannot open the managed devices in {}: {}", config.StorePath().string(), registry.error().message());
+    return registry.error();
+  }
+  parts->registry = std::move(*registry);
+  DeviceRegistry* devices = parts->registry.get();
+
+  SessionSettings session_settings;
+  session_settings.remote_access_enabled = config.remote_access_enabled;
+  session_settings.max_duration = config.session_max;
+  session_settings.idle_timeout = config.session_idle;
+  auto sessions = SessionManager::Open(
+      config.DataDir() / "sessions.db", session_settings,
+      [devices](const std::string& serial, const std::string& app, std::string* why) -> std::optional<SessionTarget> {
+        auto target = devices->Lookup(serial, app);
+        if (!target) {
+          *why = fmt::format("{} (device '{}', application '{}')", target.error().message(), serial, app);
+          return std::nullopt;
+        }
+        return SessionTarget{target->address, target->port};
+      });
+  if (!sessions) {
+    return sessions.error();
+  }
+  parts->sessions = std::move(*sessions);
+  if (config.policy == "allow-all") {
+    Log()->warn(
+        "remote_access.policy = \"allow-all\": every session an engineer asks for to a registered device and "
+        "application is allowed without asking anyone at this site. Remote access is {}; switch it off with "
+        "`lifeline gateway remote-access off`.",
+        parts->sessions->RemoteAccessEnabled() ? "ON" : "off");
+  }
+
+  parts->prober = std::make_unique<Prober>(*devices, ProberOptions::FromConfig(config));
+  parts->prober->Start();
+
+  const GatewayPkiPaths pki(config.PkiDir());
+  if (!std::filesystem::exists(pki.gateway_cert)) {
+    Log()->error("no gateway certificate in {}: enroll first with `lifeline gateway enroll --token ...`",
+                 pki.dir.string());
+    parts->StopAll();
+    return std::make_error_code(std::errc::no_such_file_or_directory);
+  }
+  TunnelClientOptions tunnel_options;
+  tunnel_options.endpoints = config.tunnel_urls;
+  tunnel_options.paths = agent::ProxyPaths(config.paths);
+  tunnel_options.ca_file = pki.ca_cert.string();
+  tunnel_options.cert_file = pki.gateway_cert.string();
+  tunnel_options.key_file = pki.gateway_key.string();
+  tunnel_options.connections = static_cast<int>(config.tunnel_connections);
+  tunnel_options.ping_interval = config.tunnel_ping_interval;
+  tunnel_options.stream_idle_timeout = config.session_idle;
+  tunnel_options.max_streams = config.max_streams;
+  parts->tunnel = TunnelClient::Start(tunnel_options, TunnelServices{parts->sessions.get(), [devices] {
+                                                                       return devices->ReachabilityJson();
+                                                                     }});
+
+  auto admin = AdminServer::Start(config);
+  if (!admin) {
+    Log()->error("cannot start the local admin interface on {}: {}", config.admin_listen, admin.error().message());
+    parts->StopAll();
+    return admin.error();
+  }
+  parts->admin = std::move(*admin);
+  AddDeviceRoutes(*parts->admin, *devices);
+  AddSessionRoutes(*parts->admin, *parts->sessions);
+
+  Parts* raw = parts.get();
+  parts->sweeper = std::thread([raw] {
+    std::unique_lock lock(raw->mutex);
+    while (!raw->wake.wait_for(lock, std::chrono::seconds(1), [raw] { return raw->stopping; })) {
+      lock.unlock();
+      raw->sessions->Sweep();
+      lock.lock();
+    }
+  });
+  Log()->info("gateway {} started: {} managed device(s); tunnel to {}", config.identity.Key(), devices->size(),
+              fmt::join(config.tunnel_urls, ", "));
+  return std::unique_ptr<GatewayService>(new GatewayService(std::move(parts)));
+}
+
+GatewayService::GatewayService(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+GatewayService::~GatewayService() { Stop(); }
+
+void GatewayService::Stop() {
+  if (!parts_) {
+    return;
+  }
+  Log()->info("gateway stopping");
+  parts_->StopAll();
+  parts_.reset();
+  Log()->info("gateway stopped");
+}
+
+}  // namespace lifeline::gateway
