@@ -333,8 +333,13 @@ void MuxCore::OnCarrierRead(ErrorCode ec, std::size_t n) {
     return;
   }
   if (ec) {
-    Shutdown(ec == asio::error::eof ? std::string("the peer closed the carrier")
-                                    : "carrier read failed: " + ec.message());
+    if (ec == asio::error::eof && (goaway_received_ || draining_)) {
+      // Expected after a drain: whichever side finished its last stream first closes.
+      Shutdown("drained: the peer closed the carrier after GOAWAY", /*drained=*/true);
+    } else {
+      Shutdown(ec == asio::error::eof ? std::string("the peer closed the carrier")
+                                      : "carrier read failed: " + ec.message());
+    }
     return;
   }
   last_received_ = SteadyClock::now();
