@@ -8,6 +8,7 @@
 #include "gateway/device_registry.h"
 #include "gateway/gateway_pki.h"
 #include "gateway/prober.h"
+#include "gateway/relay_service.h"
 #include "gateway/session_manager.h"
 #include "gateway/tunnel_client.h"
 
@@ -31,6 +32,7 @@ struct GatewayService::Parts {
   std::unique_ptr<Prober> prober;
   std::unique_ptr<TunnelClient> tunnel;
   std::unique_ptr<AdminServer> admin;
+  std::unique_ptr<RelayService> relay;
 
   // Session limits are checked once a second.
   std::thread sweeper;
@@ -46,6 +48,9 @@ struct GatewayService::Parts {
     wake.notify_all();
     if (sweeper.joinable()) {
       sweeper.join();
+    }
+    if (relay) {
+      relay->Stop();
     }
     if (admin) {
       admin->Stop();
@@ -134,6 +139,15 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
   AddDeviceRoutes(*parts->admin, *devices);
   AddSessionRoutes(*parts->admin, *parts->sessions);
 
+  // The site's agents' batches, stored here and forwarded to the home.
+  auto relay = RelayService::Start(RelayService::OptionsFrom(config));
+  if (!relay) {
+    Log()->error("cannot start the relay on {}: {}", config.devices_listen, relay.error().message());
+    parts->StopAll();
+    return relay.error();
+  }
+  parts->relay = std::move(*relay);
+
   Parts* raw = parts.get();
   parts->sweeper = std::thread([raw] {
     std::unique_lock lock(raw->mutex);
@@ -143,8 +157,8 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
       lock.lock();
     }
   });
-  Log()->info("gateway {} started: {} managed device(s); tunnel to {}", config.identity.Key(), devices->size(),
-              fmt::join(config.tunnel_urls, ", "));
+  Log()->info("gateway {} started: {} managed device(s); agents' batches on {}; tunnel to {}", config.identity.Key(),
+              devices->size(), parts->relay->LocalAddress(), fmt::join(config.tunnel_urls, ", "));
   return std::unique_ptr<GatewayService>(new GatewayService(std::move(parts)));
 }
 
