@@ -40,8 +40,8 @@ struct DemoDevice {
 };
 
 /// A UDP port free right now on 127.0.0.1 (the agent binds it a moment later; fine for a demo).
-int FreeUdpPort() {
-  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+int FreePort(int type) {
+  const int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -55,6 +55,35 @@ int FreeUdpPort() {
     ::close(fd);
   }
   return port;
+}
+
+int FreeUdpPort() { return FreePort(SOCK_DGRAM); }
+int FreeTcpPort() { return FreePort(SOCK_STREAM); }
+
+// GET `path` over plain HTTP from 127.0.0.1:port (the demo's session check); the whole answer, or "".
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return "";
+  }
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    const std::string request = fmt::format("GET {} HTTP/1.0\r\nHost: console\r\n\r\n", path);
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      char buffer[16384];
+      for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0 && answer.size() < (1u << 24);) {
+        answer.append(buffer, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  ::close(fd);
+  return answer;
 }
 
 /// Sends one RFC 5424 message, as a device that can only speak syslog would.
@@ -180,7 +209,7 @@ class Demo {
       return kExitUsage;
     }
     BlockStopSignals();
-    if (!StartMailSink() || !StartHome() || !StartAgents()) {
+    if (!StartMailSink() || !StartHome() || !StartGateway() || !StartAgents() || !StartSession()) {
       Shutdown();
       return kExitFailure;
     }
@@ -219,7 +248,7 @@ class Demo {
       }
       fs::create_directories(dir_);
     }
-    for (const char* sub : {"logs", "mail", "home", "devices"}) {
+    for (const char* sub : {"logs", "mail", "home", "devices", "gateway/pki"}) {
       fs::create_directories(dir_ / sub);
     }
     mail_sink_ = FindMailSink();
@@ -290,6 +319,7 @@ email = ["oncall@storage-support.example", "service-manager@storage-support.exam
     }
     ingest_address_ = std::string(addresses.at("ingest").get_string());
     admin_address_ = std::string(addresses.at("admin").get_string());
+    tunnel_port_ = static_cast<int>(addresses.at("tunnel_port").as_int64());
 
     // The demo shares the home's store file (SQLite WAL) to issue tokens, as `lifeline home
     // enroll-token` and `admin-token` do.
@@ -383,6 +413,11 @@ severity = "warning"
         std::cerr << "lifeline demo: enrolling " << device.serial << " failed; see " << log.string() << "\n";
         return false;
       }
+      // Enrolled with the home; from now on the agent sends through the site's gateway.
+      std::string text = ReadText(device.config);
+      const std::string home_line = fmt::format("url = \"https://{}\"", ingest_address_);
+      text.replace(text.find(home_line), home_line.size(), fmt::format("url = \"https://{}\"", gateway_devices_));
+      WriteText(device.config, text);
       // The small resident agent devices run, when it is installed beside this binary.
       const auto small_agent = SelfExecutable().parent_path() / "lifeline-agent";
       auto agent = Subprocess::Spawn(
@@ -399,6 +434,117 @@ severity = "warning"
     return true;
   }
 
+  // The site's gateway: enrolled with a gateway token, its tunnel to the home, the agents' relay.
+  bool StartGateway() {
+    const fs::path gateway = dir_ / "gateway";
+    const crypto::PkiPaths home_pki(dir_ / "pki");
+    for (const auto& public_file : {home_pki.ca_cert, home_pki.home_seal_public, home_pki.home_sign_public}) {
+      fs::copy_file(public_file, gateway / "pki" / public_file.filename());
+    }
+    gateway_devices_ = fmt::format("127.0.0.1:{}", FreeTcpPort());
+    gateway_config_ = gateway / "gateway.toml";
+    WriteText(gateway_config_, fmt::format(R"(# Written by `lifeline demo`.
+[gateway]
+customer = "ACME Corp"
+site = "Berlin DC1"
+name = "gw-berlin"
+data_dir = "{0}"
+
+[home]
+url = "https://{1}"
+tunnel_urls = ["tls://127.0.0.1:{2}"]
+
+[listen]
+devices = "{3}"
+admin = "127.0.0.1:{4}"
+
+[probe]
+interval = "10s"
+
+[remote_access]
+session_max = "1h"
+)",
+                                           gateway.string(), ingest_address_, tunnel_port_, gateway_devices_,
+                                           FreeTcpPort()));
+    const protocol::DeviceIdentity identity{"ACME Corp", "Berlin DC1", "gw-berlin", "lifeline-gateway"};
+    const std::string token = crypto::GenerateToken("llt");
+    const auto now_ms = SystemClock::Instance().NowUnixMillis();
+    if (!store_->CreateEnrollmentToken(crypto::HashToken(token), identity, now_ms + 600'000, now_ms,
+                                       store::EnrollmentKind::kGateway)) {
+      return false;
+    }
+    const fs::path log = dir_ / "logs" / "gateway.log";
+    auto enroll = Subprocess::Spawn(
+        {SelfExecutable().string(), "gateway", "enroll", "--config", gateway_config_.string(), "--token", token}, log);
+    if (!enroll || enroll->Wait(std::chrono::seconds(30)).value_or(-1) != 0) {
+      std::cerr << "lifeline demo: enrolling the gateway failed; see " << log.string() << "\n";
+      return false;
+    }
+    auto run = Subprocess::Spawn({SelfExecutable().string(), "gateway", "run", "--config", gateway_config_.string()}, log);
+    if (!run) {
+      return false;
+    }
+    processes_.push_back(std::move(*run));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (ReadText(log).find("to the home is up") == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::cerr << "lifeline demo: the gateway's tunnel did not come up; see " << log.string() << "\n";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
+  // The first array's web console (a plain HTTP server on its directory) registered at the gateway,
+  // and an engineer's session to it through home -> tunnel -> gateway, checked with one request.
+  bool StartSession() {
+    if (devices_.empty()) {
+      return true;
+    }
+    const DemoDevice& device = devices_.front();
+    const int console_port = FreeTcpPort();
+    auto console = Subprocess::Spawn({"/usr/bin/python3", "-m", "http.server", std::to_string(console_port), "--bind",
+                                      "127.0.0.1", "--directory", device.dir.string()},
+                                     dir_ / "logs" / "console.log");
+    if (!console) {
+      return false;
+    }
+    processes_.push_back(std::move(*console));
+    const fs::path log = dir_ / "logs" / "gateway-admin.log";
+    auto add = Subprocess::Spawn({SelfExecutable().string(), "gateway", "devices", "add", "--config",
+                                  gateway_config_.string(), "--serial", device.serial, "--model", device.model,
+                                  "--address", "127.0.0.1", "--app", fmt::format("http:{}", console_port)},
+                                 log);
+    if (!add || add->Wait(std::chrono::seconds(30)).value_or(-1) != 0) {
+      std::cerr << "lifeline demo: registering " << device.serial << " at the gateway failed; see " << log.string()
+                << "\n";
+      return false;
+    }
+    const fs::path connect_log = dir_ / "logs" / "connect.log";
+    auto connect = Subprocess::Spawn(
+        {SelfExecutable().string(), "connect", "--home", "https://" + admin_address_, "--ca",
+         (dir_ / "pki" / "ca.crt").string(), "--token-file", (dir_ / "admin.token").string(), "--device",
+         device.serial, "--app", "http", "--reason", "DEMO-1: read the array's log", "--listen", "127.0.0.1:0"},
+        connect_log);
+    if (!connect) {
+      return false;
+    }
+    processes_.push_back(std::move(*connect));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    std::string text;
+    while ((text = ReadText(connect_log)).find("listening on 127.0.0.1:") == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::cerr << "lifeline demo: the remote session did not open; see " << connect_log.string() << "\n";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const auto at = text.find("listening on 127.0.0.1:") + std::string("listening on 127.0.0.1:").size();
+    session_port_ = std::stoi(text.substr(at));
+    return true;
+  }
+
   void PrintGuide() {
     const std::string self = SelfExecutable().string();
     std::cout << fmt::format(
@@ -406,9 +552,20 @@ severity = "warning"
         "  mail sink (SMTP)   127.0.0.1:{1}   emails land in {0}/mail/ as .eml files\n"
         "  home               agents on {2}, admin API on {3}; log {0}/logs/home.log\n",
         dir_.string(), mail_port_, ingest_address_, admin_address_);
+    std::cout << fmt::format("  gateway gw-berlin  agents send through {}; tunnel to the home; log {}/logs/gateway.log\n",
+                             gateway_devices_, dir_.string());
     for (const auto& d : devices_) {
       std::cout << fmt::format("  agent {}     ({}) follows {}; log {}/logs/agent-{}.log\n", d.serial, d.model,
                                d.log_file.string(), dir_.string(), d.serial);
+    }
+    if (session_port_ != 0) {
+      std::cout << fmt::format(
+          "\nRemote session: `lifeline connect` opened 127.0.0.1:{0}, which reaches {1}'s web console only through\n"
+          "home -> tunnel -> gateway (the gateway allows only registered applications). Try:\n\n"
+          "  curl http://127.0.0.1:{0}/array.log\n"
+          "  {2} gateway sessions list --config {3}\n"
+          "  {2} gateway devices list --config {3}\n",
+          session_port_, devices_.front().serial, SelfExecutable().string(), gateway_config_.string());
     }
     std::cout << fmt::format(
         "\nA generator appends storage-array messages to each array.log; SIM errors become alerts,\n"
@@ -486,6 +643,17 @@ severity = "warning"
   }
 
   int PrintSummary() {
+    if (session_port_ != 0) {
+      const std::string page = HttpGet(session_port_, "/array.log");
+      const bool ok = page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200");
+      std::cout << fmt::format("\nRemote session: {} (GET /array.log of {} through home -> tunnel -> gateway)\n",
+                               ok ? fmt::format("fetched {} bytes", page.size()) : std::string("FAILED"),
+                               devices_.front().serial);
+      if (!ok) {
+        std::cerr << "lifeline demo: the remote session did not work; see " << dir_.string() << "/logs/connect.log\n";
+        return kExitFailure;
+      }
+    }
     auto stats = Stats();
     if (!stats) {
       std::cerr << "lifeline demo: cannot read the home's totals\n";
@@ -502,7 +670,7 @@ severity = "warning"
 
   void Shutdown() {
     store_.reset();
-    // Agents first, then the home, then the mail sink: the reverse of start.
+    // The session and agents first, then the gateway, the home, the mail sink: the reverse of start.
     for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) {
       it->Terminate(std::chrono::seconds(10));
     }
@@ -516,6 +684,10 @@ severity = "warning"
   std::string ingest_address_;
   std::string admin_address_;
   std::string admin_token_;
+  int tunnel_port_ = 0;
+  std::string gateway_devices_;  // the gateway's device-facing address
+  fs::path gateway_config_;
+  int session_port_ = 0;         // `lifeline connect`'s local port to the first array's console
   std::unique_ptr<store::HomeStore> store_;
   std::vector<DemoDevice> devices_;
   std::vector<Subprocess> processes_;

@@ -1222,7 +1222,7 @@ Result<std::optional<AdminToken>> SqlHomeStore::FindAdminToken(std::string_view 
 Result<HomeStats> SqlHomeStore::Stats() {
   return db_->Transaction(TxMode::kSnapshot, [&](Session& s) -> Result<HomeStats> {
     auto row = s.QueryRow(
-        "SELECT (SELECT COUNT(*) FROM devices), "
+        "SELECT (SELECT COUNT(*) FROM devices WHERE kind = 'device'), "
         "(SELECT COUNT(*) FROM events WHERE type = 'alert' AND result_status = 'accepted'), "
         "(SELECT COUNT(*) FROM tickets), "
         "(SELECT COUNT(*) FROM tickets WHERE state = 'open'), "

@@ -11,6 +11,9 @@ TEST(Demo, BoundedRunLeavesEmailsAndASummary) {
   auto result = RunLifeline({"demo", "--dir", (dir / "demo").string(), "--for", "30"}, std::chrono::seconds(120));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("Summary: 3 devices"), std::string::npos) << result.output;
+  // The agents send through the demo's gateway, and a remote session reaches the first array's console.
+  EXPECT_NE(result.output.find("Remote session: fetched "), std::string::npos) << result.output;
+  EXPECT_NE(ReadFile(dir / "demo" / "logs" / "gateway.log").find("delivered to the home"), std::string::npos);
   int emails = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir / "demo" / "mail")) {
     if (entry.path().extension() == ".eml") {
