@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace lifeline::gateway {
 
 config::Schema GatewayConfig::MakeSchema() {
@@ -32,8 +34,9 @@ config::Schema GatewayConfig::MakeSchema() {
       .StringList("home.tunnel_urls", &tunnel_urls,
                   "the home's tunnel endpoints in order: tls://host:9458, or wss://host:9458/tunnel when a "
                   "proxy passes only WebSocket (default: the home.url host on port 9458)")
-      .Int("home.tunnel_connections", &tunnel_connections, 1, 4,
-           "tunnels kept open at once, each to a different endpoint when there are several")
+      .Int("home.tunnel_connections", &tunnel_connections, 0, 4,
+           "tunnels kept open at once, each to its own endpoint (home node) when there are enough; 0 (the "
+           "default): one per endpoint, at most two")
       .Duration("home.tunnel_ping", &tunnel_ping_seconds_, seconds(1), seconds(300),
                 "keepalive PING interval on the tunnel; the home is declared dead after three without an answer")
       .Duration("home.timeout", &request_timeout, seconds(1), seconds(600), "deadline of one request to the home")
@@ -88,6 +91,9 @@ void Validate(GatewayConfig& config, const std::string& origin) {
       host.resize(colon);
     }
     config.tunnel_urls.push_back(fmt::format("tls://{}:{}", host, ports::kHomeTunnel));
+  }
+  if (config.tunnel_connections == 0) {
+    config.tunnel_connections = std::min<std::int64_t>(2, static_cast<std::int64_t>(config.tunnel_urls.size()));
   }
   const auto& admin = config.admin_listen;
   if (!admin.starts_with("127.") && !admin.starts_with("[::1]:") && !admin.starts_with("localhost:")) {

@@ -23,7 +23,7 @@ struct GatewayConfig {
   // [home] Where the home is: its ingest URL (relay, enrollment) and its tunnel endpoints.
   std::string home_url;                  // https://home:9455
   std::vector<std::string> tunnel_urls;  // tls://home:9458 or wss://home:9458/tunnel, in order
-  std::int64_t tunnel_connections = 1;   // tunnels kept at once (to different endpoints when there are several)
+  std::int64_t tunnel_connections = 0;   // tunnels kept at once; 0: one per endpoint, at most two
   std::chrono::milliseconds tunnel_ping_interval{20000};
   std::chrono::seconds request_timeout{30};
   agent::PathsConfig paths;  // [[paths]] and home.fallback_urls: the agent's connection paths

@@ -43,8 +43,12 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
   };
   struct Slot {
     int index = 0;
-    std::size_t first_route = 0;  // the route this slot prefers
-    std::size_t route = 0;        // the route it tries next / uses now
+    // The routes this slot tries, in order (indexes into `routes`): with a tunnel per endpoint, only
+    // its own endpoint's paths (the other slots cover the other home nodes); otherwise every route,
+    // its preferred endpoint first.
+    std::vector<std::size_t> order;
+    std::size_t position = 0;  // in `order`: the route it tries next / uses now
+    std::size_t Route() const { return order[position]; }
     std::shared_ptr<tunnel::Mux> mux;
     std::chrono::milliseconds backoff{0};
     std::unique_ptr<asio::steady_timer> timer;
@@ -86,7 +90,7 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
       if (stopping) {
         return;
       }
-      const Route& route = routes[slots[index].route];
+      const Route& route = routes[slots[index].Route()];
       dial.endpoint = route.endpoint;
       dial.proxy = route.path;
       dial.ca_file = options.ca_file;
@@ -116,8 +120,8 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
     if (!carrier) {
       slot.status.last_error = tunnel::DescribeDialError(dial, carrier.error());
       Log()->warn("tunnel {}: {}", index + 1, slot.status.last_error);
-      slot.route = (slot.route + 1) % routes.size();
-      if (slot.route == slot.first_route) {
+      slot.position = (slot.position + 1) % slot.order.size();
+      if (slot.position == 0) {
         // Every route failed once: wait, longer each round.
         slot.backoff = std::min(options.backoff_max, std::max(options.backoff_min, slot.backoff * 2));
         const auto delay = Jitter(slot.backoff);
@@ -177,7 +181,7 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
     const auto delay = Jitter(options.backoff_min);
     Log()->warn("tunnel {} to {} lost: {}; dialling again in {} ms", index + 1, slot.status.endpoint, reason,
                 delay.count());
-    slot.route = slot.first_route;
+    slot.position = 0;
     DialLater(index, delay);
   }
 
@@ -193,8 +197,12 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
     slot.status.connected = false;
     slot.status.last_error = "the home asked to move (GOAWAY)";
     Log()->info("tunnel {} to {}: the home is draining; opening a new tunnel", index + 1, slot.status.endpoint);
-    slot.route = (slot.route + 1) % routes.size();
-    DialLater(index, Jitter(std::chrono::milliseconds(200)));
+    // Another home node when this slot may use one; the same node (after it restarts) otherwise.
+    const bool other_nodes = slot.order.size() > options.paths.size();
+    if (other_nodes) {
+      slot.position = (slot.position + options.paths.size()) % slot.order.size();
+    }
+    DialLater(index, other_nodes ? Jitter(std::chrono::milliseconds(200)) : Jitter(options.backoff_min));
   }
 
   // ---- Streams the home opens -------------------------------------------------------------------
@@ -382,8 +390,15 @@ std::unique_ptr<TunnelClient> TunnelClient::Start(TunnelClientOptions options, T
     Impl::Slot slot;
     slot.index = i;
     // Tunnel i prefers endpoint i (mod their number): one tunnel per home node.
-    slot.first_route = (static_cast<std::size_t>(i) % impl->options.endpoints.size()) * impl->options.paths.size();
-    slot.route = slot.first_route;
+    const std::size_t endpoints = impl->options.endpoints.size();
+    const std::size_t paths = impl->options.paths.size();
+    const std::size_t preferred = static_cast<std::size_t>(i) % endpoints;
+    const bool one_per_endpoint = static_cast<std::size_t>(count) >= endpoints;
+    for (std::size_t e = 0; e < (one_per_endpoint ? 1 : endpoints); ++e) {
+      for (std::size_t p = 0; p < paths; ++p) {
+        slot.order.push_back(((preferred + e) % endpoints) * paths + p);
+      }
+    }
     slot.timer = std::make_unique<asio::steady_timer>(impl->io);
     impl->slots.push_back(std::move(slot));
   }

@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <future>
+#include <sstream>
 
 namespace lifeline::testing {
 namespace {
@@ -153,6 +155,32 @@ TEST_F(RemoteSessionTest, GatewayReconnectsAfterTheHomeRestartsAndNewSessionsWor
   ASSERT_TRUE(ssh.WaitOpen()) << ssh.Output() << gateway_->LogText();
   auto result = sshd_->Ssh(ssh.local_port(), "echo back-again");
   EXPECT_NE(result.output.find("back-again"), std::string::npos) << result.output;
+}
+
+// Nothing at the gateway listens but its device-facing port and its loopback admin interface: the
+// tunnel is dialled out, and sessions arrive inside it.
+TEST_F(RemoteSessionTest, GatewayListensOnlyOnItsDevicePortAndLoopbackAdmin) {
+  StartGateway();
+  TestSession ssh(dir_ / "ssh-session", *home_, "array-1", "ssh");
+  ASSERT_TRUE(ssh.WaitOpen()) << ssh.Output();
+  auto listening = RunCommand({"/usr/bin/ss", "-H", "-ltnp"});
+  ASSERT_EQ(listening.exit_code, 0) << listening.output;
+  std::vector<std::string> ours;
+  std::istringstream lines(listening.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(fmt::format("pid={},", gateway_->pid())) != std::string::npos) {
+      std::istringstream fields(line);
+      std::string state, recv_q, send_q, local;
+      fields >> state >> recv_q >> send_q >> local;
+      ours.push_back(local);
+    }
+  }
+  ASSERT_EQ(ours.size(), 2u) << listening.output;
+  for (const auto& local : ours) {
+    EXPECT_TRUE(local.starts_with("127.0.0.1:")) << local;  // the test puts the device port on loopback too
+  }
+  EXPECT_TRUE(std::find(ours.begin(), ours.end(), fmt::format("127.0.0.1:{}", gateway_->admin_port())) != ours.end())
+      << listening.output;
 }
 
 // The same through the site's proxies: the tunnel through an HTTP CONNECT proxy (squid) and through

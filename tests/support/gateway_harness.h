@@ -30,6 +30,8 @@ class TestGateway {
   void Stop();
   /// `lifeline gateway ARGS... --config gateway.toml`.
   CommandResult Run(std::vector<std::string> args);
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  int admin_port() const { return admin_port_; }
   /// Counts lines of the log containing `text`.
   int CountInLog(const std::string& text) const;
 
