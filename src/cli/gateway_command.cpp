@@ -59,6 +59,12 @@ std::string HumanBytes(std::int64_t bytes) {
 }
 
 int RunService(const GatewayOptions& options) {
+  if (options.help_config) {
+    gateway::GatewayConfig config;
+    std::cout << "gateway.toml keys (TOML; unknown keys are errors; secrets also accept KEY_file and KEY_env):\n"
+              << config.MakeSchema().Describe();
+    return kExitOk;
+  }
   auto config = Load(options.config_file, "lifeline gateway run");
   if (!config) {
     return kExitUsage;
@@ -153,8 +159,8 @@ GatewayCommands AddGatewayCommands(CLI::App& gateway, GatewayOptions& options) {
       "run",
       "Run the gateway: the local admin interface, probes of managed devices, and the outbound tunnel to the "
       "home through which engineers reach registered applications (nothing listens for the internet)");
-  commands.run->add_option("--config", options.config_file, "gateway.toml (`lifeline gateway --help-config`)")
-      ->capture_default_str();
+  commands.run->add_option("--config", options.config_file, "gateway.toml")->capture_default_str();
+  commands.run->add_flag("--help-config", options.help_config, "List every gateway.toml key with its default");
 
   auto* sessions = gateway.add_subcommand("sessions", "Remote sessions at this gateway: list them, end one");
   sessions->require_subcommand(1);

@@ -11,6 +11,7 @@ struct GatewayOptions {
   std::string config_file = "/etc/lifeline/gateway.toml";
   bool json = false;
   bool all = false;
+  bool help_config = false;
   std::string session_id;
   std::string switch_to;  // remote-access: on | off | status
 };
