@@ -35,6 +35,7 @@ struct Options {
   std::string dir;
   bool keep = false;
   std::string lifeline = LIFELINE_BINARY;
+  int window_seconds = 0;  // the parallel figures' window; 0: 5 s (0.5 s with --smoke)
 };
 
 struct Sizes {
@@ -50,11 +51,12 @@ struct Sizes {
 
 void Usage() {
   std::puts(
-      "usage: bench_tunnel [--smoke] [--dir DIR] [--keep] [--lifeline PATH]\n"
+      "usage: bench_tunnel [--smoke] [--dir DIR] [--keep] [--lifeline PATH] [--window SECONDS]\n"
       "  --smoke     a short run that checks everything works; figures are not meaningful\n"
       "  --dir       work directory (configs, logs, PKIs, gateway.db); default: a new one under $TMPDIR or /tmp\n"
       "  --keep      keep the work directory (it is always kept when something failed)\n"
-      "  --lifeline  the lifeline binary to run (default: this build's)");
+      "  --lifeline  the lifeline binary to run (default: this build's)\n"
+      "  --window    seconds each parallel-stream figure runs (default 5)");
 }
 
 std::string Ratio(double numerator, double denominator) {
@@ -120,6 +122,9 @@ int Run(const Options& options, const fs::path& work) {
     sizes.idle_wait = 0s;
     sizes.devices = 200;
   }
+  if (options.window_seconds > 0) {
+    sizes.parallel_window = std::chrono::seconds(options.window_seconds);
+  }
   auto fail = [&](const std::string& why) {
     fmt::print("set-up failed: {}\nwork directory (configs and logs) kept: {}\n", why, work.string());
     return 1;
@@ -176,37 +181,8 @@ int Run(const Options& options, const fs::path& work) {
       work.string());
 
   Runner run;
-  // ---- 1 and 2: one stream
-  const auto single_tunnel = run.Downloads("tunnel, 1 stream", session.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto single_ssh = run.Downloads("ssh -L, 1 stream", ssh.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto single_plain = run.Downloads("plain, 1 stream", device.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto slow_tunnel =
-      run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto slow_plain =
-      run.Downloads("plain +50 ms, 1 stream", plain_relay.port(), 1, sizes.single_bytes, sizes.single_limit);
-
-  // ---- 3: parallel streams, a fixed window, each stream asking for more than it can get in it
-  const std::uint64_t each = 1ull << 30;
-  const auto par_tunnel = run.Downloads("tunnel, parallel", session.port(), sizes.streams, each, sizes.parallel_window);
-  const auto par_ssh = run.Downloads("ssh -L, parallel", ssh.port(), sizes.streams, each, sizes.parallel_window);
-  const auto par_plain = run.Downloads("plain, parallel", device.port(), sizes.streams, each, sizes.parallel_window);
-  const auto spar_tunnel =
-      run.Downloads("tunnel +50 ms, parallel", session_delayed.port(), sizes.streams, each, sizes.parallel_window);
-  const auto spar_ssh =
-      run.Downloads("ssh -L +50 ms, parallel", ssh_delayed.port(), sizes.streams, each, sizes.parallel_window);
-
-  // ---- 4: set-up time, sequential connections
-  int setup_failures = 0;
-  const auto setup_tunnel = Setups(session.port(), sizes.setups, &setup_failures);
-  const auto setup_ssh = Setups(ssh.port(), sizes.setups, &setup_failures);
-  const auto setup_plain = Setups(device.port(), sizes.setups, &setup_failures);
-  if (setup_failures > 0) {
-    fmt::print("  ! {} set-up(s) failed\n", setup_failures);
-    run.ok = false;
-  }
-
-  // ---- 5: idle streams through the direct gateway
+  // ---- 5 first: idle streams through the direct gateway, while the gateway and home are fresh (after
+  // the bulk figures their heaps hold freed memory that new streams reuse, which hides their cost)
   const auto gw_before = Sample({direct.pid()});
   const auto home_before = Sample({home.pid()});
   const auto connect_before = Sample({session.pid()});
@@ -240,6 +216,7 @@ int Run(const Options& options, const fs::path& work) {
   for (int fd : idle) {
     CloseFd(fd);
   }
+  std::this_thread::sleep_for(1s);  // the idle streams' ends reach the gateway
   if (idle_failures > 0 || idle_alive != sizes.idle_streams) {
     fmt::print("  ! idle streams: {} failed to open, {} of {} alive at the end (see {})\n", idle_failures, idle_alive,
                sizes.idle_streams, session.log().string());
@@ -248,8 +225,37 @@ int Run(const Options& options, const fs::path& work) {
   const double n_idle = std::max(1, static_cast<int>(idle.size()));
   auto per_stream_kib = [&](std::int64_t after, std::int64_t before) { return static_cast<double>(after - before) / n_idle; };
 
+  // ---- 1 and 2: one stream
+  const auto single_tunnel = run.Downloads("tunnel, 1 stream", session.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto single_ssh = run.Downloads("ssh -L, 1 stream", ssh.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto single_plain = run.Downloads("plain, 1 stream", device.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto slow_tunnel =
+      run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto slow_plain =
+      run.Downloads("plain +50 ms, 1 stream", plain_relay.port(), 1, sizes.single_bytes, sizes.single_limit);
+
+  // ---- 3: parallel streams, a fixed window, each stream asking for more than it can get in it
+  const std::uint64_t each = 1ull << 30;
+  const auto par_tunnel = run.Downloads("tunnel, parallel", session.port(), sizes.streams, each, sizes.parallel_window);
+  const auto par_ssh = run.Downloads("ssh -L, parallel", ssh.port(), sizes.streams, each, sizes.parallel_window);
+  const auto par_plain = run.Downloads("plain, parallel", device.port(), sizes.streams, each, sizes.parallel_window);
+  const auto spar_tunnel =
+      run.Downloads("tunnel +50 ms, parallel", session_delayed.port(), sizes.streams, each, sizes.parallel_window);
+  const auto spar_ssh =
+      run.Downloads("ssh -L +50 ms, parallel", ssh_delayed.port(), sizes.streams, each, sizes.parallel_window);
+
+  // ---- 4: set-up time, sequential connections
+  int setup_failures = 0;
+  const auto setup_tunnel = Setups(session.port(), sizes.setups, &setup_failures);
+  const auto setup_ssh = Setups(ssh.port(), sizes.setups, &setup_failures);
+  const auto setup_plain = Setups(device.port(), sizes.setups, &setup_failures);
+  if (setup_failures > 0) {
+    fmt::print("  ! {} set-up(s) failed\n", setup_failures);
+    run.ok = false;
+  }
+
   // ---- 6: many registered devices on the direct gateway
-  std::this_thread::sleep_for(1s);  // the idle streams' ends reach the gateway
   const auto gw_devices_before = Sample({direct.pid()});
   const auto reg_begin = std::chrono::steady_clock::now();
   std::string reg_error;
@@ -298,7 +304,7 @@ int Run(const Options& options, const fs::path& work) {
       fmt::format("{:.1f}/{:.1f}", single_tunnel.seconds, slow_tunnel.seconds),
       fmt::format("{:.1f}/{:.1f}", single_ssh.seconds, slow_ssh.seconds), "", "", "");
   auto parallel_rows = [&](std::string_view label, const StreamsResult& t, const StreamsResult& s) {
-    Row(fmt::format("{} streams{}: aggregate", sizes.streams, label), Mbps(t.AggregateRate()), Mbps(s.AggregateRate()),
+    Row(fmt::format("{} streams{}, {:.1f} s: aggregate", sizes.streams, label, t.seconds), Mbps(t.AggregateRate()), Mbps(s.AggregateRate()),
         Ratio(t.AggregateRate(), s.AggregateRate()), "(none)", t.error.empty() ? "" : "FAILED");
     Row("  Jain's fairness index", fmt::format("{:.3f}", t.Jain()), fmt::format("{:.3f}", s.Jain()), "", "", "");
     Row("  min/max per stream, MB/s", StreamsSpread(t), StreamsSpread(s), "", "", "");
@@ -325,6 +331,10 @@ int Run(const Options& options, const fs::path& work) {
       idle.empty() ? "FAILED" : Verdict(gw_kib < kIdleStreamTargetKib));
   Row("  home RSS per stream", fmt::format("{:.1f} KiB", home_kib), "-", "", fmt::format("< {:.0f} KiB", kIdleStreamTargetKib),
       idle.empty() ? "FAILED" : Verdict(home_kib < kIdleStreamTargetKib));
+  Row("  gateway / home RssAnon per stream",
+      fmt::format("{:.1f}/{:.1f} KiB", per_stream_kib(gw_idle.rss_anon_kib, gw_before.rss_anon_kib),
+                  per_stream_kib(home_idle.rss_anon_kib, home_before.rss_anon_kib)),
+      "", "", "", "");
   Row("  gateway / home PSS per stream",
       fmt::format("{:.1f}/{:.1f} KiB", per_stream_kib(gw_idle.pss_kib, gw_before.pss_kib),
                   per_stream_kib(home_idle.pss_kib, home_before.pss_kib)),
@@ -367,6 +377,8 @@ int main(int argc, char** argv) {
       options.smoke = true;
     } else if ((arg == "--dir" || arg == "--lifeline") && i + 1 < argc) {
       (arg == "--dir" ? options.dir : options.lifeline) = argv[++i];
+    } else if (arg == "--window" && i + 1 < argc) {
+      options.window_seconds = std::atoi(argv[++i]);
     } else if (arg == "--keep") {
       options.keep = true;
     } else {
