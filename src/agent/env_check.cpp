@@ -240,6 +240,19 @@ CheckReport RunEnvironmentCheck(const AgentConfig& config) {
     report.items.push_back({Outcome::kFail, what, client.LastErrorDetail()});
     return report;
   }
+  if (response->status == 202) {
+    // A gateway took it and holds it (docs/gateway.md, "Relay"): this device's way out works, the
+    // gateway's way to the home did not answer in time.
+    std::string why;
+    auto held = protocol::DecodeRelayHeld(response->body, &why);
+    report.items.push_back(
+        {Outcome::kWarn, what,
+         held ? fmt::format("gateway {} holds it and forwards it when the home answers; the home did not answer "
+                            "through the gateway in time (check the gateway's log)",
+                            held->gateway)
+              : "HTTP 202 without a gateway's answer: " + why});
+    return report;
+  }
   if (response->status != 200) {
     std::string message;
     const auto reason = protocol::DecodeError(response->body, &message);

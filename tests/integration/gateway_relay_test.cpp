@@ -134,6 +134,9 @@ TEST(GatewayRelay, AlertsThroughTheGatewayArriveOnceAcrossHomeOutageAndGatewayRe
   ASSERT_TRUE(Eventually([&] { return Count(agent.AgentLogText(), "ticket LL-") >= 3; }, std::chrono::seconds(30)))
       << agent.AgentLogText() << relay.LogText();
   EXPECT_EQ(home.Stat("alerts"), 3);
+  // `lifeline check` passes through the gateway too (TLS pin, clock, a test message round trip).
+  auto check = RunLifeline({"check", "--config", agent.config().string()});
+  EXPECT_EQ(check.exit_code, 0) << check.output;
 
   // Home stopped: the gateway answers 202 and holds the batches.
   home.Stop();
