@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -76,11 +77,15 @@ void Row(std::string_view figure, std::string_view ours, std::string_view other,
 std::string Mbps(double bytes_per_second) { return fmt::format("{:.0f} MB/s", bytes_per_second / 1e6); }
 
 // Runs the figure's downloads; a failure is printed and counted, the row then shows "-".
+// `cpu` (when given) lists the processes of the path whose CPU time is counted.
 struct Runner {
   bool ok = true;
   StreamsResult Downloads(std::string_view what, int port, int streams, std::uint64_t bytes_each,
-                          std::chrono::milliseconds limit) {
+                          std::chrono::milliseconds limit, std::function<std::vector<pid_t>()> cpu = {}) {
+    fmt::print("  running: {}\n", what);
+    const auto before = cpu ? Sample(cpu()).cpu_ns : 0;
     auto r = RunDownloads(port, streams, bytes_each, limit);
+    r.cpu_seconds = cpu ? static_cast<double>(Sample(cpu()).cpu_ns - before) / 1e9 : 0;
     if (!r.error.empty()) {
       fmt::print("  ! {}: {}\n", what, r.error);
       ok = false;
@@ -183,6 +188,7 @@ int Run(const Options& options, const fs::path& work) {
   Runner run;
   // ---- 5 first: idle streams through the direct gateway, while the gateway and home are fresh (after
   // the bulk figures their heaps hold freed memory that new streams reuse, which hides their cost)
+  fmt::print("  running: idle streams\n");
   const auto gw_before = Sample({direct.pid()});
   const auto home_before = Sample({home.pid()});
   const auto connect_before = Sample({session.pid()});
@@ -226,12 +232,29 @@ int Run(const Options& options, const fs::path& work) {
   auto per_stream_kib = [&](std::int64_t after, std::int64_t before) { return static_cast<double>(after - before) / n_idle; };
 
   // ---- 1 and 2: one stream
-  const auto single_tunnel = run.Downloads("tunnel, 1 stream", session.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto single_ssh = run.Downloads("ssh -L, 1 stream", ssh.port(), 1, sizes.single_bytes, sizes.single_limit);
+  // CPU time of every process on each path: for the tunnel, lifeline connect, the home and the gateway; for
+  // ssh, the client and sshd with its per-connection children.
+  auto tunnel_cpu = [&] { return std::vector<pid_t>{session.pid(), home.pid(), direct.pid()}; };
+  auto tunnel_slow_cpu = [&] { return std::vector<pid_t>{session_delayed.pid(), home.pid(), delayed.pid()}; };
+  auto ssh_cpu = [&] {
+    auto pids = ProcessTree(sshd.pid());
+    pids.push_back(ssh.pid());
+    return pids;
+  };
+  auto ssh_slow_cpu = [&] {
+    auto pids = ProcessTree(sshd.pid());
+    pids.push_back(ssh_delayed.pid());
+    return pids;
+  };
+  const auto single_tunnel =
+      run.Downloads("tunnel, 1 stream", session.port(), 1, sizes.single_bytes, sizes.single_limit, tunnel_cpu);
+  const auto single_ssh =
+      run.Downloads("ssh -L, 1 stream", ssh.port(), 1, sizes.single_bytes, sizes.single_limit, ssh_cpu);
   const auto single_plain = run.Downloads("plain, 1 stream", device.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto slow_tunnel =
-      run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
-  const auto slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes, sizes.single_limit);
+  const auto slow_tunnel = run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes,
+                                         sizes.single_limit, tunnel_slow_cpu);
+  const auto slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes,
+                                      sizes.single_limit, ssh_slow_cpu);
   const auto slow_plain =
       run.Downloads("plain +50 ms, 1 stream", plain_relay.port(), 1, sizes.single_bytes, sizes.single_limit);
 
@@ -246,6 +269,7 @@ int Run(const Options& options, const fs::path& work) {
       run.Downloads("ssh -L +50 ms, parallel", ssh_delayed.port(), sizes.streams, each, sizes.parallel_window);
 
   // ---- 4: set-up time, sequential connections
+  fmt::print("  running: set-ups\n");
   int setup_failures = 0;
   const auto setup_tunnel = Setups(session.port(), sizes.setups, &setup_failures);
   const auto setup_ssh = Setups(ssh.port(), sizes.setups, &setup_failures);
@@ -256,6 +280,7 @@ int Run(const Options& options, const fs::path& work) {
   }
 
   // ---- 6: many registered devices on the direct gateway
+  fmt::print("  running: registering devices\n");
   const auto gw_devices_before = Sample({direct.pid()});
   const auto reg_begin = std::chrono::steady_clock::now();
   std::string reg_error;
@@ -300,6 +325,19 @@ int Run(const Options& options, const fs::path& work) {
   single_row("1 stream, +50 ms RTT", slow_tunnel, slow_ssh, kDelayedRatioTarget);
   Row("  plain TCP +50 ms (baseline column)", Mbps(slow_tunnel.AggregateRate()), Mbps(slow_plain.AggregateRate()),
       Ratio(slow_tunnel.AggregateRate(), slow_plain.AggregateRate()), "", "");
+  auto cpu_per_gb = [](const StreamsResult& r) {
+    const double gb = static_cast<double>(r.TotalBytes()) / 1e9;
+    return gb > 0 ? fmt::format("{:.2f} s", r.cpu_seconds / gb) : std::string("-");
+  };
+  auto cpu_ratio = [](const StreamsResult& t, const StreamsResult& s) {
+    return t.TotalBytes() > 0 && s.TotalBytes() > 0 && s.cpu_seconds > 0
+               ? Ratio(t.cpu_seconds / static_cast<double>(t.TotalBytes()), s.cpu_seconds / static_cast<double>(s.TotalBytes()))
+               : std::string("-");
+  };
+  Row("  CPU s per GB, all processes of the path", cpu_per_gb(single_tunnel), cpu_per_gb(single_ssh),
+      cpu_ratio(single_tunnel, single_ssh), "(info)", "");
+  Row("  the same, +50 ms", cpu_per_gb(slow_tunnel), cpu_per_gb(slow_ssh), cpu_ratio(slow_tunnel, slow_ssh), "(info)",
+      "");
   Row(fmt::format("  seconds (limit {} s)", sizes.single_limit.count() / 1000),
       fmt::format("{:.1f}/{:.1f}", single_tunnel.seconds, slow_tunnel.seconds),
       fmt::format("{:.1f}/{:.1f}", single_ssh.seconds, slow_ssh.seconds), "", "", "");
@@ -387,6 +425,7 @@ int main(int argc, char** argv) {
     }
   }
   ::signal(SIGPIPE, SIG_IGN);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress and failures show as they happen, also in a log
   // 1,000 idle streams hold about 2,000 descriptors here and in `lifeline connect`; children inherit this.
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {

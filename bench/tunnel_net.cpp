@@ -359,6 +359,14 @@ void DelayRelay::AcceptLoop() {
 
 // ---- Clients
 
+std::uint64_t StreamsResult::TotalBytes() const {
+  std::uint64_t total = 0;
+  for (auto b : bytes) {
+    total += b;
+  }
+  return total;
+}
+
 double StreamsResult::AggregateRate() const {
   std::uint64_t total = 0;
   for (auto b : bytes) {

@@ -88,6 +88,8 @@ struct StreamsResult {
   double seconds = 0;  // the window
   std::vector<std::uint64_t> bytes;  // per stream, inside the window
   std::vector<double> rates;         // per stream, bytes/s inside the window (its own finish time)
+  double cpu_seconds = 0;            // CPU time of the path's processes over the whole run (set by the caller)
+  std::uint64_t TotalBytes() const;  // sum of bytes
   double AggregateRate() const;      // sum of bytes / window
   double Jain() const;               // Jain's fairness index over rates
 };

@@ -108,6 +108,7 @@ class Sshd {
   explicit Sshd(fs::path dir);
   std::string Start();
   int port() const { return port_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   fs::path client_key() const { return dir_ / "client_key"; }
   fs::path log() const { return dir_ / "sshd.log"; }
 
@@ -123,6 +124,7 @@ class SshForward {
   SshForward(fs::path dir, const Sshd& sshd, int ssh_port, int target_port);
   std::string Start();
   int port() const { return local_port_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   fs::path log() const { return dir_ / "ssh.log"; }
 
  private:
