@@ -115,20 +115,6 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
     parts->StopAll();
     return std::make_error_code(std::errc::no_such_file_or_directory);
   }
-  TunnelClientOptions tunnel_options;
-  tunnel_options.endpoints = config.tunnel_urls;
-  tunnel_options.paths = agent::ProxyPaths(config.paths);
-  tunnel_options.ca_file = pki.ca_cert.string();
-  tunnel_options.cert_file = pki.gateway_cert.string();
-  tunnel_options.key_file = pki.gateway_key.string();
-  tunnel_options.connections = static_cast<int>(config.tunnel_connections);
-  tunnel_options.ping_interval = config.tunnel_ping_interval;
-  tunnel_options.stream_idle_timeout = config.session_idle;
-  tunnel_options.max_streams = config.max_streams;
-  parts->tunnel = TunnelClient::Start(tunnel_options, TunnelServices{parts->sessions.get(), [devices] {
-                                                                       return devices->ReachabilityJson();
-                                                                     }});
-
   auto admin = AdminServer::Start(config);
   if (!admin) {
     Log()->error("cannot start the local admin interface on {}: {}", config.admin_listen, admin.error().message());
@@ -147,6 +133,21 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
     return relay.error();
   }
   parts->relay = std::move(*relay);
+
+  // The tunnel last: once it is up, everything a session or an operator needs is running.
+  TunnelClientOptions tunnel_options;
+  tunnel_options.endpoints = config.tunnel_urls;
+  tunnel_options.paths = agent::ProxyPaths(config.paths);
+  tunnel_options.ca_file = pki.ca_cert.string();
+  tunnel_options.cert_file = pki.gateway_cert.string();
+  tunnel_options.key_file = pki.gateway_key.string();
+  tunnel_options.connections = static_cast<int>(config.tunnel_connections);
+  tunnel_options.ping_interval = config.tunnel_ping_interval;
+  tunnel_options.stream_idle_timeout = config.session_idle;
+  tunnel_options.max_streams = config.max_streams;
+  parts->tunnel = TunnelClient::Start(tunnel_options, TunnelServices{parts->sessions.get(), [devices] {
+                                                                       return devices->ReachabilityJson();
+                                                                     }});
 
   Parts* raw = parts.get();
   parts->sweeper = std::thread([raw] {
