@@ -256,15 +256,18 @@ bool GrantMayOverride(const Grant& g, const Rule* rule) {
 
 // ---- Validation
 
+// Names are compared byte for byte, so spaces at either end (invisible in a UI) are refused; inner
+// spaces are fine (models like "VSP G900").
 bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameBytes) {
+  if (name.empty() || name.size() > kMaxNameBytes || name.front() == ' ' || name.back() == ' ') {
     return false;
   }
   return std::none_of(name.begin(), name.end(), [](char c) {
     auto u = static_cast<unsigned char>(c);
-    return u <= 0x20 || u == 0x7f;
+    return u < 0x20 || u == 0x7f;
   });
 }
+constexpr std::string_view kNameRule = "1 to 128 characters, no control characters or spaces at the ends";
 
 class Checker {
  public:
@@ -295,7 +298,7 @@ class Checker {
     for (const auto& g : set_.groups) {
       const std::string what = "group '" + g.name + "'";
       if (!ValidName(g.name)) {
-        Add(PolicyError::kBadGroup, what + ": a group name is 1 to 128 characters without spaces");
+        Add(PolicyError::kBadGroup, what + ": a group name is " + std::string(kNameRule));
       }
       if (!seen.insert(g.name).second) {
         Add(PolicyError::kDuplicateId, what + " is defined twice");
@@ -320,7 +323,7 @@ class Checker {
     }
     if (!ValidName(scope.name)) {
       Add(PolicyError::kBadScope, what + ": a " + std::string(WireName(scope.kind)) +
-                                      " scope needs a name of 1 to 128 characters without spaces");
+                                      " scope needs a name of " + std::string(kNameRule));
       return;
     }
     if (scope.kind == ScopeKind::kGroup && !group_names_.contains(scope.name)) {
