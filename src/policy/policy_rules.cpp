@@ -181,12 +181,24 @@ void AppendNoPolicy(std::string& out, const DecisionRequest& request) {
   out += ')';
 }
 
+// "rule 7 (device SN41000, ssh): Ask for Approval": the index keeps one per rule, so a decision
+// costs one string copy rather than its formatting.
+std::string RuleText(const Rule& rule) {
+  std::string out;
+  AppendRule(out, rule);
+  out += ": ";
+  out += DisplayName(rule.action);
+  return out;
+}
+
 // The decision once the rule (or none) and the best grant that may change it are known. `grant` is
 // already filtered: it is only passed when it is allowed to turn this rule's answer into Allow.
-Decision Finish(const Rule* rule, const Grant* grant, const DecisionRequest& request) {
+// `rule_text` is RuleText(*rule) when the caller has it.
+Decision Finish(const Rule* rule, const Grant* grant, const DecisionRequest& request,
+                const std::string* rule_text = nullptr) {
   Decision d;
-  d.reason.reserve(96);
   if (grant != nullptr) {
+    d.reason.reserve(160);
     d.verdict = Verdict::kAllow;
     d.decided_by = DecidedBy::kGrant;
     d.grant_id = grant->id;
@@ -207,9 +219,7 @@ Decision Finish(const Rule* rule, const Grant* grant, const DecisionRequest& req
     d.reason += FormatRfc3339(grant->ends_at);
     d.reason += "): Allow, over ";
     if (rule != nullptr) {
-      AppendRule(d.reason, *rule);
-      d.reason += ": ";
-      d.reason += DisplayName(rule->action);
+      d.reason += rule_text != nullptr ? *rule_text : RuleText(*rule);
     } else {
       AppendNoPolicy(d.reason, request);
     }
@@ -236,9 +246,7 @@ Decision Finish(const Rule* rule, const Grant* grant, const DecisionRequest& req
       d.ask_timeout = rule->ask_timeout;
       break;
   }
-  AppendRule(d.reason, *rule);
-  d.reason += ": ";
-  d.reason += DisplayName(rule->action);
+  d.reason = rule_text != nullptr ? *rule_text : RuleText(*rule);
   return d;
 }
 
@@ -490,28 +498,24 @@ Decision Decide(const PolicySet& set, const DecisionRequest& request) {
 }
 
 // ---- The index
+//
+// One hash lookup for the device (its own rules and grants, and the numbers of its groups), one for
+// its model; groups are reached by number and the site by position. Each rule list is sorted by
+// precedence, so the first rule in it that matches is the best of it.
 
 namespace {
+
 using RuleList = std::vector<const Rule*>;
-}
 
-struct CompiledPolicy::Index {
-  struct PerActivity {
-    std::unordered_map<std::string, RuleList> by_device;
-    std::unordered_map<std::string, RuleList> by_group;
-    std::unordered_map<std::string, RuleList> by_model;
-    RuleList site;
-    std::vector<const Grant*> grants;
-  };
-  std::array<PerActivity, kActivityCount> activities;
-  std::unordered_map<std::string, std::vector<std::string>> groups_of_device;
-  static const std::vector<std::string> kNoGroups;
+struct Bucket {
+  std::array<RuleList, kActivityCount> rules;  // by activity, in precedence order
+  std::vector<const Grant*> grants;
 };
-const std::vector<std::string> CompiledPolicy::Index::kNoGroups;
 
-namespace {
+struct DeviceBucket : Bucket {
+  std::vector<std::size_t> groups;  // indexes into Index::groups
+};
 
-// The first rule of a precedence-sorted list that matches is the best of that list.
 const Rule* FirstMatch(const RuleList& list, const DecisionRequest& request) {
   for (const Rule* r : list) {
     if (ApplicationMatches(r->application, request) && WindowsMatch(r->windows, request.time)) {
@@ -521,51 +525,74 @@ const Rule* FirstMatch(const RuleList& list, const DecisionRequest& request) {
   return nullptr;
 }
 
-const Rule* FirstMatchIn(const std::unordered_map<std::string, RuleList>& map,
-                         const std::string& key, const DecisionRequest& request) {
-  auto it = map.find(key);
-  return it == map.end() ? nullptr : FirstMatch(it->second, request);
+// Grants of `bucket` that may turn `rule`'s answer into Allow; keeps the best in `best`.
+void BestGrantIn(const Bucket& bucket, const Rule* rule, const DecisionRequest& request,
+                 const Grant*& best) {
+  for (const Grant* g : bucket.grants) {
+    if (GrantActive(*g, request) && GrantMayOverride(*g, rule) &&
+        (best == nullptr || KeyOf(*g) < KeyOf(*best))) {
+      best = g;
+    }
+  }
 }
 
 }  // namespace
 
+struct CompiledPolicy::Index {
+  std::unordered_map<std::string, DeviceBucket> devices;
+  std::unordered_map<std::string, Bucket> models;
+  std::vector<Bucket> groups;  // in PolicySet::groups order
+  Bucket site;
+  std::vector<std::string> rule_texts;  // RuleText of set_.rules[i]
+};
+
 CompiledPolicy::CompiledPolicy(PolicySet set) : set_(std::move(set)), index_(new Index) {
-  for (const auto& g : set_.groups) {
-    for (const auto& s : g.serials) {
-      index_->groups_of_device[s].push_back(g.name);
+  Index& index = *index_;
+  std::unordered_map<std::string, std::size_t> group_numbers;
+  index.groups.resize(set_.groups.size());
+  for (std::size_t i = 0; i < set_.groups.size(); ++i) {
+    group_numbers.emplace(set_.groups[i].name, i);
+    for (const auto& serial : set_.groups[i].serials) {
+      index.devices[serial].groups.push_back(i);
     }
   }
-  for (const auto& r : set_.rules) {
-    auto& per = index_->activities[static_cast<int>(r.activity)];
-    switch (r.scope.kind) {
+  const auto bucket_of = [&](const Scope& scope) -> Bucket& {
+    switch (scope.kind) {
       case ScopeKind::kDevice:
-        per.by_device[r.scope.name].push_back(&r);
-        break;
+        return index.devices[scope.name];
       case ScopeKind::kGroup:
-        per.by_group[r.scope.name].push_back(&r);
-        break;
+        return index.groups[group_numbers.at(scope.name)];  // Validate checked the name
       case ScopeKind::kModel:
-        per.by_model[r.scope.name].push_back(&r);
-        break;
+        return index.models[scope.name];
       case ScopeKind::kSite:
-        per.site.push_back(&r);
         break;
     }
-  }
-  const auto by_key = [](const Rule* a, const Rule* b) { return KeyOf(*a) < KeyOf(*b); };
-  for (auto& per : index_->activities) {
-    for (auto* map : {&per.by_device, &per.by_group, &per.by_model}) {
-      for (auto& [name, list] : *map) {
-        std::sort(list.begin(), list.end(), by_key);
-      }
-    }
-    std::sort(per.site.begin(), per.site.end(), by_key);
+    return index.site;
+  };
+  index.rule_texts.reserve(set_.rules.size());
+  for (const auto& r : set_.rules) {
+    index.rule_texts.push_back(RuleText(r));
+    bucket_of(r.scope).rules[static_cast<int>(r.activity)].push_back(&r);
   }
   for (const auto& g : set_.grants) {
-    for (Activity a : g.activities) {
-      index_->activities[static_cast<int>(a)].grants.push_back(&g);
-    }
+    bucket_of(g.scope).grants.push_back(&g);
   }
+  const auto by_key = [](const Rule* a, const Rule* b) { return KeyOf(*a) < KeyOf(*b); };
+  const auto sort_bucket = [&by_key](Bucket& bucket) {
+    for (auto& list : bucket.rules) {
+      std::sort(list.begin(), list.end(), by_key);
+    }
+  };
+  for (auto& [serial, bucket] : index.devices) {
+    sort_bucket(bucket);
+  }
+  for (auto& [model, bucket] : index.models) {
+    sort_bucket(bucket);
+  }
+  for (auto& bucket : index.groups) {
+    sort_bucket(bucket);
+  }
+  sort_bucket(index.site);
 }
 
 CompiledPolicy::~CompiledPolicy() = default;
@@ -593,54 +620,43 @@ Decision CompiledPolicy::Decide(const DecisionRequest& request) const {
   if (activity < 0 || activity >= kActivityCount) {
     return Finish(nullptr, nullptr, request);
   }
-  const Index::PerActivity& per = index_->activities[activity];
-  auto groups_it = index_->groups_of_device.find(request.device_serial);
-  const std::vector<std::string>& groups =
-      groups_it == index_->groups_of_device.end() ? Index::kNoGroups : groups_it->second;
+  const Index& index = *index_;
+  auto device_it = index.devices.find(request.device_serial);
+  const DeviceBucket* device = device_it == index.devices.end() ? nullptr : &device_it->second;
+  auto model_it = index.models.find(request.device_model);
+  const Bucket* model = model_it == index.models.end() ? nullptr : &model_it->second;
 
-  const Rule* best = FirstMatchIn(per.by_device, request.device_serial, request);
-  if (best == nullptr) {
-    for (const auto& group : groups) {
-      const Rule* r = FirstMatchIn(per.by_group, group, request);
+  const Rule* best = device != nullptr ? FirstMatch(device->rules[activity], request) : nullptr;
+  if (best == nullptr && device != nullptr) {
+    for (std::size_t group : device->groups) {
+      const Rule* r = FirstMatch(index.groups[group].rules[activity], request);
       if (r != nullptr && (best == nullptr || KeyOf(*r) < KeyOf(*best))) {
         best = r;
       }
     }
   }
-  if (best == nullptr) {
-    best = FirstMatchIn(per.by_model, request.device_model, request);
+  if (best == nullptr && model != nullptr) {
+    best = FirstMatch(model->rules[activity], request);
   }
   if (best == nullptr) {
-    best = FirstMatch(per.site, request);
+    best = FirstMatch(index.site.rules[activity], request);
   }
 
   const Grant* grant = nullptr;
   if (GrantNeeded(best)) {
-    for (const Grant* g : per.grants) {
-      if (!GrantActive(*g, request) || !GrantMayOverride(*g, best)) {
-        continue;
-      }
-      bool covers = false;
-      switch (g->scope.kind) {
-        case ScopeKind::kDevice:
-          covers = g->scope.name == request.device_serial;
-          break;
-        case ScopeKind::kGroup:
-          covers = std::find(groups.begin(), groups.end(), g->scope.name) != groups.end();
-          break;
-        case ScopeKind::kModel:
-          covers = g->scope.name == request.device_model;
-          break;
-        case ScopeKind::kSite:
-          covers = true;
-          break;
-      }
-      if (covers && (grant == nullptr || KeyOf(*g) < KeyOf(*grant))) {
-        grant = g;
+    if (device != nullptr) {
+      BestGrantIn(*device, best, request, grant);
+      for (std::size_t group : device->groups) {
+        BestGrantIn(index.groups[group], best, request, grant);
       }
     }
+    if (model != nullptr) {
+      BestGrantIn(*model, best, request, grant);
+    }
+    BestGrantIn(index.site, best, request, grant);
   }
-  return Finish(best, grant, request);
+  return Finish(best, grant, request,
+                best != nullptr ? &index.rule_texts[best - set_.rules.data()] : nullptr);
 }
 
 }  // namespace lifeline::policy
