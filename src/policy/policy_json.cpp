@@ -180,7 +180,7 @@ bool ReadAny(Reader& r, std::string_view key, std::string* out) {
 
 // A Unix-milliseconds field, kept inside what TimePoint can hold (about +-292 years in ns).
 bool ReadMillis(Reader& r, std::string_view key, TimePoint* out, bool required) {
-  constexpr std::int64_t kLimitMs = std::int64_t{9'000'000'000'000'000} / 1'000'000;
+  constexpr std::int64_t kLimitMs = 9'000'000'000'000;  // ms; TimePoint counts ns in an int64
   std::int64_t ms = 0;
   const bool present = required || r.Has(key);
   if (!present) {
