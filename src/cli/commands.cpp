@@ -14,6 +14,7 @@
 #include "cli/retention_command.h"
 #include "cli/simulate_command.h"
 #include "cli/agent_tickets.h"
+#include "cli/audit_command.h"
 #include "cli/connect_command.h"
 #include "cli/devices_command.h"
 #include "cli/gateway_command.h"
@@ -454,6 +455,8 @@ int Run(int argc, char** argv) {
   auto* demo_cmd = AddDemoCommand(app, demo_options);
   SimulateOptions simulate_options;
   auto* simulate_cmd = AddSimulateCommand(app, simulate_options);
+  AuditOptions audit_options;
+  const AuditCommands audit_commands = AddAuditCommand(app, audit_options);
 
   try {
     app.parse(argc, argv);
@@ -565,6 +568,9 @@ int Run(int argc, char** argv) {
   }
   if (simulate_cmd->parsed()) {
     return RunSimulateCommand(simulate_options);
+  }
+  if (const int audit_exit = RunAuditCommand(audit_commands, audit_options); audit_exit >= 0) {
+    return audit_exit;
   }
   return kExitUsage;
 }
