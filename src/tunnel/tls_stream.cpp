@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
+#include <functional>
 
 #include "tunnel/carrier_internal.h"
 
@@ -62,15 +63,67 @@ std::string TlsErrorText(const ErrorCode& error, SSL* ssl) {
 
 namespace {
 
+// Encrypted bytes from OpenSSL go to this BIO, which appends them to a std::string (its data): one
+// SSL_write of a whole carrier write (up to the mux's 1 MiB batch) becomes one socket write. Asio's
+// engine instead hands OpenSSL a 17 KiB BIO pair and copies each record out of it, one socket write
+// per record: a copy and a syscall per 16 KiB more than this.
+int AppendBioWrite(BIO* bio, const char* data, int length) {
+  static_cast<std::string*>(BIO_get_data(bio))->append(data, static_cast<std::size_t>(length));
+  return length;
+}
+
+long AppendBioCtrl(BIO*, int command, long, void*) {
+  return command == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+int AppendBioCreate(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+BIO* NewAppendBio(std::string* sink) {
+  static BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "lifeline append");
+    if (m != nullptr) {
+      BIO_meth_set_write(m, &AppendBioWrite);
+      BIO_meth_set_ctrl(m, &AppendBioCtrl);
+      BIO_meth_set_create(m, &AppendBioCreate);
+    }
+    return m;
+  }();
+  BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
+  if (bio != nullptr) {
+    BIO_set_data(bio, sink);
+  }
+  return bio;
+}
+
+ErrorCode LastSslError() {
+  const unsigned long code = ERR_get_error();
+  return code != 0 ? ErrorCode(static_cast<int>(code), asio::error::get_ssl_category())
+                   : ErrorCode(asio::error::broken_pipe);
+}
+
 class TlsByteStream final : public ByteStream {
  public:
   TlsByteStream(std::shared_ptr<ssl::context> context, std::unique_ptr<TlsStream> stream,
                 std::string prefix, std::string description, std::shared_ptr<void> token)
-      : state_(std::make_shared<State>(State{std::move(context), std::move(stream)})),
+      : state_(std::make_shared<State>(std::move(context), std::move(stream))),
         stream_(state_->stream.get()),
         prefix_(std::move(prefix)),
         description_(std::move(description)),
-        token_(std::move(token)) {}
+        token_(std::move(token)) {
+    SSL* ssl = stream_->native_handle();
+    // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
+    SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    // Writes bypass Asio's engine from here on (the handshake is done and its output written):
+    // OpenSSL writes records into state_->out, which goes to the socket in one write. Reads stay
+    // with Asio (its engine may hold bytes it read past the handshake).
+    if (BIO* bio = NewAppendBio(&state_->out)) {
+      SSL_set0_wbio(ssl, bio);
+      direct_write_ = true;
+    }
+  }
 
   ~TlsByteStream() override { Close(); }
 
@@ -91,10 +144,39 @@ class TlsByteStream final : public ByteStream {
       return;
     }
     stream_->async_read_some(buffer, [keep = state_, handler = std::move(handler)](
-                                         ErrorCode ec, std::size_t n) { handler(ec, n); });
+                                         ErrorCode ec, std::size_t n) {
+      // Reading can make OpenSSL answer (a TLS 1.3 KeyUpdate): send that now.
+      Send(keep);
+      handler(ec, n);
+    });
   }
 
   void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
+    if (direct_write_) {
+      // Asio's engine set SSL_MODE_ENABLE_PARTIAL_WRITE: each SSL_write_ex returns after one record.
+      SSL* ssl = stream_->native_handle();
+      const auto* data = static_cast<const char*>(buffer.data());
+      std::size_t done = 0;
+      ERR_clear_error();
+      while (done < buffer.size()) {
+        std::size_t written = 0;
+        if (SSL_write_ex(ssl, data + done, buffer.size() - done, &written) != 1) {
+          asio::post(stream_->get_executor(),
+                     [handler = std::move(handler), ec = LastSslError()] { handler(ec, 0); });
+          return;
+        }
+        done += written;
+      }
+      state_->on_sent = [handler = std::move(handler), done](ErrorCode ec) { handler(ec, ec ? 0 : done); };
+      if (state_->out.empty()) {  // nothing to write (an empty buffer)
+        auto on_sent = std::move(state_->on_sent);
+        state_->on_sent = nullptr;
+        asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
+        return;
+      }
+      Send(state_);
+      return;
+    }
     asio::async_write(*stream_, buffer,
                       [keep = state_, handler = std::move(handler)](ErrorCode ec, std::size_t n) {
                         handler(ec, n);
@@ -102,6 +184,25 @@ class TlsByteStream final : public ByteStream {
   }
 
   void AsyncShutdownWrite(DoneHandler handler) override {
+    if (direct_write_) {
+      // Sends close_notify (into state_->out) and returns without reading: reads go on until the
+      // peer's close_notify, which they report as eof.
+      ERR_clear_error();
+      if (SSL_shutdown(stream_->native_handle()) < 0) {
+        asio::post(stream_->get_executor(),
+                   [handler = std::move(handler), ec = LastSslError()] { handler(ec); });
+        return;
+      }
+      state_->on_sent = std::move(handler);
+      if (state_->out.empty()) {
+        auto on_sent = std::move(state_->on_sent);
+        state_->on_sent = nullptr;
+        asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
+        return;
+      }
+      Send(state_);
+      return;
+    }
     // A TLS half-close: send close_notify and keep reading. Asio's async_shutdown would also wait
     // for (and read until) the peer's close_notify, so OpenSSL is told for one call that the peer's
     // already arrived: SSL_shutdown then only sends ours, which Asio writes out; the flag is put
@@ -127,11 +228,47 @@ class TlsByteStream final : public ByteStream {
   // Pending operations hold the state: a stream destroyed (after Close) before its handlers ran
   // must not free what Asio's SSL operations still use.
   struct State {
+    State(std::shared_ptr<ssl::context> c, std::unique_ptr<TlsStream> s)
+        : context(std::move(c)), stream(std::move(s)) {}
+    ~State() { stream.reset(); }  // the SSL object (and its BIO pointing at `out`) goes first
     std::shared_ptr<ssl::context> context;  // outlives the SSL object made from it
     std::unique_ptr<TlsStream> stream;
+    // Direct writes: records OpenSSL produced, not yet handed to the socket; the bytes of the
+    // socket write in flight; and the completion of the caller's write (or shutdown) once
+    // everything it produced is written.
+    std::string out;
+    std::string sending;
+    bool send_pending = false;
+    std::function<void(ErrorCode)> on_sent;
   };
+
+  // Writes state->out to the socket (one write at a time); when all is written, completes on_sent.
+  static void Send(const std::shared_ptr<State>& state) {
+    if (state->send_pending || state->out.empty()) {
+      return;
+    }
+    state->send_pending = true;
+    state->sending.swap(state->out);
+    state->out.clear();
+    asio::async_write(beast::get_lowest_layer(*state->stream), asio::buffer(state->sending),
+                      [state](ErrorCode ec, std::size_t) {
+                        state->send_pending = false;
+                        state->sending.clear();
+                        if (!ec && !state->out.empty()) {
+                          Send(state);
+                          return;
+                        }
+                        if (state->on_sent) {
+                          auto on_sent = std::move(state->on_sent);
+                          state->on_sent = nullptr;
+                          on_sent(ec);
+                        }
+                      });
+  }
+
   std::shared_ptr<State> state_;
   TlsStream* stream_;
+  bool direct_write_ = false;
   std::string prefix_;
   std::size_t prefix_used_ = 0;
   std::string description_;

@@ -26,7 +26,10 @@ class WebSocketByteStream final : public ByteStream {
       : state_(std::make_shared<State>(State{std::move(context), std::move(ws)})),
         ws_(state_->ws.get()),
         description_(std::move(description)),
-        token_(std::move(token)) {}
+        token_(std::move(token)) {
+    // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
+    SSL_clear_mode(ws_->next_layer().native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  }
 
   ~WebSocketByteStream() override { Close(); }
 
