@@ -559,6 +559,7 @@ HttpResponse RemoteAccessHub::HandleAdmin(const RemoteCaller& caller, const Http
     seg.emplace_back(s);
   }
   if (seg.size() == 2 && seg[1] == "gateways" && request.method == "GET") {
+    impl_->RefreshAllDevices();  // the gateways' latest reachability, not the last periodic fetch
     return impl_->ListGateways();
   }
   if (seg.size() == 2 && seg[1] == "sessions" && request.method == "POST") {

@@ -89,6 +89,26 @@ TEST_F(RemoteSessionTest, SshAndHttpsSessionsRunThroughTheTunnelAtTheSameTime) {
   EXPECT_EQ(ended, 2) << all.output;
 }
 
+// The gateway probes each registered port and the home sees the result (GET /v1/gateways).
+TEST_F(RemoteSessionTest, HomeSeesTheReachabilityTheGatewayProbed) {
+  StartGateway();
+  auto added = gateway_->Run({"devices", "add", "--serial", "array-2", "--address", "127.0.0.1", "--app",
+                              fmt::format("ssh:{}", FreePort())});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  // Probes run every 5 s here: array-1's ports answer, array-2's does not.
+  std::string gateways;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        gateways = boost::json::serialize(home_->Admin("/v1/gateways"));
+        return gateways.find("\"unreachable\"") != std::string::npos &&
+               gateways.find("\"reachable\"") != std::string::npos;
+      },
+      20s))
+      << gateways;
+  EXPECT_NE(gateways.find("acme/lab/gw-1"), std::string::npos) << gateways;
+  EXPECT_NE(gateways.find("array-2"), std::string::npos) << gateways;
+}
+
 TEST_F(RemoteSessionTest, UnregisteredDeviceOrApplicationIsRefusedAtTheGateway) {
   StartGateway();
   TestSession telnet(dir_ / "telnet", *home_, "array-1", "telnet");
