@@ -1,0 +1,58 @@
+#pragma once
+// policy.toml: everything `lifeline policy run` reads at start-up (`lifeline policy run --help-config`
+// lists it). The policy manager answers the customer's gateways and browsers over HTTPS (8443); plain
+// HTTP (8090, as ESRS offered it) is allowed only on a loopback address and only when configured.
+#include "common/config.h"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace lifeline::policy {
+
+struct PolicyConfig {
+  // [policy]
+  std::string data_dir = "/var/lib/lifeline/policy";  // policy.db and, by default, the TLS files
+
+  // [listen]
+  std::string https_listen;  // default 0.0.0.0:8443
+  std::string http_listen;   // empty (default): no plain HTTP; else a loopback address, e.g. 127.0.0.1:8090
+
+  // [tls]
+  std::string cert_file;       // default data_dir/policy.crt
+  std::string key_file;        // default data_dir/policy.key
+  std::string client_ca_file;  // CA of the gateways' certificates; empty: no client certificates asked
+
+  // [store] Only SQLite today. PostgreSQL joins as another `backend` value and another
+  // OpenPolicyStore branch (policy_store.h): nothing above the PolicyStore interface changes.
+  std::string store_backend = "sqlite";
+  std::string store_path;  // default data_dir/policy.db
+
+  // [login]
+  std::int64_t min_password_length = 12;
+  std::int64_t max_failures_per_user = 5;      // wrong passwords within failure_window before lockout
+  std::int64_t max_failures_per_address = 20;  // the same from one remote address, over all names
+  std::chrono::seconds failure_window = std::chrono::minutes(15);
+  std::chrono::seconds lockout = std::chrono::minutes(15);
+
+  // [sessions]
+  std::chrono::seconds session_lifetime = std::chrono::hours(8);  // a login's token
+  std::chrono::seconds max_token_lifetime = std::chrono::days(366);  // API tokens: longest --ttl
+
+  std::filesystem::path StorePath() const;
+  std::filesystem::path CertFile() const;
+  std::filesystem::path KeyFile() const;
+
+  config::Schema MakeSchema();
+  /// Loads `file`; throws config::ConfigError naming the file and key.
+  static PolicyConfig Load(const std::filesystem::path& file);
+  /// Parses TOML text; `origin` names it in errors. Throws config::ConfigError.
+  static PolicyConfig Parse(std::string_view toml, const std::string& origin);
+};
+
+/// True for "127.x.y.z:port", "[::1]:port" and "localhost:port".
+bool IsLoopbackListen(std::string_view listen);
+
+}  // namespace lifeline::policy

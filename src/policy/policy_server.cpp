@@ -1,0 +1,267 @@
+#include "policy/policy_server.h"
+
+#include "common/log.h"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <mutex>
+
+namespace lifeline::policy {
+namespace json = boost::json;
+using transport::HttpRequest;
+using transport::HttpResponse;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return log::Get("policy"); }
+
+constexpr std::string_view kBearer = "Bearer ";
+
+HttpResponse Json(const json::value& value, int status = 200) {
+  HttpResponse response;
+  response.status = status;
+  response.body = json::serialize(value);
+  return response;
+}
+
+std::string Time(std::optional<std::int64_t> ms) {
+  return ms ? FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(*ms))) : std::string();
+}
+
+/// The path part of a request target ("/v1/x?y=1" -> "/v1/x").
+std::string_view PathOf(std::string_view target) { return target.substr(0, target.find('?')); }
+
+/// Paths with dot segments, empty segments or encoded characters are refused before routing, so a
+/// prefix check cannot be walked around ("/v1/whoami/../admin").
+bool IsPlainPath(std::string_view path) {
+  return path.starts_with('/') && path.find("//") == std::string_view::npos &&
+         path.find("/.") == std::string_view::npos && path.find('%') == std::string_view::npos;
+}
+
+bool Matches(std::string_view path, std::string_view prefix) {
+  return path == prefix || (path.starts_with(prefix) && (prefix.ends_with('/') || path[prefix.size()] == '/'));
+}
+
+std::string RolesAtLeast(Role role) {
+  std::string out;
+  for (Role r : {Role::kAuditor, Role::kApprover, Role::kAdmin}) {
+    if (r >= role) {
+      out += out.empty() ? "" : " or ";
+      out += ToString(r);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+HttpResponse JsonError(int status, std::string_view error, std::string_view message) {
+  return Json(json::object{{"error", error}, {"message", message}}, status);
+}
+
+PolicyServer::PolicyServer(PolicyUsers& users) : users_(users) {
+  RoutePublic("POST", "/v1/login", [this](const HttpRequest& request) { return Login(request); });
+  Route("GET", "/v1/whoami", Role::kAuditor, [](const HttpRequest&, const Caller& caller) {
+    return Json(json::object{{"name", caller.name},
+                             {"role", ToString(caller.role)},
+                             {"via", caller.via == TokenKind::kSession ? "session" : "api"}});
+  });
+  Route("POST", "/v1/logout", Role::kAuditor, [this](const HttpRequest& request, const Caller& caller) {
+    const std::string& auth = request.headers.at("authorization");
+    if (caller.via != TokenKind::kSession) {
+      return JsonError(400, "bad_request", "logout ends a login session; revoke API tokens with DELETE or the CLI");
+    }
+    if (auto out = users_.Logout(auth.substr(kBearer.size()), caller, request.remote); !out) {
+      return JsonError(500, "internal", "the store failed; see the policy manager's log");
+    }
+    return Json(json::object{{"logged_out", caller.name}});
+  });
+}
+
+PolicyServer::~PolicyServer() { Stop(std::chrono::milliseconds(0)); }
+
+void PolicyServer::Route(std::string method, std::string prefix, Role min_role, RouteHandler handler) {
+  std::unique_lock lock(routes_mutex_);
+  routes_.push_back(Entry{std::move(method), std::move(prefix), min_role, std::move(handler), nullptr});
+}
+
+void PolicyServer::RoutePublic(std::string method, std::string prefix, PublicHandler handler) {
+  std::unique_lock lock(routes_mutex_);
+  routes_.push_back(Entry{std::move(method), std::move(prefix), Role::kAdmin, nullptr, std::move(handler)});
+}
+
+VoidResult PolicyServer::Start(transport::ServerOptions options) {
+  if (options.name.empty()) {
+    options.name = "policy";
+  }
+  auto server = transport::HttpsServer::Start(std::move(options), [this](const HttpRequest& r) { return Handle(r); });
+  if (!server) {
+    return server.error();
+  }
+  server_ = std::move(*server);
+  return {};
+}
+
+void PolicyServer::Stop(std::chrono::milliseconds grace) {
+  if (server_) {
+    server_->Stop(grace);
+  }
+}
+
+std::uint16_t PolicyServer::LocalPort() const { return server_ ? server_->LocalPort() : 0; }
+std::string PolicyServer::LocalAddress() const { return server_ ? server_->LocalAddress() : std::string(); }
+
+HttpResponse PolicyServer::Handle(const HttpRequest& request) {
+  const std::string_view path = PathOf(request.target);
+  if (!IsPlainPath(path)) {
+    return JsonError(400, "bad_request", "the path must not contain '//', dot segments or percent-encoding");
+  }
+  Entry entry;
+  bool path_known = false;
+  {
+    std::shared_lock lock(routes_mutex_);
+    const Entry* best = nullptr;
+    for (const auto& e : routes_) {
+      if (!Matches(path, e.prefix)) {
+        continue;
+      }
+      path_known = true;
+      if (e.method == request.method && (best == nullptr || e.prefix.size() > best->prefix.size())) {
+        best = &e;
+      }
+    }
+    if (best != nullptr) {
+      entry = *best;
+    }
+  }
+  if (!entry.handler && !entry.public_handler) {
+    return path_known ? JsonError(405, "method_not_allowed", fmt::format("{} is not allowed here", request.method))
+                      : JsonError(404, "not_found", fmt::format("no such endpoint: {}", path));
+  }
+  if (entry.public_handler) {
+    return entry.public_handler(request);
+  }
+
+  const auto auth = request.headers.find("authorization");
+  if (auth == request.headers.end() || !auth->second.starts_with(kBearer)) {
+    auto response = JsonError(401, "unauthorized", "send 'Authorization: Bearer <token>' (POST /v1/login gives one)");
+    response.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return response;
+  }
+  auto caller = users_.Authenticate(std::string_view(auth->second).substr(kBearer.size()));
+  if (!caller) {
+    return JsonError(500, "internal", "the store failed; see the policy manager's log");
+  }
+  if (!*caller) {
+    Log()->warn("refused {} {} from {}: unknown, expired or revoked token", request.method, path, request.remote);
+    auto response = JsonError(401, "unauthorized", "unknown, expired or revoked token");
+    response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    return response;
+  }
+  const Caller& who = **caller;
+  if (who.role < entry.min_role) {
+    Log()->warn("refused {} {} from '{}' (role {}) at {}: needs {}", request.method, path, who.name,
+                ToString(who.role), request.remote, RolesAtLeast(entry.min_role));
+    users_.Report({"access_denied", who.name, who.name, request.remote,
+                   fmt::format("{} {} needs role {}; has {}", request.method, path, ToString(entry.min_role),
+                               ToString(who.role)),
+                   {}});
+    auto response = Json(json::object{{"error", "forbidden"},
+                                      {"message", fmt::format("role '{}' may not {} {}; needs role {}",
+                                                              ToString(who.role), request.method, path,
+                                                              RolesAtLeast(entry.min_role))},
+                                      {"needed_role", ToString(entry.min_role)}},
+                         403);
+    return response;
+  }
+  return entry.handler(request, who);
+}
+
+HttpResponse PolicyServer::Login(const HttpRequest& request) {
+  boost::system::error_code ec;
+  const json::value body = json::parse(request.body, ec);
+  const json::object* object = !ec ? body.if_object() : nullptr;
+  const json::value* user = object != nullptr ? object->if_contains("user") : nullptr;
+  const json::value* password = object != nullptr ? object->if_contains("password") : nullptr;
+  if (user == nullptr || password == nullptr || !user->is_string() || !password->is_string()) {
+    return JsonError(400, "bad_request", "send {\"user\": \"...\", \"password\": \"...\"}");
+  }
+  auto issued = users_.Login(user->get_string(), password->get_string(), request.remote);
+  if (!issued) {
+    if (issued.error() == ServiceErrc::kBadCredentials) {
+      return JsonError(401, "unauthorized", "wrong user name or password");
+    }
+    if (issued.error() == ServiceErrc::kLockedOut) {
+      return JsonError(429, "locked", "too many wrong passwords: this user name or address is locked for a while");
+    }
+    return JsonError(500, "internal", "the store failed; see the policy manager's log");
+  }
+  return Json(json::object{{"token", issued->token},
+                           {"user", issued->name},
+                           {"role", ToString(issued->role)},
+                           {"expires", Time(issued->expires_ms)}});
+}
+
+// ---- PolicyService --------------------------------------------------------------------------------
+
+UsersOptions MakeUsersOptions(const PolicyConfig& config) {
+  UsersOptions options;
+  options.min_password_length = static_cast<std::size_t>(config.min_password_length);
+  options.max_failures_per_user = config.max_failures_per_user;
+  options.max_failures_per_address = config.max_failures_per_address;
+  options.failure_window = config.failure_window;
+  options.lockout = config.lockout;
+  options.session_lifetime = config.session_lifetime;
+  options.max_token_lifetime = config.max_token_lifetime;
+  return options;
+}
+
+Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config) {
+  // store.backend is validated by the config schema; "sqlite" is the only value today.
+  return OpenSqlitePolicyStore(config.StorePath());
+}
+
+Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& config, const Clock& clock) {
+  if (!config.http_listen.empty()) {
+    Log()->error("listen.http ({}) is configured, but this lifeline serves the policy API over HTTPS only; "
+                 "remove listen.http",
+                 config.http_listen);
+    return Fail(std::make_error_code(std::errc::not_supported));
+  }
+  std::unique_ptr<PolicyService> service(new PolicyService());
+  auto store = OpenPolicyStore(config);
+  if (!store) {
+    return store.error();
+  }
+  service->store_ = std::move(*store);
+  service->users_ = std::make_unique<PolicyUsers>(*service->store_, clock, MakeUsersOptions(config));
+  service->server_ = std::make_unique<PolicyServer>(*service->users_);
+
+  transport::ServerOptions options;
+  options.listen = config.https_listen;
+  options.tls.cert_file = config.CertFile().string();
+  options.tls.key_file = config.KeyFile().string();
+  options.tls.client_ca_file = config.client_ca_file;
+  options.client_certs =
+      config.client_ca_file.empty() ? transport::ClientCertPolicy::kNone : transport::ClientCertPolicy::kOptional;
+  options.worker_threads = 4;  // logins spend ~0.1 s of CPU and 64 MiB each in Argon2id
+  options.name = "policy";
+  if (auto started = service->server_->Start(std::move(options)); !started) {
+    return started.error();
+  }
+  Log()->info("policy manager listening on https://{} (store {})", service->server_->LocalAddress(),
+              config.StorePath().string());
+  return service;
+}
+
+PolicyService::~PolicyService() { Stop(); }
+
+void PolicyService::Stop() {
+  if (server_) {
+    server_->Stop(std::chrono::seconds(2));
+  }
+}
+
+}  // namespace lifeline::policy

@@ -1,0 +1,107 @@
+#pragma once
+// The policy manager's HTTPS API base: login, bearer-token authentication, role checks and a route
+// table the other parts (/v1/policies, /v1/requests, /v1/audit) register into.
+//
+// Built-in routes:
+//   POST /v1/login   {"user": "...", "password": "..."} -> {"token", "user", "role", "expires"}
+//                    401 wrong name or password, 429 locked (Retry-After is not given: the lockout
+//                    length is configuration an attacker need not learn)
+//   POST /v1/logout  revokes the session token the request carries
+//   GET  /v1/whoami  {"name", "role", "via": "session"|"api"}
+// Errors are JSON {"error": "...", "message": "..."}; a 403 also names "needed_role".
+#include "common/result.h"
+#include "policy/policy_config.h"
+#include "policy/policy_store.h"
+#include "policy/policy_users.h"
+#include "transport/https_server.h"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lifeline::policy {
+
+/// A handler for an authenticated request. Runs on a worker thread; may block; must be thread-safe.
+using RouteHandler = std::function<transport::HttpResponse(const transport::HttpRequest&, const Caller&)>;
+/// A handler that does its own authentication (gateways with client certificates: request.peer).
+using PublicHandler = std::function<transport::HttpResponse(const transport::HttpRequest&)>;
+
+/// {"error": error, "message": message} with `status`.
+transport::HttpResponse JsonError(int status, std::string_view error, std::string_view message);
+
+class PolicyServer {
+ public:
+  /// `users` must outlive the server.
+  explicit PolicyServer(PolicyUsers& users);
+  ~PolicyServer();
+  PolicyServer(const PolicyServer&) = delete;
+  PolicyServer& operator=(const PolicyServer&) = delete;
+
+  /// Serves `method` on `prefix` and every path below it ("/v1/requests" matches "/v1/requests" and
+  /// "/v1/requests/42", not "/v1/requestsx") to callers whose role is at least `min_role`; others
+  /// get 403 naming the role needed, requests without a valid token 401. The longest matching prefix
+  /// wins. May be called before or after Start.
+  void Route(std::string method, std::string prefix, Role min_role, RouteHandler handler);
+  /// The same without token authentication: the handler decides.
+  void RoutePublic(std::string method, std::string prefix, PublicHandler handler);
+
+  /// Starts listening with `options` (listen, TLS files, client certificate policy); errors as
+  /// transport::HttpsServer::Start.
+  [[nodiscard]] VoidResult Start(transport::ServerOptions options);
+  /// Stops serving (see HttpsServer::Stop). Idempotent.
+  void Stop(std::chrono::milliseconds grace = std::chrono::seconds(2));
+  std::uint16_t LocalPort() const;
+  std::string LocalAddress() const;
+
+  /// Answers one request (what the HTTPS server calls; public for tests without sockets).
+  transport::HttpResponse Handle(const transport::HttpRequest& request);
+
+ private:
+  struct Entry {
+    std::string method;
+    std::string prefix;
+    Role min_role = Role::kAdmin;
+    RouteHandler handler;  // set for authenticated routes
+    PublicHandler public_handler;  // set for public ones
+  };
+  transport::HttpResponse Login(const transport::HttpRequest& request);
+
+  PolicyUsers& users_;
+  mutable std::shared_mutex routes_mutex_;
+  std::vector<Entry> routes_;
+  std::unique_ptr<transport::HttpsServer> server_;
+};
+
+/// The whole `lifeline policy run` service: store, users, HTTPS server. Other parts add their
+/// routes to server() after Start.
+class PolicyService {
+ public:
+  /// Opens the store and starts the HTTPS API. Refuses a configured listen.http: this build serves
+  /// HTTPS only (Errc kInvalidArgument, logged).
+  [[nodiscard]] static Result<std::unique_ptr<PolicyService>> Start(const PolicyConfig& config,
+                                                                    const Clock& clock = SystemClock::Instance());
+  ~PolicyService();
+  void Stop();
+
+  PolicyServer& server() { return *server_; }
+  PolicyUsers& users() { return *users_; }
+  PolicyStore& store() { return *store_; }
+
+ private:
+  PolicyService() = default;
+  std::unique_ptr<PolicyStore> store_;
+  std::unique_ptr<PolicyUsers> users_;
+  std::unique_ptr<PolicyServer> server_;
+};
+
+/// UsersOptions from policy.toml's [login] and [sessions].
+UsersOptions MakeUsersOptions(const PolicyConfig& config);
+/// Opens the store policy.toml names (store.backend); the one place a PostgreSQL backend joins.
+[[nodiscard]] Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config);
+
+}  // namespace lifeline::policy
