@@ -119,6 +119,7 @@ struct MuxStreamState {
   std::uint32_t window = 0;
   std::uint64_t epoch_consumed = 0;
   SteadyClock::time_point epoch_start;
+  SteadyClock::time_point last_epoch_end;  // when it last consumed half a window (it is busy)
 
   std::uint64_t bytes_to_peer = 0, bytes_from_peer = 0;
   SteadyClock::time_point last_activity;
@@ -222,6 +223,7 @@ class MuxCore : public std::enable_shared_from_this<MuxCore> {
   void WriteLocal(const StreamPtr& s);
   void OnLocalWritten(const StreamPtr& s, ErrorCode ec, std::size_t n);
   void Consume(MuxStreamState* s, std::size_t n);
+  std::uint32_t FairWindow(SteadyClock::time_point now);
   void ResumeData(MuxStreamState* s);
   void MaybeFinishClean(const StreamPtr& s);
   // `quiet`: the tunnel is going away and logs one line for all its streams.
@@ -251,6 +253,8 @@ class MuxCore : public std::enable_shared_from_this<MuxCore> {
   bool goaway_received_ = false;
   SteadyClock::time_point last_received_;
   std::chrono::microseconds rtt_{0};
+  std::size_t busy_streams_ = 1;
+  SteadyClock::time_point busy_counted_at_;
 
   std::atomic<std::size_t> active_streams_{0};
   std::atomic<std::uint64_t> streams_opened_{0};
@@ -1116,9 +1120,19 @@ void MuxCore::Consume(MuxStreamState* s, std::size_t n) {
     return;
   }
   const auto now = SteadyClock::now();
-  if (s->window < options_.max_stream_window && rtt_.count() > 0 && now - s->epoch_start < 2 * rtt_) {
-    const std::uint32_t window = static_cast<std::uint32_t>(
-        std::min<std::uint64_t>(std::uint64_t{s->window} * 2, options_.max_stream_window));
+  s->last_epoch_end = now;
+  // Busy streams share a budget of twice the largest window: one stream alone may reach the
+  // maximum, 64 at once get 512 KiB each. A stream above its share shrinks to it (nghttp2 sends
+  // smaller WINDOW_UPDATEs), so streams that ramped up first do not keep larger windows (and a
+  // larger share of a congested link) for long.
+  const std::uint32_t fair = FairWindow(now);
+  std::uint32_t window = s->window;
+  if (window > fair) {
+    window = fair;
+  } else if (window < fair && rtt_.count() > 0 && now - s->epoch_start < 2 * rtt_) {
+    window = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{window} * 2, fair));
+  }
+  if (window != s->window) {
     if (nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, s->id,
                                               static_cast<int32_t>(window)) == 0) {
       s->window = window;
@@ -1129,6 +1143,25 @@ void MuxCore::Consume(MuxStreamState* s, std::size_t n) {
   }
   s->epoch_consumed = 0;
   s->epoch_start = now;
+}
+
+std::uint32_t MuxCore::FairWindow(SteadyClock::time_point now) {
+  // Busy: consumed half a window within the last 4 round trips (200 ms at least). Counted at most
+  // every 50 ms (a walk over all streams); idle sessions do not shrink a bulk stream's share.
+  if (now - busy_counted_at_ >= std::chrono::milliseconds(50)) {
+    busy_counted_at_ = now;
+    const auto horizon = std::max<SteadyClock::duration>(4 * rtt_, std::chrono::milliseconds(200));
+    std::size_t busy = 0;
+    for (const auto& [id, s] : streams_) {
+      if (s->spliced && !s->finished && now - s->last_epoch_end < horizon) {
+        ++busy;
+      }
+    }
+    busy_streams_ = std::max<std::size_t>(busy, 1);
+  }
+  const std::uint64_t share = 2 * std::uint64_t{options_.max_stream_window} / busy_streams_;
+  return static_cast<std::uint32_t>(
+      std::clamp<std::uint64_t>(share, options_.initial_stream_window, options_.max_stream_window));
 }
 
 void MuxCore::MaybeFinishClean(const StreamPtr& s) {
