@@ -304,28 +304,8 @@ DeviceRegistry::~DeviceRegistry() = default;
 
 Result<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Open(const std::filesystem::path& path,
                                                              const Clock& clock) {
-  std::error_code fs_ec;
-  const auto dir = path.parent_path();
-  if (!dir.empty() && !std::filesystem::exists(dir, fs_ec)) {
-    std::filesystem::create_directories(dir, fs_ec);
-    if (fs_ec) {
-      Log()->error("cannot create {}: {}", dir.string(), fs_ec.message());
-      return fs_ec;
-    }
-    ::chmod(dir.c_str(), 0700);
-  }
-  // Create the file 0600 before SQLite does (it would use the umask); its -wal and -shm files take
-  // the database file's mode.
-  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const std::error_code ec(errno, std::system_category());
-    Log()->error("cannot open {}: {}", path.string(), ec.message());
-    return ec;
-  }
-  ::close(fd);
-  ::chmod(path.c_str(), 0600);
-
-  auto db = store::sqlite::Database::Open(path);
+  // 0600: the devices' addresses and the change history are the customer's business.
+  auto db = store::sqlite::Database::Open(path, {.private_file = true});
   if (!db) {
     Log()->error("cannot open {}: {}", path.string(), db.error().message());
     return db.error();

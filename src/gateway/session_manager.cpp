@@ -105,14 +105,11 @@ struct SessionManager::Live {
 Result<std::unique_ptr<SessionManager>> SessionManager::Open(const std::filesystem::path& db_path,
                                                              SessionSettings settings, TargetLookup lookup,
                                                              const Clock& clock) {
-  auto db = store::sqlite::Database::Open(db_path);
+  auto db = store::sqlite::Database::Open(db_path, {.private_file = true});  // the audit trail: 0600
   if (!db) {
     Log()->error("cannot open the session log {}: {}", db_path.string(), db.error().message());
     return db.error();
   }
-  std::error_code ec;
-  std::filesystem::permissions(db_path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-                               std::filesystem::perm_options::replace, ec);
   if (auto migrated = (*db)->Migrate(kMigrations); !migrated) {
     Log()->error("cannot prepare the session log {}: {}", db_path.string(), (*db)->LastErrorMessage());
     return migrated.error();

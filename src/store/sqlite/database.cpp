@@ -1,5 +1,10 @@
 #include "store/sqlite/database.h"
 
+#include <fcntl.h>
+#include <filesystem>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <sqlite3.h>
 
@@ -137,6 +142,23 @@ Statement::ColumnType Statement::TypeOf(int column) const {
 bool Statement::ReadOnly() const { return sqlite3_stmt_readonly(stmt_) != 0; }
 
 Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& path, Options options) {
+  if (options.private_file && !options.read_only) {
+    std::error_code fs_ec;
+    const auto dir = path.parent_path();
+    if (!dir.empty() && !std::filesystem::exists(dir, fs_ec)) {
+      std::filesystem::create_directories(dir, fs_ec);
+      if (fs_ec) {
+        return fs_ec;
+      }
+      ::chmod(dir.c_str(), 0700);
+    }
+    const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return std::error_code(errno, std::system_category());
+    }
+    ::fchmod(fd, 0600);  // an existing file made before with wider bits
+    ::close(fd);
+  }
   sqlite3* raw = nullptr;
   const int flags = options.read_only ? SQLITE_OPEN_READONLY
                                       : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);

@@ -88,6 +88,10 @@ class Database {
   struct Options {
     int busy_timeout_ms = 5000;
     bool read_only = false;
+    /// Holds secrets or an audit trail: the file (and a missing parent directory) are created
+    /// readable by the owner only (0600, 0700) before SQLite opens it; SQLite would follow the
+    /// umask, and its -wal and -shm files take the database file's mode.
+    bool private_file = false;
   };
 
   /// Opens (creating if needed) the database file in WAL mode with synchronous=FULL and foreign keys on.
