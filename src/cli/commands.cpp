@@ -22,6 +22,7 @@
 #include "cli/gateway_enroll_command.h"
 #include "cli/gateway_relay_command.h"
 #include "cli/maintenance_command.h"
+#include "cli/policy_command.h"
 #include "cli/tickets_command.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -457,6 +458,8 @@ int Run(int argc, char** argv) {
   auto* simulate_cmd = AddSimulateCommand(app, simulate_options);
   AuditOptions audit_options;
   const AuditCommands audit_commands = AddAuditCommand(app, audit_options);
+  PolicyOptions policy_options;
+  const PolicyCommands policy_commands = AddPolicyCommands(app, policy_options);
 
   try {
     app.parse(argc, argv);
@@ -571,6 +574,9 @@ int Run(int argc, char** argv) {
   }
   if (const int audit_exit = RunAuditCommand(audit_commands, audit_options); audit_exit >= 0) {
     return audit_exit;
+  }
+  if (const int policy_exit = RunPolicyCommands(policy_commands, policy_options); policy_exit >= 0) {
+    return policy_exit;
   }
   return kExitUsage;
 }

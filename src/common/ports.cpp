@@ -19,6 +19,15 @@ constexpr std::array kPorts = {
             "Gateway (lifeline gateway, local admin)", kGatewayAdmin, "TCP, HTTPS on loopback only, token file",
             "Managed devices, remote sessions (list, end), remote access on/off.",
             "gateway.toml [listen] admin"},
+    PortUse{Section::kInsideSite, "Gateway; administrators' and approvers' browsers and `lifeline policy` clients",
+            "Policy manager (lifeline policy)", kPolicyHttps, "TCP, HTTPS (TLS 1.2+), bearer token or gateway certificate",
+            "Policies, approvals and the audit log. Stays inside the site: only the customer's gateways and "
+            "users reach it.",
+            "policy.toml [listen] https"},
+    PortUse{Section::kInsideSite, "Local clients on the policy manager's machine",
+            "Policy manager (lifeline policy, plain HTTP)", kPolicyHttp, "TCP, HTTP on loopback only, bearer token",
+            "Off unless configured; refused at start on any address other than loopback.",
+            "policy.toml [listen] http"},
     PortUse{Section::kInsideSite, "Gateway (remote sessions)", "Managed device (its registered ports)", 0,
             "TCP, the application's own protocol (ssh:22, https:443, ...)",
             "Only the ports registered for the device, only during an engineer's session; also the "

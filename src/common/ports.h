@@ -20,6 +20,10 @@ inline constexpr std::uint16_t kHomeTunnel = 9458;
 inline constexpr std::uint16_t kGatewayDevices = 9459;
 /// The gateway's local admin interface (`lifeline gateway devices|sessions`), loopback only.
 inline constexpr std::uint16_t kGatewayAdmin = 9460;
+/// The policy manager (`lifeline policy`): gateways and the customer's browsers, HTTPS. ESRS's port.
+inline constexpr std::uint16_t kPolicyHttps = 8443;
+/// The policy manager's optional plain HTTP, loopback only (ESRS's 8090); off unless configured.
+inline constexpr std::uint16_t kPolicyHttp = 8090;
 /// Outbound mail from the home: plain SMTP relay, submission with STARTTLS, SMTP over TLS.
 inline constexpr std::uint16_t kSmtp = 25;
 inline constexpr std::uint16_t kSmtpSubmission = 587;
