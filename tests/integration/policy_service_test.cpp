@@ -1,0 +1,146 @@
+// The real `lifeline policy run` process: users and tokens made with the CLI on its store, login and
+// role checks over HTTPS, lockout, token revocation while it runs, and plain HTTP refused off loopback.
+#include "support/harness.h"
+#include "transport/http_client.h"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <regex>
+
+namespace lifeline::testing {
+namespace {
+
+namespace json = boost::json;
+
+class PolicyService : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pki = RunLifeline({"pki", "init", "--dir", (dir_ / "pki").string(), "--name", "127.0.0.1"});
+    ASSERT_EQ(pki.exit_code, 0) << pki.output;
+    WriteFile(config(), "[policy]\ndata_dir = \"" + (dir_ / "data").string() +
+                            "\"\n[listen]\nhttps = \"127.0.0.1:0\"\n[tls]\ncert_file = \"" +
+                            (dir_ / "pki" / "home.crt").string() + "\"\nkey_file = \"" +
+                            (dir_ / "pki" / "home.key").string() +
+                            "\"\n[login]\nmax_failures_per_user = 3\nlockout = \"1h\"\n");
+    WriteFile(dir_ / "password", "approver's long password\n");
+  }
+  void TearDown() override {
+    if (process_) {
+      process_->Terminate();
+    }
+  }
+  fs::path config() const { return dir_ / "policy.toml"; }
+
+  void Start() {
+    auto process = cli::Subprocess::Spawn({LIFELINE_BINARY, "policy", "run", "--config", config().string()},
+                                          dir_ / "policy.log");
+    ASSERT_TRUE(process);
+    process_.emplace(std::move(*process));
+    const std::regex listening("listening on https://127\\.0\\.0\\.1:([0-9]+)");
+    ASSERT_TRUE(Eventually(
+        [&] {
+          std::smatch m;
+          const std::string log = ReadFile(dir_ / "policy.log");
+          if (std::regex_search(log, m, listening)) {
+            port_ = std::stoi(m[1]);
+            return true;
+          }
+          return false;
+        },
+        std::chrono::seconds(20)))
+        << ReadFile(dir_ / "policy.log");
+  }
+
+  struct Answer {
+    int status = 0;
+    json::value body;
+  };
+  Answer Call(const std::string& method, const std::string& path, const std::string& token = "",
+              const std::string& body = "") {
+    transport::HttpClient client(transport::ClientTls{(dir_ / "pki" / "ca.crt").string(), "", ""});
+    transport::ClientRequest request;
+    request.method = method;
+    request.url = "https://127.0.0.1:" + std::to_string(port_) + path;
+    request.body = body;
+    request.content_type = body.empty() ? "" : "application/json";
+    if (!token.empty()) {
+      request.headers.emplace_back("Authorization", "Bearer " + token);
+    }
+    auto response = client.Send(request);
+    EXPECT_TRUE(response) << (response ? "" : response.error().message());
+    if (!response) {
+      return {};
+    }
+    boost::system::error_code ec;
+    json::value parsed = json::parse(response->body, ec);
+    return {response->status, ec ? json::value(response->body) : parsed};
+  }
+  Answer LoginAs(const std::string& user, const std::string& password) {
+    return Call("POST", "/v1/login", "", json::serialize(json::object{{"user", user}, {"password", password}}));
+  }
+
+  TempDir dir_;
+  std::optional<cli::Subprocess> process_;
+  int port_ = 0;
+};
+
+TEST_F(PolicyService, UsersTokensLoginRolesAndLockout) {
+  auto added = RunLifeline({"policy", "users", "add", "anna", "--role", "approver", "--password-file",
+                            (dir_ / "password").string(), "--config", config().string()});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  auto token = RunLifeline({"policy", "tokens", "create", "audit-reader", "--role", "auditor", "--config",
+                            config().string()});
+  ASSERT_EQ(token.exit_code, 0) << token.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(token.output, m, std::regex("llpol_[A-Za-z0-9_-]{43}"))) << token.output;
+  const std::string auditor_token = m[0];
+
+  ASSERT_NO_FATAL_FAILURE(Start());
+
+  auto login = LoginAs("anna", "approver's long password");
+  ASSERT_EQ(login.status, 200) << json::serialize(login.body);
+  const std::string session(login.body.at("token").as_string());
+  auto me = Call("GET", "/v1/whoami", session);
+  EXPECT_EQ(me.status, 200);
+  EXPECT_EQ(me.body.at("role").as_string(), "approver");
+
+  auto auditor = Call("GET", "/v1/whoami", auditor_token);
+  EXPECT_EQ(auditor.status, 200);
+  EXPECT_EQ(auditor.body.at("name").as_string(), "audit-reader");
+  EXPECT_EQ(Call("GET", "/v1/whoami").status, 401);
+
+  // Revoked with the CLI while the service runs: refused at once.
+  auto revoked = RunLifeline({"policy", "tokens", "revoke", "audit-reader", "--config", config().string()});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+  EXPECT_EQ(Call("GET", "/v1/whoami", auditor_token).status, 401);
+
+  // Three wrong passwords lock the name; the right one is then refused too.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(LoginAs("anna", "wrong password " + std::to_string(i)).status, 401);
+  }
+  EXPECT_EQ(LoginAs("anna", "approver's long password").status, 429);
+  EXPECT_EQ(Call("GET", "/v1/whoami", session).status, 200) << "a lockout does not end existing sessions";
+
+  // Nothing secret in the store file.
+  const std::string store = ReadFile(dir_ / "data" / "policy.db") + ReadFile(dir_ / "data" / "policy.db-wal");
+  EXPECT_EQ(store.find("approver's long password"), std::string::npos);
+  EXPECT_EQ(store.find(session), std::string::npos);
+  EXPECT_EQ(store.find(auditor_token), std::string::npos);
+  EXPECT_NE(store.find("$argon2id$"), std::string::npos);
+
+  auto listed = RunLifeline({"policy", "users", "list", "--json", "--config", config().string()});
+  EXPECT_EQ(listed.exit_code, 0);
+  EXPECT_NE(listed.output.find("\"anna\""), std::string::npos) << listed.output;
+}
+
+TEST_F(PolicyService, PlainHttpOffLoopbackIsAConfigError) {
+  WriteFile(dir_ / "bad.toml", "[listen]\nhttp = \"0.0.0.0:8090\"\n");
+  auto result = RunLifeline({"policy", "run", "--config", (dir_ / "bad.toml").string()});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("listen.http"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("loopback"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace lifeline::testing
