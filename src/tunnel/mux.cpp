@@ -37,8 +37,9 @@ const char* DescribeMuxErrc(MuxErrc code) {
 // A stream's local read buffer starts this small (an idle ssh session costs little) and doubles
 // up to MuxOptions::stream_buffer_size while reads keep filling it.
 constexpr std::size_t kMinStreamBuffer = 4 * 1024;
-// Bytes read from the carrier per read (fed to nghttp2_session_mem_recv).
-constexpr std::size_t kCarrierReadSize = 64 * 1024;
+// Bytes read from the carrier per read (fed to nghttp2_session_mem_recv); a raw TLS carrier returns
+// as many records as fit.
+constexpr std::size_t kCarrierReadSize = 256 * 1024;
 // One carrier write carries everything nghttp2 has to send, up to this much.
 constexpr std::size_t kMaxWriteBatch = 1024 * 1024;
 // Close(): how long the final GOAWAY may take to go out before the carrier is closed anyway.

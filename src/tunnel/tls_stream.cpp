@@ -63,39 +63,111 @@ std::string TlsErrorText(const ErrorCode& error, SSL* ssl) {
 
 namespace {
 
-// Encrypted bytes from OpenSSL go to this BIO, which appends them to a std::string (its data): one
-// SSL_write of a whole carrier write (up to the mux's 1 MiB batch) becomes one socket write. Asio's
-// engine instead hands OpenSSL a 17 KiB BIO pair and copies each record out of it, one socket write
-// per record: a copy and a syscall per 16 KiB more than this.
-int AppendBioWrite(BIO* bio, const char* data, int length) {
-  static_cast<std::string*>(BIO_get_data(bio))->append(data, static_cast<std::size_t>(length));
+// The buffers between OpenSSL and the socket once the handshake is done: OpenSSL appends encrypted
+// records to `out` (one SSL_write of a whole carrier write, up to the mux's 1 MiB batch, becomes one
+// socket write) and reads records from `in` (filled by socket reads of up to 256 KiB). Asio's engine
+// instead passes every 16 KiB record through a 17 KiB BIO pair: one more copy and one more syscall
+// per record each way.
+struct DirectIo {
+  std::string out;
+  std::unique_ptr<char[]> in;
+  std::size_t in_size = 0, in_begin = 0, in_end = 0;
+};
+constexpr std::size_t kDirectReadSize = 256 * 1024;
+
+int DirectBioWrite(BIO* bio, const char* data, int length) {
+  static_cast<DirectIo*>(BIO_get_data(bio))->out.append(data, static_cast<std::size_t>(length));
   return length;
 }
 
-long AppendBioCtrl(BIO*, int command, long, void*) {
-  return command == BIO_CTRL_FLUSH ? 1 : 0;
+int DirectBioRead(BIO* bio, char* data, int length) {
+  auto* io = static_cast<DirectIo*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  const std::size_t n = std::min(io->in_end - io->in_begin, static_cast<std::size_t>(std::max(length, 0)));
+  if (n == 0) {
+    BIO_set_retry_read(bio);  // SSL_ERROR_WANT_READ: the stream reads the socket
+    return -1;
+  }
+  std::memcpy(data, io->in.get() + io->in_begin, n);
+  io->in_begin += n;
+  return static_cast<int>(n);
 }
 
-int AppendBioCreate(BIO* bio) {
+long DirectBioCtrl(BIO* bio, int command, long, void*) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING: {
+      auto* io = static_cast<DirectIo*>(BIO_get_data(bio));
+      return static_cast<long>(io->in_end - io->in_begin);
+    }
+    default:
+      return 0;
+  }
+}
+
+int DirectBioCreate(BIO* bio) {
   BIO_set_init(bio, 1);
   return 1;
 }
 
-BIO* NewAppendBio(std::string* sink) {
+BIO* NewDirectBio(DirectIo* io) {
   static BIO_METHOD* const method = [] {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "lifeline append");
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "lifeline direct");
     if (m != nullptr) {
-      BIO_meth_set_write(m, &AppendBioWrite);
-      BIO_meth_set_ctrl(m, &AppendBioCtrl);
-      BIO_meth_set_create(m, &AppendBioCreate);
+      BIO_meth_set_write(m, &DirectBioWrite);
+      BIO_meth_set_read(m, &DirectBioRead);
+      BIO_meth_set_ctrl(m, &DirectBioCtrl);
+      BIO_meth_set_create(m, &DirectBioCreate);
     }
     return m;
   }();
   BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
   if (bio != nullptr) {
-    BIO_set_data(bio, sink);
+    BIO_set_data(bio, io);
   }
   return bio;
+}
+
+// Asio's SSL engine may have read ciphertext past the handshake (the peer's first records) into its
+// stream_core's input buffer without handing it to OpenSSL yet; taking reads over means taking those
+// bytes too. Neither Beast's ssl_stream nor Asio's ssl::stream exposes them, so their members are
+// reached by the explicit-instantiation rule (access checks do not apply to template arguments of an
+// explicit instantiation). A Boost that renames them fails to compile here rather than lose bytes.
+using AsioSslStream = ssl::stream<tcp::socket>;
+template <class Tag, typename Tag::type Member>
+struct PrivateMember {
+  friend typename Tag::type Get(Tag) { return Member; }
+};
+struct BeastImplTag {
+  using type = std::unique_ptr<beast::flat_stream<AsioSslStream>> TlsStream::*;
+  friend type Get(BeastImplTag);
+};
+template struct PrivateMember<BeastImplTag, &TlsStream::p_>;
+struct AsioCoreTag {
+  using type = asio::ssl::detail::stream_core AsioSslStream::*;
+  friend type Get(AsioCoreTag);
+};
+template struct PrivateMember<AsioCoreTag, &AsioSslStream::core_>;
+
+// Moves what Asio's engine holds unread (in its BIO pair, then in its input buffer, in that order)
+// into `io->in`, and points OpenSSL at `bio` both ways.
+void TakeOverFromAsio(TlsStream& stream, SSL* ssl, DirectIo* io, BIO* bio) {
+  asio::ssl::detail::stream_core& core = ((stream.*Get(BeastImplTag{}))->next_layer()).*Get(AsioCoreTag{});
+  BIO* pair = SSL_get_rbio(ssl);
+  const std::size_t in_pair = BIO_ctrl_pending(pair);
+  const std::size_t in_asio = core.input_.size();
+  io->in_size = std::max(kDirectReadSize, in_pair + in_asio);
+  io->in = std::make_unique_for_overwrite<char[]>(io->in_size);
+  if (in_pair > 0) {
+    io->in_end = static_cast<std::size_t>(std::max(BIO_read(pair, io->in.get(), static_cast<int>(in_pair)), 0));
+  }
+  std::memcpy(io->in.get() + io->in_end, core.input_.data(), in_asio);
+  io->in_end += in_asio;
+  core.input_ = asio::const_buffer();
+  BIO_up_ref(bio);
+  SSL_set0_rbio(ssl, bio);
+  SSL_set0_wbio(ssl, bio);
 }
 
 ErrorCode LastSslError() {
@@ -116,11 +188,10 @@ class TlsByteStream final : public ByteStream {
     SSL* ssl = stream_->native_handle();
     // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
     SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    // Writes bypass Asio's engine from here on (the handshake is done and its output written):
-    // OpenSSL writes records into state_->out, which goes to the socket in one write. Reads stay
-    // with Asio (its engine may hold bytes it read past the handshake).
-    if (BIO* bio = NewAppendBio(&state_->out)) {
-      SSL_set0_wbio(ssl, bio);
+    // Reads and writes bypass Asio's engine from here on (the handshake is done and its output
+    // written; no Asio operation is in progress).
+    if (BIO* bio = NewDirectBio(&state_->io)) {
+      TakeOverFromAsio(*stream_, ssl, &state_->io, bio);
       direct_write_ = true;
     }
   }
@@ -141,6 +212,10 @@ class TlsByteStream final : public ByteStream {
         prefix_used_ = 0;
       }
       asio::post(stream_->get_executor(), [handler = std::move(handler), n] { handler({}, n); });
+      return;
+    }
+    if (direct_write_) {
+      ReadDirect(state_, buffer, std::move(handler), /*in_completion=*/false);
       return;
     }
     stream_->async_read_some(buffer, [keep = state_, handler = std::move(handler)](
@@ -168,7 +243,7 @@ class TlsByteStream final : public ByteStream {
         done += written;
       }
       state_->on_sent = [handler = std::move(handler), done](ErrorCode ec) { handler(ec, ec ? 0 : done); };
-      if (state_->out.empty()) {  // nothing to write (an empty buffer)
+      if (state_->io.out.empty()) {  // nothing to write (an empty buffer)
         auto on_sent = std::move(state_->on_sent);
         state_->on_sent = nullptr;
         asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
@@ -194,7 +269,7 @@ class TlsByteStream final : public ByteStream {
         return;
       }
       state_->on_sent = std::move(handler);
-      if (state_->out.empty()) {
+      if (state_->io.out.empty()) {
         auto on_sent = std::move(state_->on_sent);
         state_->on_sent = nullptr;
         asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
@@ -236,7 +311,8 @@ class TlsByteStream final : public ByteStream {
     // Direct writes: records OpenSSL produced, not yet handed to the socket; the bytes of the
     // socket write in flight; and the completion of the caller's write (or shutdown) once
     // everything it produced is written.
-    std::string out;
+    DirectIo io;
+    bool in_eof = false;  // the socket reached its end (after any bytes still in io.in)
     std::string sending;
     bool send_pending = false;
     std::function<void(ErrorCode)> on_sent;
@@ -244,17 +320,17 @@ class TlsByteStream final : public ByteStream {
 
   // Writes state->out to the socket (one write at a time); when all is written, completes on_sent.
   static void Send(const std::shared_ptr<State>& state) {
-    if (state->send_pending || state->out.empty()) {
+    if (state->send_pending || state->io.out.empty()) {
       return;
     }
     state->send_pending = true;
-    state->sending.swap(state->out);
-    state->out.clear();
+    state->sending.swap(state->io.out);
+    state->io.out.clear();
     asio::async_write(beast::get_lowest_layer(*state->stream), asio::buffer(state->sending),
                       [state](ErrorCode ec, std::size_t) {
                         state->send_pending = false;
                         state->sending.clear();
-                        if (!ec && !state->out.empty()) {
+                        if (!ec && !state->io.out.empty()) {
                           Send(state);
                           return;
                         }
@@ -266,9 +342,71 @@ class TlsByteStream final : public ByteStream {
                       });
   }
 
+  // Decrypts what `io.in` holds into `buffer` (as many records as fit); reads the socket when that
+  // is not even one byte. Ends as Asio's reads do: eof after the peer's close_notify,
+  // stream_truncated when the connection ended without one.
+  static void ReadDirect(std::shared_ptr<State> state, asio::mutable_buffer buffer, IoHandler handler,
+                         bool in_completion) {
+    SSL* ssl = state->stream->native_handle();
+    auto* data = static_cast<char*>(buffer.data());
+    std::size_t got = 0;
+    ErrorCode ec;
+    ERR_clear_error();
+    while (got < buffer.size()) {
+      std::size_t n = 0;
+      const int rv = SSL_read_ex(ssl, data + got, buffer.size() - got, &n);
+      if (rv == 1) {
+        got += n;
+        continue;
+      }
+      const int error = SSL_get_error(ssl, rv);
+      if (error == SSL_ERROR_ZERO_RETURN) {
+        ec = asio::error::eof;
+      } else if (error != SSL_ERROR_WANT_READ) {
+        ec = LastSslError();
+      } else if (state->in_eof && got == 0) {
+        ec = ssl::error::stream_truncated;
+      }
+      break;
+    }
+    Send(state);  // reading can make OpenSSL answer (a TLS 1.3 KeyUpdate)
+    if (got > 0 || ec || buffer.size() == 0) {
+      if (got > 0) {
+        ec = {};  // the error comes again with the next read
+      }
+      if (in_completion) {
+        handler(ec, got);
+      } else {
+        asio::post(state->stream->get_executor(), [handler = std::move(handler), ec, got] { handler(ec, got); });
+      }
+      return;
+    }
+    DirectIo& io = state->io;
+    if (io.in_begin == io.in_end) {
+      io.in_begin = io.in_end = 0;
+    } else if (io.in_size - io.in_end < 64 * 1024) {
+      // Less than a record's worth is left over: move it to the front.
+      std::memmove(io.in.get(), io.in.get() + io.in_begin, io.in_end - io.in_begin);
+      io.in_end -= io.in_begin;
+      io.in_begin = 0;
+    }
+    beast::get_lowest_layer(*state->stream)
+        .async_read_some(asio::buffer(io.in.get() + io.in_end, io.in_size - io.in_end),
+                         [state, buffer, handler = std::move(handler)](ErrorCode read_ec, std::size_t n) mutable {
+                           if (read_ec == asio::error::eof) {
+                             state->in_eof = true;
+                           } else if (read_ec) {
+                             handler(read_ec, 0);
+                             return;
+                           }
+                           state->io.in_end += n;
+                           ReadDirect(std::move(state), buffer, std::move(handler), /*in_completion=*/true);
+                         });
+  }
+
   std::shared_ptr<State> state_;
   TlsStream* stream_;
-  bool direct_write_ = false;
+  bool direct_write_ = false;  // reads and writes bypass Asio's engine
   std::string prefix_;
   std::size_t prefix_used_ = 0;
   std::string description_;
