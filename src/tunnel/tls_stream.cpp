@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
@@ -140,10 +141,10 @@ struct PrivateMember {
   friend typename Tag::type Get(Tag) { return Member; }
 };
 struct BeastImplTag {
-  using type = std::unique_ptr<beast::flat_stream<AsioSslStream>> TlsStream::*;
+  using type = std::unique_ptr<beast::flat_stream<AsioSslStream>> TlsStream::Impl::*;
   friend type Get(BeastImplTag);
 };
-template struct PrivateMember<BeastImplTag, &TlsStream::p_>;
+template struct PrivateMember<BeastImplTag, &TlsStream::Impl::p_>;
 struct AsioCoreTag {
   using type = asio::ssl::detail::stream_core AsioSslStream::*;
   friend type Get(AsioCoreTag);
@@ -152,7 +153,7 @@ template struct PrivateMember<AsioCoreTag, &AsioSslStream::core_>;
 
 // Moves what Asio's engine holds unread (in its BIO pair, then in its input buffer, in that order)
 // into `io->in`, and points OpenSSL at `bio` both ways.
-void TakeOverFromAsio(TlsStream& stream, SSL* ssl, DirectIo* io, BIO* bio) {
+void TakeOverFromAsio(TlsStream::Impl& stream, SSL* ssl, DirectIo* io, BIO* bio) {
   asio::ssl::detail::stream_core& core = ((stream.*Get(BeastImplTag{}))->next_layer()).*Get(AsioCoreTag{});
   BIO* pair = SSL_get_rbio(ssl);
   const std::size_t in_pair = BIO_ctrl_pending(pair);
@@ -176,24 +177,252 @@ ErrorCode LastSslError() {
                    : ErrorCode(asio::error::broken_pipe);
 }
 
+}  // namespace
+
+// The state of a TlsStream in direct mode. Pending operations hold it; the SSL object and the socket
+// it points at belong to the TlsStream, whose owner (a ByteStream's state) outlives every pending
+// operation (see TlsByteStream::State).
+struct TlsDirect {
+  SSL* ssl = nullptr;
+  tcp::socket* socket = nullptr;
+  DirectIo io;
+  bool in_eof = false;  // the socket reached its end (after any bytes still in io.in)
+  bool read_pending = false;
+  std::string sending;  // the socket write in flight
+  bool send_pending = false;
+  // Completes a write (or close_notify) once everything it produced is written.
+  TlsStream::DoneCompletion on_sent;
+};
+
+namespace {
+
+// Writes direct->io.out to the socket (one write at a time); when all is written, completes on_sent.
+void SendDirect(const std::shared_ptr<TlsDirect>& direct) {
+  if (direct->send_pending || direct->io.out.empty()) {
+    return;
+  }
+  direct->send_pending = true;
+  direct->sending.swap(direct->io.out);
+  direct->io.out.clear();
+  asio::async_write(*direct->socket, asio::buffer(direct->sending), [direct](ErrorCode ec, std::size_t) {
+    direct->send_pending = false;
+    direct->sending.clear();
+    if (!ec && !direct->io.out.empty()) {
+      SendDirect(direct);
+      return;
+    }
+    if (direct->on_sent) {
+      auto on_sent = std::move(direct->on_sent);
+      direct->on_sent = nullptr;
+      std::move(on_sent)(ec);
+    }
+  });
+}
+
+// Completes `on_sent` once what OpenSSL produced is written (at once, posted, when nothing is).
+void FinishWrite(const std::shared_ptr<TlsDirect>& direct, TlsStream::DoneCompletion done) {
+  if (direct->io.out.empty() && !direct->send_pending) {
+    asio::post(direct->socket->get_executor(), [done = std::move(done)]() mutable { std::move(done)(ErrorCode()); });
+    return;
+  }
+  direct->on_sent = std::move(done);
+  SendDirect(direct);
+}
+
+// Decrypts what io.in holds into `buffer` (as many records as fit); reads the socket when that is
+// not even one byte. Ends as Asio's reads do: eof after the peer's close_notify, stream_truncated
+// when the connection ended without one.
+void ReadDirect(std::shared_ptr<TlsDirect> direct, asio::mutable_buffer buffer, TlsStream::IoCompletion handler,
+                bool in_completion) {
+  auto* data = static_cast<char*>(buffer.data());
+  std::size_t got = 0;
+  ErrorCode ec;
+  ERR_clear_error();
+  while (got < buffer.size()) {
+    std::size_t n = 0;
+    const int rv = SSL_read_ex(direct->ssl, data + got, buffer.size() - got, &n);
+    if (rv == 1) {
+      got += n;
+      continue;
+    }
+    const int error = SSL_get_error(direct->ssl, rv);
+    if (error == SSL_ERROR_ZERO_RETURN) {
+      ec = asio::error::eof;
+    } else if (error != SSL_ERROR_WANT_READ) {
+      ec = LastSslError();
+    } else if (direct->in_eof && got == 0) {
+      ec = ssl::error::stream_truncated;
+    }
+    break;
+  }
+  SendDirect(direct);  // reading can make OpenSSL answer (a TLS 1.3 KeyUpdate)
+  if (got > 0 || ec || buffer.size() == 0) {
+    if (got > 0) {
+      ec = {};  // the error comes again with the next read
+    }
+    direct->read_pending = false;
+    if (in_completion) {
+      std::move(handler)(ec, got);
+    } else {
+      asio::post(direct->socket->get_executor(),
+                 [handler = std::move(handler), ec, got]() mutable { std::move(handler)(ec, got); });
+    }
+    return;
+  }
+  DirectIo& io = direct->io;
+  if (io.in_begin == io.in_end) {
+    io.in_begin = io.in_end = 0;
+  } else if (io.in_size - io.in_end < 64 * 1024) {
+    // Less than a record's worth is left over: move it to the front.
+    std::memmove(io.in.get(), io.in.get() + io.in_begin, io.in_end - io.in_begin);
+    io.in_end -= io.in_begin;
+    io.in_begin = 0;
+  }
+  direct->read_pending = true;
+  direct->socket->async_read_some(
+      asio::buffer(io.in.get() + io.in_end, io.in_size - io.in_end),
+      [direct, buffer, handler = std::move(handler)](ErrorCode read_ec, std::size_t n) mutable {
+        if (read_ec == asio::error::eof) {
+          direct->in_eof = true;
+        } else if (read_ec) {
+          direct->read_pending = false;
+          std::move(handler)(read_ec, 0);
+          return;
+        }
+        direct->io.in_end += n;
+        ReadDirect(std::move(direct), buffer, std::move(handler), /*in_completion=*/true);
+      });
+}
+
+}  // namespace
+
+TlsStream::~TlsStream() = default;
+
+bool TlsStream::StartDirect() {
+  if (direct_) {
+    return true;
+  }
+  SSL* ssl = impl_.native_handle();
+  auto direct = std::make_shared<TlsDirect>();
+  BIO* bio = NewDirectBio(&direct->io);
+  if (bio == nullptr) {
+    return false;
+  }
+  // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
+  SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+  TakeOverFromAsio(impl_, ssl, &direct->io, bio);
+  direct->ssl = ssl;
+  direct->socket = &impl_.next_layer();
+  direct_ = std::move(direct);
+  return true;
+}
+
+void TlsStream::DirectRead(asio::mutable_buffer buffer, IoCompletion handler) {
+  ReadDirect(direct_, buffer, std::move(handler), /*in_completion=*/false);
+}
+
+void TlsStream::DirectWrite(std::vector<asio::const_buffer> buffers, IoCompletion handler) {
+  // Asio's engine set SSL_MODE_ENABLE_PARTIAL_WRITE: each SSL_write_ex returns after one record.
+  auto write = [&](const char* data, std::size_t size) {
+    std::size_t done = 0;
+    while (done < size) {
+      std::size_t written = 0;
+      if (SSL_write_ex(direct_->ssl, data + done, size - done, &written) != 1) {
+        return false;
+      }
+      done += written;
+    }
+    return true;
+  };
+  ERR_clear_error();
+  std::size_t total = 0;
+  std::string joined;  // small buffers (a frame header) go into one record with what follows
+  constexpr std::size_t kSmall = 1024, kRecord = 16 * 1024;
+  bool ok = true;
+  for (const auto& b : buffers) {
+    total += b.size();
+    if (b.size() < kSmall || (!joined.empty() && joined.size() + b.size() <= kRecord)) {
+      joined.append(static_cast<const char*>(b.data()), b.size());
+      continue;
+    }
+    if (!joined.empty()) {
+      // Fill the joined record from this buffer, then write the rest of it directly.
+      const std::size_t take = std::min(b.size(), kRecord - joined.size());
+      joined.append(static_cast<const char*>(b.data()), take);
+      ok = write(joined.data(), joined.size()) &&
+           write(static_cast<const char*>(b.data()) + take, b.size() - take);
+      joined.clear();
+    } else {
+      ok = write(static_cast<const char*>(b.data()), b.size());
+    }
+    if (!ok) {
+      break;
+    }
+  }
+  if (ok && !joined.empty()) {
+    ok = write(joined.data(), joined.size());
+  }
+  if (!ok) {
+    asio::post(direct_->socket->get_executor(),
+               [handler = std::move(handler), ec = LastSslError()]() mutable { std::move(handler)(ec, 0); });
+    return;
+  }
+  FinishWrite(direct_, [handler = std::move(handler), total](ErrorCode ec) mutable {
+    std::move(handler)(ec, ec ? 0 : total);
+  });
+}
+
+void TlsStream::DirectShutdownWrite(DoneCompletion handler) {
+  // Sends close_notify and returns without reading: reads go on until the peer's close_notify,
+  // which they report as eof.
+  ERR_clear_error();
+  if (SSL_shutdown(direct_->ssl) < 0) {
+    asio::post(direct_->socket->get_executor(),
+               [handler = std::move(handler), ec = LastSslError()]() mutable { std::move(handler)(ec); });
+    return;
+  }
+  FinishWrite(direct_, std::move(handler));
+}
+
+void teardown(beast::role_type role, TlsStream& stream, ErrorCode& ec) {
+  if (!stream.Direct()) {
+    beast::teardown(role, stream.SslImpl(), ec);
+    return;
+  }
+  stream.next_layer().close(ec);
+}
+
+void AsyncTeardownImpl(beast::role_type role, TlsStream& stream, TlsStream::DoneCompletion handler) {
+  // Our WebSocket carriers end with an empty text message and Close(); a closing handshake (from
+  // another peer, or a refused upgrade) ends the connection here: close_notify when the stream is
+  // direct, then the socket closes.
+  if (stream.Direct()) {
+    tcp::socket* socket = &stream.next_layer();
+    stream.DirectShutdownWrite([socket, handler = std::move(handler)](ErrorCode ec) mutable {
+      ErrorCode ignored;
+      socket->close(ignored);
+      std::move(handler)(ec);
+    });
+    return;
+  }
+  beast::async_teardown(role, stream.SslImpl(),
+                        asio::bind_executor(stream.get_executor(), [handler = std::move(handler)](ErrorCode ec) mutable {
+                          std::move(handler)(ec);
+                        }));
+}
+
+namespace {
+
 class TlsByteStream final : public ByteStream {
  public:
   TlsByteStream(std::shared_ptr<ssl::context> context, std::unique_ptr<TlsStream> stream,
                 std::string prefix, std::string description, std::shared_ptr<void> token)
-      : state_(std::make_shared<State>(std::move(context), std::move(stream))),
+      : state_(std::make_shared<State>(State{std::move(context), std::move(stream)})),
         stream_(state_->stream.get()),
         prefix_(std::move(prefix)),
         description_(std::move(description)),
         token_(std::move(token)) {
-    SSL* ssl = stream_->native_handle();
-    // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
-    SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    // Reads and writes bypass Asio's engine from here on (the handshake is done and its output
-    // written; no Asio operation is in progress).
-    if (BIO* bio = NewDirectBio(&state_->io)) {
-      TakeOverFromAsio(*stream_, ssl, &state_->io, bio);
-      direct_write_ = true;
-    }
+    stream_->StartDirect();
   }
 
   ~TlsByteStream() override { Close(); }
@@ -214,42 +443,16 @@ class TlsByteStream final : public ByteStream {
       asio::post(stream_->get_executor(), [handler = std::move(handler), n] { handler({}, n); });
       return;
     }
-    if (direct_write_) {
-      ReadDirect(state_, buffer, std::move(handler), /*in_completion=*/false);
-      return;
-    }
     stream_->async_read_some(buffer, [keep = state_, handler = std::move(handler)](
-                                         ErrorCode ec, std::size_t n) {
-      // Reading can make OpenSSL answer (a TLS 1.3 KeyUpdate): send that now.
-      Send(keep);
-      handler(ec, n);
-    });
+                                         ErrorCode ec, std::size_t n) { handler(ec, n); });
   }
 
   void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
-    if (direct_write_) {
-      // Asio's engine set SSL_MODE_ENABLE_PARTIAL_WRITE: each SSL_write_ex returns after one record.
-      SSL* ssl = stream_->native_handle();
-      const auto* data = static_cast<const char*>(buffer.data());
-      std::size_t done = 0;
-      ERR_clear_error();
-      while (done < buffer.size()) {
-        std::size_t written = 0;
-        if (SSL_write_ex(ssl, data + done, buffer.size() - done, &written) != 1) {
-          asio::post(stream_->get_executor(),
-                     [handler = std::move(handler), ec = LastSslError()] { handler(ec, 0); });
-          return;
-        }
-        done += written;
-      }
-      state_->on_sent = [handler = std::move(handler), done](ErrorCode ec) { handler(ec, ec ? 0 : done); };
-      if (state_->io.out.empty()) {  // nothing to write (an empty buffer)
-        auto on_sent = std::move(state_->on_sent);
-        state_->on_sent = nullptr;
-        asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
-        return;
-      }
-      Send(state_);
+    if (stream_->Direct()) {
+      // A direct write takes all of it at once (asio::async_write would hand it over 64 KiB at a time).
+      stream_->async_write_some(buffer, [keep = state_, handler = std::move(handler)](ErrorCode ec, std::size_t n) {
+        handler(ec, n);
+      });
       return;
     }
     asio::async_write(*stream_, buffer,
@@ -259,23 +462,8 @@ class TlsByteStream final : public ByteStream {
   }
 
   void AsyncShutdownWrite(DoneHandler handler) override {
-    if (direct_write_) {
-      // Sends close_notify (into state_->out) and returns without reading: reads go on until the
-      // peer's close_notify, which they report as eof.
-      ERR_clear_error();
-      if (SSL_shutdown(stream_->native_handle()) < 0) {
-        asio::post(stream_->get_executor(),
-                   [handler = std::move(handler), ec = LastSslError()] { handler(ec); });
-        return;
-      }
-      state_->on_sent = std::move(handler);
-      if (state_->io.out.empty()) {
-        auto on_sent = std::move(state_->on_sent);
-        state_->on_sent = nullptr;
-        asio::post(stream_->get_executor(), [on_sent = std::move(on_sent)] { on_sent({}); });
-        return;
-      }
-      Send(state_);
+    if (stream_->Direct()) {
+      stream_->DirectShutdownWrite([keep = state_, handler = std::move(handler)](ErrorCode ec) { handler(ec); });
       return;
     }
     // A TLS half-close: send close_notify and keep reading. Asio's async_shutdown would also wait
@@ -301,112 +489,13 @@ class TlsByteStream final : public ByteStream {
 
  private:
   // Pending operations hold the state: a stream destroyed (after Close) before its handlers ran
-  // must not free what Asio's SSL operations still use.
+  // must not free what its operations still use.
   struct State {
-    State(std::shared_ptr<ssl::context> c, std::unique_ptr<TlsStream> s)
-        : context(std::move(c)), stream(std::move(s)) {}
-    ~State() { stream.reset(); }  // the SSL object (and its BIO pointing at `out`) goes first
     std::shared_ptr<ssl::context> context;  // outlives the SSL object made from it
     std::unique_ptr<TlsStream> stream;
-    // Direct writes: records OpenSSL produced, not yet handed to the socket; the bytes of the
-    // socket write in flight; and the completion of the caller's write (or shutdown) once
-    // everything it produced is written.
-    DirectIo io;
-    bool in_eof = false;  // the socket reached its end (after any bytes still in io.in)
-    std::string sending;
-    bool send_pending = false;
-    std::function<void(ErrorCode)> on_sent;
   };
-
-  // Writes state->out to the socket (one write at a time); when all is written, completes on_sent.
-  static void Send(const std::shared_ptr<State>& state) {
-    if (state->send_pending || state->io.out.empty()) {
-      return;
-    }
-    state->send_pending = true;
-    state->sending.swap(state->io.out);
-    state->io.out.clear();
-    asio::async_write(beast::get_lowest_layer(*state->stream), asio::buffer(state->sending),
-                      [state](ErrorCode ec, std::size_t) {
-                        state->send_pending = false;
-                        state->sending.clear();
-                        if (!ec && !state->io.out.empty()) {
-                          Send(state);
-                          return;
-                        }
-                        if (state->on_sent) {
-                          auto on_sent = std::move(state->on_sent);
-                          state->on_sent = nullptr;
-                          on_sent(ec);
-                        }
-                      });
-  }
-
-  // Decrypts what `io.in` holds into `buffer` (as many records as fit); reads the socket when that
-  // is not even one byte. Ends as Asio's reads do: eof after the peer's close_notify,
-  // stream_truncated when the connection ended without one.
-  static void ReadDirect(std::shared_ptr<State> state, asio::mutable_buffer buffer, IoHandler handler,
-                         bool in_completion) {
-    SSL* ssl = state->stream->native_handle();
-    auto* data = static_cast<char*>(buffer.data());
-    std::size_t got = 0;
-    ErrorCode ec;
-    ERR_clear_error();
-    while (got < buffer.size()) {
-      std::size_t n = 0;
-      const int rv = SSL_read_ex(ssl, data + got, buffer.size() - got, &n);
-      if (rv == 1) {
-        got += n;
-        continue;
-      }
-      const int error = SSL_get_error(ssl, rv);
-      if (error == SSL_ERROR_ZERO_RETURN) {
-        ec = asio::error::eof;
-      } else if (error != SSL_ERROR_WANT_READ) {
-        ec = LastSslError();
-      } else if (state->in_eof && got == 0) {
-        ec = ssl::error::stream_truncated;
-      }
-      break;
-    }
-    Send(state);  // reading can make OpenSSL answer (a TLS 1.3 KeyUpdate)
-    if (got > 0 || ec || buffer.size() == 0) {
-      if (got > 0) {
-        ec = {};  // the error comes again with the next read
-      }
-      if (in_completion) {
-        handler(ec, got);
-      } else {
-        asio::post(state->stream->get_executor(), [handler = std::move(handler), ec, got] { handler(ec, got); });
-      }
-      return;
-    }
-    DirectIo& io = state->io;
-    if (io.in_begin == io.in_end) {
-      io.in_begin = io.in_end = 0;
-    } else if (io.in_size - io.in_end < 64 * 1024) {
-      // Less than a record's worth is left over: move it to the front.
-      std::memmove(io.in.get(), io.in.get() + io.in_begin, io.in_end - io.in_begin);
-      io.in_end -= io.in_begin;
-      io.in_begin = 0;
-    }
-    beast::get_lowest_layer(*state->stream)
-        .async_read_some(asio::buffer(io.in.get() + io.in_end, io.in_size - io.in_end),
-                         [state, buffer, handler = std::move(handler)](ErrorCode read_ec, std::size_t n) mutable {
-                           if (read_ec == asio::error::eof) {
-                             state->in_eof = true;
-                           } else if (read_ec) {
-                             handler(read_ec, 0);
-                             return;
-                           }
-                           state->io.in_end += n;
-                           ReadDirect(std::move(state), buffer, std::move(handler), /*in_completion=*/true);
-                         });
-  }
-
   std::shared_ptr<State> state_;
   TlsStream* stream_;
-  bool direct_write_ = false;  // reads and writes bypass Asio's engine
   std::string prefix_;
   std::size_t prefix_used_ = 0;
   std::string description_;

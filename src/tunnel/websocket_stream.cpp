@@ -27,8 +27,8 @@ class WebSocketByteStream final : public ByteStream {
         ws_(state_->ws.get()),
         description_(std::move(description)),
         token_(std::move(token)) {
-    // Asio turns this on for every SSL object: a malloc and free of the record buffers per record.
-    SSL_clear_mode(ws_->next_layer().native_handle(), SSL_MODE_RELEASE_BUFFERS);
+    // The upgrade is done: TLS reads and writes bypass Asio's engine from here on (carrier_internal.h).
+    ws_->next_layer().StartDirect();
   }
 
   ~WebSocketByteStream() override { Close(); }
