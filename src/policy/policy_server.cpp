@@ -1,12 +1,14 @@
 #include "policy/policy_server.h"
 
 #include "common/log.h"
+#include "policy/audit_export.h"
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <filesystem>
 #include <mutex>
+#include <sstream>
 
 namespace lifeline::policy {
 namespace json = boost::json;
@@ -238,6 +240,52 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   service->store_ = std::move(*store);
   service->users_ = std::make_unique<PolicyUsers>(*service->store_, clock, MakeUsersOptions(config));
   service->server_ = std::make_unique<PolicyServer>(*service->users_);
+
+  // Every login, failed login, lockout and change of users or tokens is an audit record.
+  const std::filesystem::path data_dir(config.data_dir);
+  auto audit = AuditLog::Open({.db_path = data_dir / "audit.db",
+                               .signing_key_path = data_dir / "audit-sign.key",
+                               .clock = &clock});
+  if (!audit) {
+    Log()->error("cannot open the audit log in {}: {}", data_dir.string(), audit.error().message());
+    return audit.error();
+  }
+  service->audit_ = std::move(*audit);
+  AuditLog* audit_log = service->audit_.get();
+  service->users_->SetSecurityEventSink([audit_log](const SecurityEvent& event) {
+    AuditRecord record;
+    record.time_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(event.at.time_since_epoch()).count();
+    record.source = "policy";
+    record.kind = event.kind.starts_with("login") || event.kind == "logout" || event.kind == "lockout"
+                      ? std::string(audit_kind::kLogin)
+                      : std::string(audit_kind::kAdminAction);
+    record.actor = event.actor;
+    record.subject = event.subject;
+    record.details = boost::json::serialize(
+        boost::json::object{{"event", event.kind}, {"remote", event.remote}, {"detail", event.detail}});
+    if (auto appended = audit_log->Append(std::move(record)); !appended) {
+      Log()->error("cannot append a '{}' event to the audit log: {}", event.kind, appended.error().message());
+    }
+  });
+  // GET /v1/audit?format=jsonl|csv: the whole log with its checkpoints, for auditors (verify it
+  // offline with `lifeline audit verify --export`).
+  service->server_->Route("GET", "/v1/audit", Role::kAuditor,
+                          [audit_log](const transport::HttpRequest& request, const Caller&) {
+                            auto records = audit_log->Read(1, 0, 1'000'000);
+                            auto checkpoints = audit_log->Checkpoints();
+                            if (!records || !checkpoints) {
+                              return JsonError(500, "internal", "cannot read the audit log");
+                            }
+                            std::ostringstream out;
+                            const bool csv = request.target.find("format=csv") != std::string::npos;
+                            if (csv) {
+                              WriteAuditCsv(out, *records, *checkpoints);
+                            } else {
+                              WriteAuditJsonLines(out, *records, *checkpoints);
+                            }
+                            return transport::HttpResponse{200, csv ? "text/csv" : "application/jsonl", out.str(), {}};
+                          });
 
   transport::ServerOptions options;
   options.listen = config.https_listen;

@@ -10,6 +10,7 @@
 //   GET  /v1/whoami  {"name", "role", "via": "session"|"api"}
 // Errors are JSON {"error": "...", "message": "..."}; a 403 also names "needed_role".
 #include "common/result.h"
+#include "policy/audit_log.h"
 #include "policy/policy_config.h"
 #include "policy/policy_store.h"
 #include "policy/policy_users.h"
@@ -91,10 +92,13 @@ class PolicyService {
   PolicyServer& server() { return *server_; }
   PolicyUsers& users() { return *users_; }
   PolicyStore& store() { return *store_; }
+  /// The tamper-evident audit log (data_dir/audit.db, signed with data_dir/audit-sign.key).
+  AuditLog& audit() { return *audit_; }
 
  private:
   PolicyService() = default;
   std::unique_ptr<PolicyStore> store_;
+  std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<PolicyUsers> users_;
   std::unique_ptr<PolicyServer> server_;
 };

@@ -134,6 +134,39 @@ TEST_F(PolicyService, UsersTokensLoginRolesAndLockout) {
   EXPECT_NE(listed.output.find("\"anna\""), std::string::npos) << listed.output;
 }
 
+// Logins, failed logins and lockouts are audit records; an auditor exports the log over the API and
+// `lifeline audit verify` checks the export offline against the service's public key.
+TEST_F(PolicyService, LoginEventsAreInTheAuditLogAndTheExportVerifies) {
+  auto added = RunLifeline({"policy", "users", "add", "anna", "--role", "approver", "--password-file",
+                            (dir_ / "password").string(), "--config", config().string()});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  auto token = RunLifeline({"policy", "tokens", "create", "audit-reader", "--role", "auditor", "--config",
+                            config().string()});
+  ASSERT_EQ(token.exit_code, 0) << token.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(token.output, m, std::regex("llpol_[A-Za-z0-9_-]{43}"))) << token.output;
+  const std::string auditor_token = m[0];
+  ASSERT_NO_FATAL_FAILURE(Start());
+
+  EXPECT_EQ(LoginAs("anna", "approver's long password").status, 200);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(LoginAs("anna", "wrong password " + std::to_string(i)).status, 401);
+  }
+  EXPECT_EQ(LoginAs("anna", "approver's long password").status, 429);
+
+  auto exported = Call("GET", "/v1/audit?format=jsonl", auditor_token);
+  ASSERT_EQ(exported.status, 200);
+  ASSERT_TRUE(exported.body.is_string());
+  const std::string jsonl(exported.body.as_string());
+  EXPECT_NE(jsonl.find("login_failed"), std::string::npos) << jsonl;
+  EXPECT_NE(jsonl.find("lockout"), std::string::npos) << jsonl;
+  WriteFile(dir_ / "audit.jsonl", jsonl);
+  auto verified = RunLifeline({"audit", "verify", "--export", (dir_ / "audit.jsonl").string(), "--public-key",
+                               (dir_ / "data" / "audit-sign.key.pub").string()});
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
+  EXPECT_EQ(Call("GET", "/v1/audit", "").status, 401);
+}
+
 TEST_F(PolicyService, PlainHttpOffLoopbackIsAConfigError) {
   WriteFile(dir_ / "bad.toml", "[listen]\nhttp = \"0.0.0.0:8090\"\n");
   auto result = RunLifeline({"policy", "run", "--config", (dir_ / "bad.toml").string()});
