@@ -131,21 +131,6 @@ AuditRecord RecordFromRow(const store::sqlite::Statement& row) {
 constexpr std::string_view kRecordColumns =
     "sequence, time_ms, received_ms, record_id, source, kind, actor, subject, details, prev_hash, hash";
 
-/// Creates the file 0600 before SQLite does, so the log is never readable by others (SQLite gives
-/// its -wal and -shm files the database file's mode).
-VoidResult CreatePrivateFile(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) {
-      return {};
-    }
-    return Fail(std::error_code(errno, std::system_category()));
-  }
-  ::fchmod(fd, 0600);  // the umask may have taken bits away, never added: this only documents intent
-  ::close(fd);
-  return {};
-}
-
 }  // namespace
 
 const std::error_category& AuditErrorCategory() {
@@ -236,10 +221,8 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(Options options) {
                   key.error().message());
     return key.error();
   }
-  if (auto created = CreatePrivateFile(options.db_path); !created) {
-    return created.error();
-  }
-  auto db = store::sqlite::Database::Open(options.db_path);
+  // 0600 from the start: nobody else reads the audit trail.
+  auto db = store::sqlite::Database::Open(options.db_path, {.private_file = true});
   if (!db) {
     return db.error();
   }

@@ -386,28 +386,8 @@ std::optional<Role> ParseRole(std::string_view text) {
 }
 
 Result<std::unique_ptr<PolicyStore>> OpenSqlitePolicyStore(const std::filesystem::path& path) {
-  std::error_code fs_ec;
-  const auto dir = path.parent_path();
-  if (!dir.empty() && !std::filesystem::exists(dir, fs_ec)) {
-    std::filesystem::create_directories(dir, fs_ec);
-    if (fs_ec) {
-      Log()->error("cannot create {}: {}", dir.string(), fs_ec.message());
-      return fs_ec;
-    }
-    ::chmod(dir.c_str(), 0700);
-  }
-  // Create the file 0600 before SQLite does (it would follow the umask): it holds password hashes.
-  // SQLite gives its -wal and -shm files the database file's mode.
-  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const std::error_code ec(errno, std::system_category());
-    Log()->error("cannot open {}: {}", path.string(), ec.message());
-    return ec;
-  }
-  ::close(fd);
-  ::chmod(path.c_str(), 0600);
-
-  auto db = store::sqlite::Database::Open(path);
+  // 0600 from the start: it holds password hashes.
+  auto db = store::sqlite::Database::Open(path, {.private_file = true});
   if (!db) {
     Log()->error("cannot open {}: {}", path.string(), db.error().message());
     return db.error();
