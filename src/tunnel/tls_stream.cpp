@@ -73,7 +73,11 @@ struct DirectIo {
   std::string out;
   std::unique_ptr<char[]> in;
   std::size_t in_size = 0, in_begin = 0, in_end = 0;
+  bool last_read_filled = false;  // the last socket read filled the free space: data is flowing
 };
+// The socket read buffer starts at 32 KiB (two records: an idle engineer's carrier costs little)
+// and doubles up to 256 KiB while reads fill it.
+constexpr std::size_t kDirectReadStart = 32 * 1024;
 constexpr std::size_t kDirectReadSize = 256 * 1024;
 
 int DirectBioWrite(BIO* bio, const char* data, int length) {
@@ -158,7 +162,7 @@ void TakeOverFromAsio(TlsStream::Impl& stream, SSL* ssl, DirectIo* io, BIO* bio)
   BIO* pair = SSL_get_rbio(ssl);
   const std::size_t in_pair = BIO_ctrl_pending(pair);
   const std::size_t in_asio = core.input_.size();
-  io->in_size = std::max(kDirectReadSize, in_pair + in_asio);
+  io->in_size = std::max(kDirectReadStart, in_pair + in_asio);
   io->in = std::make_unique_for_overwrite<char[]>(io->in_size);
   if (in_pair > 0) {
     io->in_end = static_cast<std::size_t>(std::max(BIO_read(pair, io->in.get(), static_cast<int>(in_pair)), 0));
@@ -270,12 +274,21 @@ void ReadDirect(std::shared_ptr<TlsDirect> direct, asio::mutable_buffer buffer, 
     return;
   }
   DirectIo& io = direct->io;
-  if (io.in_begin == io.in_end) {
+  const std::size_t live = io.in_end - io.in_begin;  // part of a record
+  if (io.last_read_filled && io.in_size < kDirectReadSize) {
+    const std::size_t size = std::min(io.in_size * 2, kDirectReadSize);
+    auto bigger = std::make_unique_for_overwrite<char[]>(size);
+    std::memcpy(bigger.get(), io.in.get() + io.in_begin, live);
+    io.in = std::move(bigger);
+    io.in_size = size;
+    io.in_begin = 0;
+    io.in_end = live;
+  } else if (live == 0) {
     io.in_begin = io.in_end = 0;
-  } else if (io.in_size - io.in_end < 64 * 1024) {
+  } else if (io.in_size - io.in_end < io.in_size / 4) {
     // Less than a record's worth is left over: move it to the front.
-    std::memmove(io.in.get(), io.in.get() + io.in_begin, io.in_end - io.in_begin);
-    io.in_end -= io.in_begin;
+    std::memmove(io.in.get(), io.in.get() + io.in_begin, live);
+    io.in_end = live;
     io.in_begin = 0;
   }
   direct->read_pending = true;
@@ -289,6 +302,7 @@ void ReadDirect(std::shared_ptr<TlsDirect> direct, asio::mutable_buffer buffer, 
           std::move(handler)(read_ec, 0);
           return;
         }
+        direct->io.last_read_filled = n > 0 && direct->io.in_end + n == direct->io.in_size;
         direct->io.in_end += n;
         ReadDirect(std::move(direct), buffer, std::move(handler), /*in_completion=*/true);
       });
