@@ -1,7 +1,9 @@
 #include "store/sqlite/database.h"
 
 #include <fcntl.h>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -174,7 +176,17 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
     // every COMMIT durable before it returns, which the protocol's "committed before the reply" needs.
     for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                                "PRAGMA foreign_keys=ON"}) {
-      if (auto ok = db->Exec(pragma); !ok) {
+      // Switching a fresh file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once
+      // (without its busy handler) when several connections make that switch together, as homes
+      // starting at the same moment do: retry within the busy timeout.
+      auto ok = db->Exec(pragma);
+      for (int waited_ms = 0; !ok && (ok.error() == MakeError(SQLITE_BUSY) || ok.error() == MakeError(SQLITE_LOCKED)) &&
+                              waited_ms < options.busy_timeout_ms;
+           waited_ms += 10) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        ok = db->Exec(pragma);
+      }
+      if (!ok) {
         return ok.error();
       }
     }
