@@ -12,7 +12,9 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
@@ -32,7 +34,7 @@ std::shared_ptr<spdlog::logger> Log() { return log::Get("home"); }
 HttpResponse JsonAnswer(int status, const json::value& body) { return HttpResponse{status, "application/json", json::serialize(body), {}}; }
 HttpResponse Error(int status, const std::string& message) {
   return JsonAnswer(status, json::object{{"error", status == 403 ? "forbidden" : status == 404 ? "not_found"
-                                                   : status == 400 ? "bad_request" : status == 503 ? "unavailable"
+                                                   : status == 400 ? "bad_request" : status == 409 ? "ambiguous" : status == 503 ? "unavailable"
                                                                                              : "failed"},
                                          {"message", message}});
 }
@@ -382,6 +384,18 @@ struct RemoteAccessHub::Impl : std::enable_shared_from_this<Impl> {
     }
     if (candidates.empty()) {
       return Error(404, fmt::format("no connected gateway manages device '{}'", device));
+    }
+    // A bare serial that gateways of several sites manage is ambiguous: never guess which device.
+    std::vector<std::string> sites;
+    for (const auto& gateway : candidates) {
+      const std::string site = gateway.identity.customer + "/" + gateway.identity.site;
+      if (std::find(sites.begin(), sites.end(), site) == sites.end()) {
+        sites.push_back(site);
+      }
+    }
+    if (sites.size() > 1) {
+      return Error(409, fmt::format("device '{}' is managed at several sites ({}): name it as customer/site/serial",
+                                    device, fmt::join(sites, ", ")));
     }
     json::object ask{{"engineer", caller.name}, {"reason", reason}, {"device", serial}, {"app", app},
                      {"home", request.remote}};

@@ -177,6 +177,24 @@ TEST_F(RemoteSessionTest, GatewayReconnectsAfterTheHomeRestartsAndNewSessionsWor
   EXPECT_NE(result.output.find("back-again"), std::string::npos) << result.output;
 }
 
+// The same serial at two sites: a bare serial is refused as ambiguous, the full name works.
+TEST_F(RemoteSessionTest, SerialManagedAtTwoSitesMustBeNamedInFull) {
+  StartGateway();
+  TestGateway other(dir_ / "gateway-2", *home_, "gw-2", "lab-2");
+  other.Enroll();
+  other.Start();
+  auto added = other.Run({"devices", "add", "--serial", "array-1", "--address", "127.0.0.1", "--app",
+                          fmt::format("ssh:{}", sshd_->port())});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  TestSession bare(dir_ / "bare", *home_, "array-1", "ssh");
+  EXPECT_FALSE(bare.WaitOpen()) << bare.Output();
+  EXPECT_NE(bare.Output().find("several sites"), std::string::npos) << bare.Output();
+  TestSession full(dir_ / "full", *home_, "acme/lab-2/array-1", "ssh");
+  ASSERT_TRUE(full.WaitOpen()) << full.Output();
+  auto listed = other.Run({"sessions", "list", "--json"});
+  EXPECT_NE(listed.output.find(full.id()), std::string::npos) << listed.output;
+}
+
 // Nothing at the gateway listens but its device-facing port and its loopback admin interface: the
 // tunnel is dialled out, and sessions arrive inside it.
 TEST_F(RemoteSessionTest, GatewayListensOnlyOnItsDevicePortAndLoopbackAdmin) {

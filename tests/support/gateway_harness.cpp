@@ -31,8 +31,8 @@ int FreePort() {
 
 // ---- TestGateway --------------------------------------------------------------------------------
 
-TestGateway::TestGateway(const fs::path& dir, const TestHome& home, std::string name)
-    : dir_(dir), home_(home), name_(std::move(name)) {
+TestGateway::TestGateway(const fs::path& dir, const TestHome& home, std::string name, std::string site)
+    : dir_(dir), home_(home), name_(std::move(name)), site_(std::move(site)) {
   fs::create_directories(dir_);
   admin_port_ = FreePort();
   WriteConfig();
@@ -49,7 +49,7 @@ void TestGateway::WriteConfig() {
   }
   WriteFile(config(), fmt::format(R"([gateway]
 customer = "acme"
-site = "lab"
+site = "{6}"
 name = "{1}"
 data_dir = "{0}/data"
 [home]
@@ -63,7 +63,7 @@ admin = "127.0.0.1:{4}"
 interval = "5s"
 {5}
 )",
-                                  dir_.string(), name_, home_.ingest_url(), quoted, admin_port_, extra_));
+                                  dir_.string(), name_, home_.ingest_url(), quoted, admin_port_, extra_, site_));
 }
 
 void TestGateway::SetExtraConfig(std::string toml, std::vector<std::string> tunnel_urls) {
@@ -85,7 +85,7 @@ int TestGateway::CountInLog(const std::string& text) const {
 
 void TestGateway::Enroll() {
   auto token = RunLifeline({"home", "enroll-token", "--config", home_.config().string(), "--customer", "acme", "--site",
-                            "lab", "--name", name_, "--gateway"});
+                            site_, "--name", name_, "--gateway"});
   ASSERT_EQ(token.exit_code, 0) << token.output;
   std::string text = token.output;
   while (!text.empty() && text.back() == '\n') {

@@ -16,7 +16,7 @@ namespace lifeline::testing {
 /// directly unless `paths_toml` ([[paths]] tables) says otherwise.
 class TestGateway {
  public:
-  TestGateway(const fs::path& dir, const TestHome& home, std::string name = "gw-1");
+  TestGateway(const fs::path& dir, const TestHome& home, std::string name = "gw-1", std::string site = "lab");
   const fs::path& dir() const { return dir_; }
   fs::path config() const { return dir_ / "gateway.toml"; }
   fs::path log_file() const { return dir_ / "gateway.log"; }
@@ -40,6 +40,7 @@ class TestGateway {
   fs::path dir_;
   const TestHome& home_;
   std::string name_;
+  std::string site_;
   std::string extra_;
   int admin_port_ = 0;
   std::vector<std::string> tunnel_urls_;
