@@ -50,6 +50,9 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
     std::size_t position = 0;  // in `order`: the route it tries next / uses now
     std::size_t Route() const { return order[position]; }
     std::shared_ptr<tunnel::Mux> mux;
+    // Tunnels the home asked to leave (GOAWAY): kept until their last stream ended and they closed
+    // (dropping the last reference to a Mux closes it, which would cut those streams).
+    std::vector<std::shared_ptr<tunnel::Mux>> draining;
     std::chrono::milliseconds backoff{0};
     std::unique_ptr<asio::steady_timer> timer;
     TunnelStatus status;
@@ -172,8 +175,12 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
   void OnClosed(int index, const std::shared_ptr<tunnel::Mux>& mux, const std::string& reason) {
     std::lock_guard lock(mutex);
     Slot& slot = slots[index];
-    if (stopping || (mux && slot.mux != mux)) {
-      return;  // a drained tunnel finishing, or shutting down
+    if (mux && slot.mux != mux) {
+      std::erase(slot.draining, mux);  // a drained tunnel finished
+      return;
+    }
+    if (stopping) {
+      return;
     }
     slot.mux.reset();
     slot.status.connected = false;
@@ -193,6 +200,7 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
     }
     // The home node is going away: open a replacement now (on the next endpoint when there are
     // several), while streams on the old tunnel finish.
+    slot.draining.push_back(std::move(slot.mux));
     slot.mux.reset();
     slot.status.connected = false;
     slot.status.last_error = "the home asked to move (GOAWAY)";
@@ -351,6 +359,7 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
         if (slot.mux) {
           muxes.push_back(slot.mux);
         }
+        muxes.insert(muxes.end(), slot.draining.begin(), slot.draining.end());
       }
     }
     asio::post(io, [self = shared_from_this()] {
