@@ -515,17 +515,11 @@ Result<ManagedDevice> DeviceRegistry::Edit(std::string_view serial, const Device
   DeviceSpec after;
   {
     std::scoped_lock lock(db_mutex_);
-    std::shared_ptr<const Entry> current;
-    {
-      std::shared_lock index_lock(index_mutex_);
-      if (auto it = devices_.find(serial); it != devices_.end()) {
-        current = it->second;
-      } else if (undeployed_.contains(serial)) {
-        return RegistryErrc::kUndeployed;
-      } else {
-        return RegistryErrc::kUnknownDevice;
-      }
+    auto found = DeployedEntry(serial);
+    if (!found) {
+      return found.error();
     }
+    std::shared_ptr<const Entry> current = std::move(*found);
     before = current->spec;
     after = before;
     if (edit.model) {
@@ -600,17 +594,11 @@ VoidResult DeviceRegistry::Undeploy(std::string_view serial, std::string_view ac
   std::string serial_text(serial);
   {
     std::scoped_lock lock(db_mutex_);
-    std::shared_ptr<const Entry> current;
-    {
-      std::shared_lock index_lock(index_mutex_);
-      if (auto it = devices_.find(serial); it != devices_.end()) {
-        current = it->second;
-      } else if (undeployed_.contains(serial)) {
-        return RegistryErrc::kUndeployed;
-      } else {
-        return RegistryErrc::kUnknownDevice;
-      }
+    auto found = DeployedEntry(serial);
+    if (!found) {
+      return found.error();
     }
+    std::shared_ptr<const Entry> current = std::move(*found);
     const auto now = clock_.NowUnixMillis();
     auto done = db_->Transaction([&]() -> VoidResult {
       auto mark = db_->Prepare("UPDATE devices SET undeployed_ms = ?2, updated_ms = ?2 WHERE serial = ?1");
@@ -652,6 +640,14 @@ VoidResult DeviceRegistry::Undeploy(std::string_view serial, std::string_view ac
   Log()->info("device {} undeployed by {}", serial_text, actor);
   Publish("undeploy", serial_text);
   return {};
+}
+
+Result<std::shared_ptr<const DeviceRegistry::Entry>> DeviceRegistry::DeployedEntry(std::string_view serial) const {
+  std::shared_lock index_lock(index_mutex_);
+  if (auto it = devices_.find(serial); it != devices_.end()) {
+    return it->second;
+  }
+  return undeployed_.contains(serial) ? RegistryErrc::kUndeployed : RegistryErrc::kUnknownDevice;
 }
 
 Result<Target> DeviceRegistry::Lookup(std::string_view serial, std::string_view app) const {

@@ -215,6 +215,8 @@ class DeviceRegistry {
  private:
   DeviceRegistry(std::unique_ptr<store::sqlite::Database> db, const Clock& clock);
   VoidResult Load();
+  /// The deployed device's entry, or kUndeployed / kUnknownDevice (takes the index lock shared).
+  Result<std::shared_ptr<const Entry>> DeployedEntry(std::string_view serial) const;
   void Publish(const std::string& action, const std::string& serial);
 
   struct StringHash {
