@@ -43,7 +43,8 @@ struct Scope {
 
 /// Ask for Approval waits this long for an approver, then denies.
 inline constexpr std::chrono::seconds kDefaultAskTimeout{15 * 60};
-inline constexpr std::chrono::seconds kMinAskTimeout{60};
+// Short timeouts serve drills and tests (an approval flow in seconds); production rules use minutes.
+inline constexpr std::chrono::seconds kMinAskTimeout{5};
 inline constexpr std::chrono::seconds kMaxAskTimeout{24 * 60 * 60};
 /// Time-boxed grants: at most 48 h (Pure's Remote Assist windows are 4 to 48 h; shorter is allowed).
 inline constexpr std::chrono::seconds kMaxGrantDuration{48 * 60 * 60};
