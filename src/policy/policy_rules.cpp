@@ -365,7 +365,7 @@ class Checker {
         (r.ask_timeout < kMinAskTimeout || r.ask_timeout > kMaxAskTimeout)) {
       Add(PolicyError::kBadAskTimeout,
           what + ": the approval timeout is " + std::to_string(r.ask_timeout.count()) +
-              " s; it must be between 60 s and 24 h");
+              " s; it must be between 5 s and 24 h");
     }
     for (std::size_t i = 0; i < r.windows.size(); ++i) {
       const TimeWindow& w = r.windows[i];
