@@ -1,7 +1,10 @@
 #include "cli/connect_command.h"
 
 #include "cli/commands.h"
+#include "cli/signals.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "transport/http_client.h"
 #include "tunnel/carrier.h"
 #include "tunnel/splice.h"
 
@@ -12,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <csignal>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -114,6 +118,95 @@ class LocalForwarder : public std::enable_shared_from_this<LocalForwarder> {
   std::atomic<std::uint64_t> connections_{0};
 };
 
+// The home's current record of a session (GET /v1/sessions/{id}), quietly: the caller decides what a
+// failure means. Status 0 when the home could not be reached.
+struct SessionState {
+  int status = 0;
+  json::object record;
+};
+SessionState FetchSession(const AdminConnection& connection, const std::string& token, const std::string& id) {
+  transport::HttpClient client(transport::ClientTls{.ca_file = connection.ca_file});
+  auto response = client.Send({.method = "GET",
+                               .url = connection.home_url + "/v1/sessions/" + id,
+                               .headers = {{"Authorization", "Bearer " + token}}});
+  SessionState state;
+  if (!response) {
+    return state;
+  }
+  state.status = response->status;
+  boost::system::error_code ec;
+  auto body = json::parse(response->body, ec);
+  if (!ec && body.is_object()) {
+    state.record = body.get_object();
+  }
+  return state;
+}
+
+std::string TimeOfMs(const std::string& ms_text) {
+  try {
+    return FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(std::stoll(ms_text))));
+  } catch (...) {
+    return "an unknown time";
+  }
+}
+
+constexpr std::string_view kPendingApproval = "pending approval";
+
+enum class Waited { kOpen, kEnded, kInterrupted };
+
+// The customer's policy asks an approver first: polls the session every 500 ms until it opens or
+// ends. Ctrl-C (SIGINT/SIGTERM, blocked here and taken synchronously) stops waiting. The signals stay
+// blocked on return; the caller unblocks them once its own handler is in place, so a signal that came
+// meanwhile is not lost.
+Waited WaitForApproval(const ConnectOptions& options, const std::string& token, const std::string& id,
+                       json::object* session, std::string* outcome) {
+  std::cout << fmt::format("waiting for approval of session {} (expires at {})\n", id,
+                           TimeOfMs(JsonText(*session, "approval_expires_ms")))
+            << std::flush;
+  // The gateway ends the session at its deadline itself; past that (plus a margin for a slow home),
+  // an unreachable home cannot make us wait for ever.
+  std::int64_t expires_ms = 0;
+  try {
+    expires_ms = std::stoll(JsonText(*session, "approval_expires_ms"));
+  } catch (...) {
+  }
+  const std::int64_t give_up_ms = std::max(expires_ms, SystemClock::Instance().NowUnixMillis()) + 60'000;
+  std::string last_problem;
+  while (SystemClock::Instance().NowUnixMillis() < give_up_ms) {
+    if (WaitForStopSignal(std::chrono::milliseconds(500))) {
+      return Waited::kInterrupted;
+    }
+    auto state = FetchSession(options.connection, token, id);
+    if (state.status == 200) {
+      const std::string now = JsonText(state.record, "outcome");
+      if (now == "open") {
+        for (const auto& [key, value] : state.record) {
+          (*session)[key] = value;  // the record as opened (expires_at ...), keeping the home's additions
+        }
+        return Waited::kOpen;
+      }
+      if (now != kPendingApproval) {
+        *outcome = now;
+        return Waited::kEnded;
+      }
+      continue;
+    }
+    if (state.status == 404) {
+      *outcome = "the home no longer knows the session";
+      return Waited::kEnded;
+    }
+    const std::string problem = state.status == 0 ? std::string("the home does not answer")
+                                                  : fmt::format("the home answered {}: {}", state.status,
+                                                                JsonText(state.record, "message"));
+    if (problem != last_problem) {
+      std::cerr << fmt::format("{}: still waiting; {}\n", kProgram, problem);
+      last_problem = problem;
+    }
+  }
+  *outcome = "no answer from the home about the approval";
+  return Waited::kEnded;
+}
+
 }  // namespace
 
 CLI::App* AddConnectCommand(CLI::App& app, ConnectOptions& options) {
@@ -129,6 +222,9 @@ CLI::App* AddConnectCommand(CLI::App& app, ConnectOptions& options) {
   command->add_option("--app", options.app, "Application registered for the device at its gateway: ssh, https, ...")
       ->required();
   command->add_option("--reason", options.reason, "Why: service request number and purpose (audited)")->required();
+  command->add_option("--service-request", options.service_request,
+                      "Service request number (e.g. SR-1234), shown to the customer's approvers when their policy "
+                      "asks for approval, and audited");
   command->add_option("--listen", options.listen,
                       "Local address for the session, host:port (port 0 picks one; it is printed)")
       ->capture_default_str();
@@ -152,7 +248,16 @@ int RunConnect(const ConnectOptions& options) {
   }
   // 1. Ask the home for the session; the device's gateway decides.
   json::object session;
-  const json::object ask{{"device", options.device}, {"app", options.app}, {"reason", options.reason}};
+  json::object ask{{"device", options.device}, {"app", options.app}, {"reason", options.reason}};
+  if (!options.service_request.empty()) {
+    ask["service_request"] = options.service_request;
+  }
+  // Stop signals are taken synchronously while waiting for an approval (see WaitForApproval).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   const int opened = AdminCall(options.connection, kProgram, "POST", "/v1/sessions", json::serialize(ask),
                                [&session](const json::value& answer) {
                                  if (answer.is_object()) {
@@ -163,6 +268,24 @@ int RunConnect(const ConnectOptions& options) {
     return opened;
   }
   const std::string id = JsonText(session, "id");
+  auto end_session = [&] {
+    (void)AdminCall(options.connection, kProgram, "DELETE", "/v1/sessions/" + id, "", [](const json::value&) {});
+  };
+  if (JsonText(session, "outcome") == kPendingApproval) {
+    std::string outcome;
+    switch (WaitForApproval(options, *token, id, &session, &outcome)) {
+      case Waited::kOpen:
+        std::cout << fmt::format("session {} approved\n", id) << std::flush;
+        break;
+      case Waited::kEnded:
+        std::cout << fmt::format("session {} ended: {}\n", id, outcome);
+        return kExitFailure;
+      case Waited::kInterrupted:
+        end_session();
+        std::cout << fmt::format("session {} ended by you while it waited for approval\n", id);
+        return kExitFailure;
+    }
+  }
   std::string sessions_url = options.sessions_url;
   if (sessions_url.empty()) {
     sessions_url = fmt::format("wss://{}:{}", HostOf(options.connection.home_url), JsonText(session, "sessions_port"));
@@ -187,9 +310,6 @@ int RunConnect(const ConnectOptions& options) {
   if (!ec) {
     acceptor.listen(asio::socket_base::max_listen_connections, ec);
   }
-  auto end_session = [&] {
-    (void)AdminCall(options.connection, kProgram, "DELETE", "/v1/sessions/" + id, "", [](const json::value&) {});
-  };
   if (ec) {
     std::cerr << fmt::format("{}: cannot listen on {}: {}\n", kProgram, options.listen, ec.message());
     end_session();
@@ -212,6 +332,8 @@ int RunConnect(const ConnectOptions& options) {
     forwarder->Stop();
     io.stop();
   });
+  // The handler is in place: a Ctrl-C that came while the signals were blocked arrives now.
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   std::thread watcher([&] {
     while (!stop) {
       for (int i = 0; i < 20 && !stop; ++i) {

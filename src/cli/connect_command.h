@@ -14,6 +14,7 @@ struct ConnectOptions {
   std::string app;           // "ssh", "https", ... as registered at the gateway
   std::string listen = "127.0.0.1:0";
   std::string reason;        // "SR-1234: replace disk 3"
+  std::string service_request;  // "SR-1234": shown to approvers when the customer's policy asks for approval
   std::string sessions_url;  // wss://host:port; default: the --home host on the port the home names
 };
 

@@ -399,6 +399,10 @@ struct RemoteAccessHub::Impl : std::enable_shared_from_this<Impl> {
     }
     json::object ask{{"engineer", caller.name}, {"reason", reason}, {"device", serial}, {"app", app},
                      {"home", request.remote}};
+    // Shown to approvers and kept in the audit record when the gateway's policy asks for approval.
+    if (const std::string service_request = Field(body.get_object(), "service_request"); !service_request.empty()) {
+      ask["service_request"] = service_request;
+    }
     std::string refusals;
     int status = 404;
     for (const auto& gateway : candidates) {
@@ -410,10 +414,13 @@ struct RemoteAccessHub::Impl : std::enable_shared_from_this<Impl> {
         continue;
       }
       json::value reply = json::parse(answer->body, ec);
-      if (answer->status != 201 || ec || !reply.is_object()) {
+      // 201: open; 202: pending approval (the customer's policy asks an approver first). Either way
+      // the home keeps the session, so the engineer can follow it and end it.
+      const bool accepted = answer->status == 201 || answer->status == 202;
+      if (!accepted || ec || !reply.is_object()) {
         refusals += fmt::format("{}gateway {}: {}", refusals.empty() ? "" : "; ", gateway.Key(),
-                                ec ? answer->body : Field(reply.as_object(), "message"));
-        status = answer->status == 201 ? 502 : answer->status;
+                                ec || !reply.is_object() ? answer->body : Field(reply.as_object(), "message"));
+        status = accepted ? 502 : answer->status;
         continue;
       }
       json::object& session = reply.as_object();
@@ -429,9 +436,14 @@ struct RemoteAccessHub::Impl : std::enable_shared_from_this<Impl> {
       session["gateway"] = gateway.Key();
       session["stream_path"] = fmt::format("/v1/sessions/{}/stream", id);
       session["sessions_port"] = SessionsPort();
-      Log()->info("session {} opened for {} to {} {} through gateway {}", id, caller.name, serial, app,
-                  gateway.Key());
-      return JsonAnswer(201, session);
+      if (answer->status == 202) {
+        Log()->info("session {} for {} to {} {} through gateway {} waits for approval", id, caller.name, serial, app,
+                    gateway.Key());
+      } else {
+        Log()->info("session {} opened for {} to {} {} through gateway {}", id, caller.name, serial, app,
+                    gateway.Key());
+      }
+      return JsonAnswer(answer->status, session);
     }
     Log()->warn("session for {} to {} {} refused: {}", caller.name, device, app, refusals);
     return Error(status, refusals);

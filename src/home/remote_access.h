@@ -48,7 +48,8 @@ class RemoteAccessHub {
   std::uint16_t SessionsPort() const;
 
   /// The admin API's /v1/sessions and /v1/gateways routes, after it authenticated the caller and
-  /// checked their role: POST /v1/sessions {device, app, reason}, GET/DELETE /v1/sessions/{id},
+  /// checked their role: POST /v1/sessions {device, app, reason, service_request?} (201 open, 202
+  /// pending approval: kept and followed like an open one), GET/DELETE /v1/sessions/{id},
   /// GET /v1/gateways. Blocks up to the call timeout per gateway asked.
   transport::HttpResponse HandleAdmin(const RemoteCaller& caller, const transport::HttpRequest& request);
 
