@@ -61,14 +61,21 @@ devices = "127.0.0.1:0"
 admin = "127.0.0.1:{4}"
 [probe]
 interval = "5s"
+{7}
 {5}
 )",
-                                  dir_.string(), name_, home_.ingest_url(), quoted, admin_port_, extra_, site_));
+                                  dir_.string(), name_, home_.ingest_url(), quoted, admin_port_, extra_, site_,
+                                  policy_));
 }
 
 void TestGateway::SetExtraConfig(std::string toml, std::vector<std::string> tunnel_urls) {
   extra_ = std::move(toml);
   tunnel_urls_ = std::move(tunnel_urls);
+  WriteConfig();
+}
+
+void TestGateway::UsePolicyManager(const std::string& url, const fs::path& ca_file) {
+  policy_ = fmt::format("[policy]\nurl = \"{}\"\nca_file = \"{}\"\ndisabled = false", url, ca_file.string());
   WriteConfig();
 }
 
@@ -193,16 +200,16 @@ TestHttpsServer::TestHttpsServer(const fs::path& dir) {
 // ---- lifeline connect ---------------------------------------------------------------------------
 
 TestSession::TestSession(const fs::path& dir, const TestHome& home, const std::string& device, const std::string& app,
-                         const std::string& reason) {
+                         const std::string& reason, std::vector<std::string> extra_args) {
   fs::create_directories(dir);
   log_ = dir / "connect.log";
   WriteFile(dir / "token", home.admin_token() + "\n");
   fs::permissions(dir / "token", fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
-  auto process = cli::Subprocess::Spawn({LIFELINE_BINARY, "connect", "--home", home.admin_url(), "--ca",
-                                         (home.pki_dir() / "ca.crt").string(), "--token-file", (dir / "token").string(),
-                                         "--device", device, "--app", app, "--reason", reason, "--listen",
-                                         "127.0.0.1:0"},
-                                        log_);
+  std::vector<std::string> argv = {LIFELINE_BINARY, "connect", "--home", home.admin_url(), "--ca",
+                                   (home.pki_dir() / "ca.crt").string(), "--token-file", (dir / "token").string(),
+                                   "--device", device, "--app", app, "--reason", reason, "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  auto process = cli::Subprocess::Spawn(argv, log_);
   EXPECT_TRUE(process);
   if (process) {
     process_.emplace(std::move(*process));
@@ -229,6 +236,24 @@ bool TestSession::WaitOpen() {
       },
       20s);
   return open;
+}
+
+bool TestSession::WaitPending() {
+  static const std::regex waiting(R"(waiting for approval of session ([0-9a-f]{32}))");
+  bool pending = false;
+  Eventually(
+      [&] {
+        const std::string out = ReadFile(log_);
+        std::smatch m;
+        if (std::regex_search(out, m, waiting)) {
+          id_ = m[1];
+          pending = true;
+          return true;
+        }
+        return !process_ || !process_->Running() || out.find("listening on") != std::string::npos;
+      },
+      20s);
+  return pending;
 }
 
 std::string TestSession::Output() const { return ReadFile(log_); }

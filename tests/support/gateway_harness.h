@@ -23,6 +23,9 @@ class TestGateway {
   std::string LogText() const;
   /// Rewrites gateway.toml with extra TOML: [[paths]] tables, [remote_access] keys, tunnel URLs.
   void SetExtraConfig(std::string toml, std::vector<std::string> tunnel_urls = {});
+  /// Decides sessions with the policy manager at `url` (its server certificate's CA in `ca_file`)
+  /// instead of allowing all. Applies at the next Start().
+  void UsePolicyManager(const std::string& url, const fs::path& ca_file);
   /// `lifeline home token --gateway` then `lifeline gateway enroll`; asserts success.
   void Enroll();
   /// Starts `lifeline gateway run` and waits until its tunnel is up (`tunnels_up` lines in its log).
@@ -42,6 +45,7 @@ class TestGateway {
   std::string name_;
   std::string site_;
   std::string extra_;
+  std::string policy_;  // the [policy] table
   int admin_port_ = 0;
   std::vector<std::string> tunnel_urls_;
   std::optional<cli::Subprocess> process_;
@@ -77,9 +81,11 @@ class TestHttpsServer {
 class TestSession {
  public:
   TestSession(const fs::path& dir, const TestHome& home, const std::string& device, const std::string& app,
-              const std::string& reason = "SR-1234 test");
+              const std::string& reason = "SR-1234 test", std::vector<std::string> extra_args = {});
   /// True once it printed its local port; false if it exited (refused).
   bool WaitOpen();
+  /// True once it said it waits for approval (id() is then known); false if it exited or opened.
+  bool WaitPending();
   int local_port() const { return local_port_; }
   std::string id() const { return id_; }
   std::string Output() const;
