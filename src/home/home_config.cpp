@@ -112,9 +112,10 @@ HomeConfig HomeConfig::Load(const std::filesystem::path& file) {
   }
   config.compiled_notify = notify::CompileNotifyConfig(config.notify, file.string());
   CheckDedupRules(config.dedup, file.string());
-  config.smtp.starttls = config.smtp_starttls == "required" ? SmtpSettings::Tls::kRequired
-                         : config.smtp_starttls == "off"    ? SmtpSettings::Tls::kOff
-                                                            : SmtpSettings::Tls::kOpportunistic;
+  config.smtp.starttls =
+      config.smtp_starttls == "required" ? transport::SmtpSettings::Tls::kRequired
+      : config.smtp_starttls == "off"    ? transport::SmtpSettings::Tls::kOff
+                                         : transport::SmtpSettings::Tls::kOpportunistic;
   return config;
 }
 

@@ -3,11 +3,11 @@
 // bounds and help, in home_config.cpp (`lifeline home --help-config` prints them).
 #include "common/config.h"
 #include "home/heartbeat_monitor.h"
-#include "home/mailer.h"
-#include "home/retention_job.h"
 #include "home/notify/notify_config.h"
+#include "home/retention_job.h"
 #include "home/ticket_policy.h"
 #include "protocol/message.h"
+#include "transport/mailer.h"
 
 #include <chrono>
 #include <filesystem>
@@ -34,7 +34,7 @@ struct HomeConfig {
   std::int64_t certificate_days = 365;
   std::int64_t worker_threads = 2;
   bool require_client_certificate = true;
-  SmtpSettings smtp;
+  transport::SmtpSettings smtp;
   std::string smtp_starttls = "opportunistic";
   std::vector<std::string> email_contacts;
   std::chrono::seconds notify_retry_max{3600};

@@ -105,7 +105,9 @@ Result<std::unique_ptr<HomeService>> HomeService::Start(const HomeConfig& config
   const notify::CompiledNotify& notify = config.compiled_notify;
   parts->notifier = std::make_unique<Notifier>(
       *parts->store,
-      std::make_unique<notify::Dispatcher>(std::make_unique<SmtpMailer>(config.smtp), notify.dispatcher, clock), clock,
+      std::make_unique<notify::Dispatcher>(std::make_unique<transport::SmtpMailer>(config.smtp),
+                                           notify.dispatcher, clock),
+      clock,
       NotifierOptions{.retry_max = config.notify_retry_max, .give_up_after = notify.give_up_after});
   parts->planner = std::make_unique<TicketEventPlanner>(notify.plan);
   if (config.email_contacts.empty() && config.notify.contacts.empty()) {

@@ -27,11 +27,12 @@ std::string_view Channel(std::string_view kind) {
 
 }  // namespace
 
-Notifier::Notifier(store::HomeStore& store, SmtpMailer mailer, const Clock& clock,
+Notifier::Notifier(store::HomeStore& store, transport::SmtpMailer mailer, const Clock& clock,
                    std::chrono::seconds retry_max)
     : Notifier(store,
-               std::make_unique<notify::Dispatcher>(std::make_unique<SmtpMailer>(std::move(mailer)),
-                                                    notify::DispatcherSettings{}, clock),
+               std::make_unique<notify::Dispatcher>(
+                   std::make_unique<transport::SmtpMailer>(std::move(mailer)),
+                   notify::DispatcherSettings{}, clock),
                clock, NotifierOptions{.retry_max = retry_max}) {}
 
 Notifier::Notifier(store::HomeStore& store, std::unique_ptr<notify::Dispatcher> dispatcher,

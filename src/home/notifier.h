@@ -4,9 +4,9 @@
 // the outcome: sent, retried later with exponential backoff, or failed for good. Ingest only writes
 // outbox rows, so a slow or dead receiver never slows it.
 #include "common/clock.h"
-#include "home/mailer.h"
 #include "home/notify/dispatcher.h"
 #include "store/home_store.h"
+#include "transport/mailer.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -29,7 +29,7 @@ class Notifier {
  public:
   /// Email only: rows of kind "email" and "sms-email" go through `mailer`; webhooks and gateway
   /// SMS fail permanently.
-  Notifier(store::HomeStore& store, SmtpMailer mailer, const Clock& clock,
+  Notifier(store::HomeStore& store, transport::SmtpMailer mailer, const Clock& clock,
            std::chrono::seconds retry_max);
   Notifier(store::HomeStore& store, std::unique_ptr<notify::Dispatcher> dispatcher,
            const Clock& clock, NotifierOptions options);

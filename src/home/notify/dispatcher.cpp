@@ -8,7 +8,7 @@
 
 namespace lifeline::home::notify {
 
-Dispatcher::Dispatcher(std::unique_ptr<Mailer> mailer, DispatcherSettings settings,
+Dispatcher::Dispatcher(std::unique_ptr<transport::Mailer> mailer, DispatcherSettings settings,
                        const Clock& clock)
     : mailer_(std::move(mailer)), settings_(std::move(settings)), clock_(clock) {}
 
@@ -21,8 +21,8 @@ const WebhookSettings* Dispatcher::FindWebhook(std::string_view name) const {
 DeliveryResult Dispatcher::Deliver(const store::Notification& n) const {
   if (n.kind == kKindEmail) {
     std::string detail;
-    auto sent = mailer_->Send(Email{.to = {n.recipient}, .subject = n.subject, .body = n.body},
-                              &detail);
+    auto sent = mailer_->Send(
+        transport::Email{.to = {n.recipient}, .subject = n.subject, .body = n.body}, &detail);
     if (sent) {
       return DeliveryResult::Sent();
     }

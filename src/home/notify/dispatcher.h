@@ -3,11 +3,11 @@
 // retry or permanent failure. The Notifier owns the loop, the backoff and the bookkeeping; this
 // only knows the channels.
 #include "common/clock.h"
-#include "home/mailer.h"
 #include "home/notify/outcome.h"
 #include "home/notify/sms.h"
 #include "home/notify/webhook.h"
 #include "store/home_store.h"
+#include "transport/mailer.h"
 
 #include <memory>
 #include <string_view>
@@ -23,7 +23,8 @@ struct DispatcherSettings {
 class Dispatcher {
  public:
   /// `mailer` carries "email" and "sms-email" rows; `clock` stamps webhook signatures.
-  Dispatcher(std::unique_ptr<Mailer> mailer, DispatcherSettings settings, const Clock& clock);
+  Dispatcher(std::unique_ptr<transport::Mailer> mailer, DispatcherSettings settings,
+             const Clock& clock);
 
   /// Delivers one row; blocking for at most the channel's timeout. Call it from the notifier's
   /// thread, never an I/O thread. A kind or webhook name it does not know is a permanent failure
@@ -33,7 +34,7 @@ class Dispatcher {
   const WebhookSettings* FindWebhook(std::string_view name) const;
 
  private:
-  std::unique_ptr<Mailer> mailer_;
+  std::unique_ptr<transport::Mailer> mailer_;
   DispatcherSettings settings_;
   const Clock& clock_;
 };

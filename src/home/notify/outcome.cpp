@@ -1,7 +1,7 @@
 #include "home/notify/outcome.h"
 
-#include "home/mailer.h"
 #include "transport/errors.h"
+#include "transport/mailer.h"
 
 #include <curl/curl.h>
 
@@ -44,7 +44,7 @@ Outcome ClassifyMailFailure(std::error_code error, std::string_view detail) {
   if (!error) {
     return Outcome::kSent;
   }
-  if (error == MailErrc::kInvalidMessage) {
+  if (error == transport::MailErrc::kInvalidMessage) {
     return Outcome::kPermanent;
   }
   // SmtpMailer's detail ends "(curl error N, server reply NNN)". 550/551/553 refuse the mailbox

@@ -65,11 +65,12 @@ DeliveryResult SendSmsViaGateway(const SmsGatewaySettings& settings, std::string
   return detail::Post(request);
 }
 
-DeliveryResult SendSmsViaEmail(const Mailer& mailer, std::string_view address,
+DeliveryResult SendSmsViaEmail(const transport::Mailer& mailer, std::string_view address,
                                std::string_view text) {
   std::string detail;
   auto sent = mailer.Send(
-      Email{.to = {std::string(address)}, .subject = "", .body = OneLine(text, kSmsMaxChars)},
+      transport::Email{
+          .to = {std::string(address)}, .subject = "", .body = OneLine(text, kSmsMaxChars)},
       &detail);
   if (sent) {
     return DeliveryResult::Sent();

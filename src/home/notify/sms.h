@@ -1,8 +1,8 @@
 #pragma once
 // Text messages, two ways: an HTTP SMS gateway (POST with the number and the text), or a carrier's
 // email-to-SMS address (a short plain email through the home's SMTP mailer).
-#include "home/mailer.h"
 #include "home/notify/outcome.h"
+#include "transport/mailer.h"
 
 #include <chrono>
 #include <string>
@@ -42,7 +42,7 @@ DeliveryResult SendSmsViaGateway(const SmsGatewaySettings& settings, std::string
 
 /// Mails `text` (cut to kSmsMaxChars) to an email-to-SMS address with an empty subject: carriers
 /// put the subject in front of the text, which would push it over one segment.
-DeliveryResult SendSmsViaEmail(const Mailer& mailer, std::string_view address,
+DeliveryResult SendSmsViaEmail(const transport::Mailer& mailer, std::string_view address,
                                std::string_view text);
 
 }  // namespace lifeline::home::notify

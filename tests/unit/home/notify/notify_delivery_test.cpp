@@ -28,6 +28,8 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 using testing::MailSink;
+using transport::SmtpMailer;
+using transport::SmtpSettings;
 using testing::WebhookSink;
 
 constexpr std::int64_t kNow = 1'800'000'000'000;  // 2027-01-15

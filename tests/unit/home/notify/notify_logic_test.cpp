@@ -1,6 +1,5 @@
 // The pure parts of notifications: routing, on-call rotation, escalation, the delivery plan, the
 // config schema, the rendered bodies and the retry classification. Times move on a FakeClock.
-#include "home/mailer.h"
 #include "home/notify/escalation.h"
 #include "home/notify/event.h"
 #include "home/notify/kinds.h"
@@ -12,6 +11,7 @@
 #include "home/notify/webhook.h"
 #include "support/fake_clock.h"
 #include "support/temp_dir.h"
+#include "transport/mailer.h"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -25,6 +25,7 @@ namespace json = boost::json;
 using namespace std::chrono_literals;
 using protocol::Severity;
 using std::chrono::sys_days;
+using transport::MailErrc;
 
 TimePoint Utc(int y, unsigned m, unsigned d, int hh = 0, int mm = 0, int ss = 0) {
   return TimePoint(sys_days(std::chrono::year{y} / m / d)) + std::chrono::hours(hh) +

@@ -1,6 +1,7 @@
 #pragma once
-// Sends notification emails over SMTP (libcurl). One connection per email: the outbox sends a
-// handful per ticket, and a fresh connection cannot inherit a broken session from the last one.
+// Sends emails over SMTP (libcurl): the home's notifications and the policy manager's approval
+// requests. One connection per email: senders send a handful at a time, and a fresh connection
+// cannot inherit a broken session from the last one.
 #include "common/result.h"
 
 #include <chrono>
@@ -9,7 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace lifeline::home {
+namespace lifeline::transport {
 
 enum class MailErrc {
   kSmtpFailed = 1,  // curl or the server refused; the log line has curl's message and reply code
@@ -40,7 +41,8 @@ struct Email {
   std::string body;             // UTF-8 plain text; any line ending
 };
 
-/// The seam the outbox sender is written against, so its tests can count sends without a server.
+/// The seam senders are written against (the home's outbox dispatcher), so their tests can count
+/// sends without a server.
 class Mailer {
  public:
   virtual ~Mailer() = default;
@@ -70,7 +72,7 @@ class SmtpMailer final : public Mailer {
                                                  std::chrono::system_clock::time_point date,
                                                  const std::string& message_id);
 
-}  // namespace lifeline::home
+}  // namespace lifeline::transport
 
 template <>
-struct std::is_error_code_enum<lifeline::home::MailErrc> : std::true_type {};
+struct std::is_error_code_enum<lifeline::transport::MailErrc> : std::true_type {};

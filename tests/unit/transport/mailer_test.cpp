@@ -1,7 +1,7 @@
 // SmtpMailer against a real SMTP server: scripts/mail-sink (aiosmtpd) on a loopback port, with and
 // without STARTTLS and AUTH. The received .eml is read back with Python's own email parser, so the
 // test checks that a real MIME reader sees the subject, recipients and body we meant.
-#include "home/mailer.h"
+#include "transport/mailer.h"
 
 #include "support/temp_dir.h"
 
@@ -28,7 +28,7 @@
 
 extern char** environ;
 
-namespace lifeline::home {
+namespace lifeline::transport {
 namespace {
 
 namespace fs = std::filesystem;
@@ -482,4 +482,4 @@ TEST(ComposeMessage, LongLinesAreWrappedWithinTheLimit) {
 }
 
 }  // namespace
-}  // namespace lifeline::home
+}  // namespace lifeline::transport

@@ -1,4 +1,4 @@
-#include "home/mailer.h"
+#include "transport/mailer.h"
 
 #include "common/log.h"
 
@@ -15,7 +15,7 @@
 #include <random>
 #include <string_view>
 
-namespace lifeline::home {
+namespace lifeline::transport {
 namespace {
 
 const char* DescribeMail(MailErrc errc) {
@@ -365,4 +365,4 @@ VoidResult SmtpMailer::Send(const Email& email, std::string* error_detail) const
   return {};
 }
 
-}  // namespace lifeline::home
+}  // namespace lifeline::transport
