@@ -50,6 +50,14 @@ void Validate(const PolicyConfig& config, const std::string& origin) {
   if (config.data_dir.empty()) {
     fail("policy.data_dir", "must not be empty");
   }
+  for (const auto& address : config.approvals_notify) {
+    if (address.find('@') == std::string::npos || address.find_first_of(" \t\r\n<>,;") != std::string::npos) {
+      fail("approvals.notify", fmt::format("'{}' is not a plain email address (name@domain)", address));
+    }
+  }
+  if (!config.approvals_notify.empty() && (config.smtp_url.empty() || config.smtp_from.empty())) {
+    fail("smtp.url", "approvals.notify needs smtp.url and smtp.from");
+  }
 }
 
 }  // namespace
@@ -66,6 +74,20 @@ std::filesystem::path PolicyConfig::CertFile() const {
 }
 std::filesystem::path PolicyConfig::KeyFile() const {
   return key_file.empty() ? std::filesystem::path(data_dir) / "policy.key" : std::filesystem::path(key_file);
+}
+
+transport::SmtpSettings PolicyConfig::Smtp() const {
+  transport::SmtpSettings smtp;
+  smtp.url = smtp_url;
+  smtp.from = smtp_from;
+  smtp.username = smtp_username;
+  smtp.password = smtp_password;
+  smtp.starttls = smtp_starttls == "required" ? transport::SmtpSettings::Tls::kRequired
+                  : smtp_starttls == "off"    ? transport::SmtpSettings::Tls::kOff
+                                              : transport::SmtpSettings::Tls::kOpportunistic;
+  smtp.ca_file = smtp_ca_file;
+  smtp.timeout = smtp_timeout;
+  return smtp;
 }
 
 config::Schema PolicyConfig::MakeSchema() {
@@ -100,7 +122,19 @@ config::Schema PolicyConfig::MakeSchema() {
       .Duration("sessions.lifetime", &session_lifetime, seconds(60), hours(24 * 30),
                 "a login's session token expires this long after the login")
       .Duration("sessions.max_token_lifetime", &max_token_lifetime, seconds(60), hours(24 * 3660),
-                "the longest expiry an API token may be given");
+                "the longest expiry an API token may be given")
+      .StringList("approvals.notify", &approvals_notify,
+                  "addresses that get an email for every approval request (empty: nobody is emailed)")
+      .String("approvals.url", &approvals_url,
+              "the API's URL as approvers reach it (e.g. https://policy.acme.example:8443), named in the "
+              "emails' approve and deny commands; empty: the emails leave --url to the reader")
+      .String("smtp.url", &smtp_url, "smtp://host:port (STARTTLS when offered) or smtps://host:port")
+      .String("smtp.from", &smtp_from, "sender address of approval emails")
+      .String("smtp.username", &smtp_username, "SMTP AUTH user name (empty: no authentication)")
+      .Secret("smtp.password", &smtp_password, "SMTP AUTH password")
+      .Choice("smtp.starttls", &smtp_starttls, {"opportunistic", "required", "off"}, "STARTTLS on smtp:// URLs")
+      .String("smtp.ca_file", &smtp_ca_file, "CA bundle to verify the mail server (empty: system store)")
+      .Duration("smtp.timeout", &smtp_timeout, seconds(1), seconds(300), "longest time one email may take to send");
   return schema;
 }
 

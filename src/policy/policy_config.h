@@ -3,12 +3,14 @@
 // lists it). The policy manager answers the customer's gateways and browsers over HTTPS (8443); plain
 // HTTP (8090, as ESRS offered it) is allowed only on a loopback address and only when configured.
 #include "common/config.h"
+#include "transport/mailer.h"
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lifeline::policy {
 
@@ -41,9 +43,24 @@ struct PolicyConfig {
   std::chrono::seconds session_lifetime = std::chrono::hours(8);  // a login's token
   std::chrono::seconds max_token_lifetime = std::chrono::days(366);  // API tokens: longest --ttl
 
+  // [approvals]
+  std::vector<std::string> approvals_notify;  // who gets an email for each approval request
+  std::string approvals_url;                  // the API's URL as approvers reach it, named in the emails
+
+  // [smtp] as the home's: where approval emails go out
+  std::string smtp_url = "smtp://localhost:25";
+  std::string smtp_from = "lifeline-policy@localhost";
+  std::string smtp_username;
+  std::string smtp_password;  // inline, smtp.password_file or smtp.password_env
+  std::string smtp_starttls = "opportunistic";
+  std::string smtp_ca_file;
+  std::chrono::seconds smtp_timeout{30};
+
   std::filesystem::path StorePath() const;
   std::filesystem::path CertFile() const;
   std::filesystem::path KeyFile() const;
+  /// The [smtp] keys as the mailer takes them.
+  transport::SmtpSettings Smtp() const;
 
   config::Schema MakeSchema();
   /// Loads `file`; throws config::ConfigError naming the file and key.
