@@ -147,7 +147,8 @@ Gateway::Gateway(fs::path dir, const Home& home, std::string name, int tunnel_po
     : dir_(std::move(dir)), home_(home), name_(std::move(name)) {
   fs::create_directories(dir_ / "data" / "pki");
   admin_port_ = FreeLoopbackPort();
-  // The shipped defaults, but for ports on loopback (and the tunnel's address).
+  // The shipped defaults, but for ports on loopback (and the tunnel's address), and no policy manager
+  // (every session allowed: the bench measures the tunnel).
   WriteText(dir_ / "gateway.toml", fmt::format(R"([gateway]
 customer = "acme"
 site = "lab"
@@ -159,6 +160,8 @@ tunnel_urls = ["tls://127.0.0.1:{3}"]
 [listen]
 devices = "127.0.0.1:0"
 admin = "127.0.0.1:{4}"
+[policy]
+disabled = true
 )",
                                                dir_.string(), name_, home_.ingest_url(), tunnel_port, admin_port_));
 }

@@ -662,7 +662,8 @@ Result<Target> DeviceRegistry::Lookup(std::string_view serial, std::string_view 
   }
   for (const auto& a : spec.apps) {
     if (a.name == app) {
-      return Target{.address = spec.address, .port = a.port};
+      return Target{.address = spec.address, .port = a.port, .model = spec.model,
+                    .deployed_ms = it->second->created_ms};
     }
   }
   return RegistryErrc::kUnknownApplication;

@@ -111,6 +111,10 @@ struct HistoryEntry {
 struct Target {
   std::string address;
   std::uint16_t port = 0;
+  // What the policy decides on: the device's model, and when it was deployed (Unix ms; a device
+  // deployed after the policy manager last answered is refused until it answers again).
+  std::string model;
+  std::int64_t deployed_ms = 0;
   /// "10.0.0.5:22", "[fd00::5]:22", "dev1.site.example:443".
   std::string HostPort() const;
 };

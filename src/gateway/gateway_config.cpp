@@ -54,14 +54,20 @@ config::Schema GatewayConfig::MakeSchema() {
       .Int("relay.max_queue_mib", &relay_max_queue_mib, 16, 1024 * 1024, "disk the relay queue may use")
       .Bool("remote_access.enabled", &remote_access_enabled,
             "false refuses every remote session at this gateway (the customer's off switch)")
-      .Choice("remote_access.policy", &policy, {"allow-all"},
-              "who decides remote sessions; \"allow-all\" (the only choice until the policy manager exists) "
-              "allows every session to a registered device and application, and is warned about at start")
       .Duration("remote_access.session_max", &session_max, seconds(60), std::chrono::hours(72),
                 "a session ends this long after it started")
       .Duration("remote_access.idle_timeout", &session_idle, seconds(10), std::chrono::hours(24),
                 "a session ends after this long without bytes in either direction")
-      .Int("remote_access.max_streams", &max_streams, 1, 100000, "concurrent session streams at this gateway");
+      .Int("remote_access.max_streams", &max_streams, 1, 100000, "concurrent session streams at this gateway")
+      .String("policy.url", &policy_url,
+              "https://host:port of the site's policy manager, which decides every remote session (the gateway's "
+              "certificate is its client certificate there); without it (and without policy.disabled) every "
+              "session is refused")
+      .String("policy.ca_file", &policy_ca_file,
+              "the CA of the policy manager's server certificate (default: the system's CA bundle)")
+      .Bool("policy.disabled", &policy_disabled,
+            "true: no policy manager; EVERY session to a registered device and application is allowed (warned "
+            "about at every start and recorded in the audit outbox)");
   agent::DeclarePathOptions(schema, paths);
   return schema;
 }
@@ -111,6 +117,9 @@ void Validate(GatewayConfig& config, const std::string& origin) {
       throw config::ConfigError(fmt::format(
           "{}: key 'listen.devices_names': '{}' is not a host name or IP address", origin, name));
     }
+  }
+  if (!config.policy_url.empty() && !config.policy_url.starts_with("https://")) {
+    throw config::ConfigError(fmt::format("{}: key 'policy.url': must start with https://", origin));
   }
   agent::ValidatePathOptions(config.paths, config.home_url, origin);
 }

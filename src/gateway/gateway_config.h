@@ -45,10 +45,16 @@ struct GatewayConfig {
 
   // [remote_access]
   bool remote_access_enabled = true;
-  std::string policy = "allow-all";  // until the policy manager (issue 6): explicit allow-all, warned about
   std::chrono::seconds session_max = std::chrono::hours(8);
   std::chrono::seconds session_idle = std::chrono::minutes(30);
   std::int64_t max_streams = 10000;
+
+  // [policy] Who decides remote sessions: the site's policy manager. Neither url nor disabled: every
+  // session is refused. The gateway's enrolled certificate is its client certificate there.
+  std::string policy_url;      // https://policy.example:8443
+  std::string policy_ca_file;  // the policy manager's CA; empty: the system's CA bundle
+  bool policy_disabled = false;  // true: no policy manager, every session allowed (warned, audited)
+  std::filesystem::path PolicyCachePath() const { return std::filesystem::path(data_dir) / "policy.db"; }
 
   std::filesystem::path DataDir() const { return data_dir; }
   std::filesystem::path PkiDir() const {

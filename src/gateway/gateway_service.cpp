@@ -7,11 +7,14 @@
 #include "gateway/admin_sessions.h"
 #include "gateway/device_registry.h"
 #include "gateway/gateway_pki.h"
+#include "gateway/policy_cache.h"
+#include "gateway/policy_client.h"
 #include "gateway/prober.h"
 #include "gateway/relay_service.h"
 #include "gateway/session_manager.h"
 #include "gateway/tunnel_client.h"
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <condition_variable>
@@ -27,12 +30,14 @@ std::shared_ptr<spdlog::logger> Log() { return log::Get("gateway"); }
 }  // namespace
 
 struct GatewayService::Parts {
+  std::unique_ptr<PolicyCache> policy_cache;  // first: the session manager and policy client use it
   std::unique_ptr<DeviceRegistry> registry;
   std::unique_ptr<SessionManager> sessions;
   std::unique_ptr<Prober> prober;
   std::unique_ptr<TunnelClient> tunnel;
   std::unique_ptr<AdminServer> admin;
   std::unique_ptr<RelayService> relay;
+  std::unique_ptr<PolicyClient> policy_client;
 
   // Session limits are checked once a second.
   std::thread sweeper;
@@ -58,6 +63,9 @@ struct GatewayService::Parts {
     if (tunnel) {
       tunnel->Stop();
     }
+    if (policy_client) {
+      policy_client->Stop();  // what it has not delivered stays in the outbox for the next start
+    }
     if (prober) {
       prober->Stop();
     }
@@ -79,10 +87,45 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
   parts->registry = std::move(*registry);
   DeviceRegistry* devices = parts->registry.get();
 
+  auto policy_cache = PolicyCache::Open(config.PolicyCachePath());
+  if (!policy_cache) {
+    return policy_cache.error();
+  }
+  parts->policy_cache = std::move(*policy_cache);
+  PolicyCache* cache = parts->policy_cache.get();
+  const GatewayPkiPaths pki(config.PkiDir());
+
   SessionSettings session_settings;
   session_settings.remote_access_enabled = config.remote_access_enabled;
   session_settings.max_duration = config.session_max;
   session_settings.idle_timeout = config.session_idle;
+  session_settings.policy.cache = cache;
+  if (config.policy_disabled) {
+    session_settings.policy.mode = PolicyMode::kDisabled;
+    (void)cache->Append(AuditRecord{
+        NewAuditRecordId(), SystemClock::Instance().NowUnixMillis(), "policy_manager_disabled", "local",
+        config.identity.Key(),
+        boost::json::serialize(boost::json::object{
+            {"reason", "[policy] disabled = true in the gateway's configuration: every session is allowed"},
+            {"policy_url", config.policy_url}})});
+  } else if (config.policy_url.empty()) {
+    session_settings.policy.mode = PolicyMode::kNone;
+    Log()->warn(
+        "no policy manager configured ([policy] url): every remote session is refused. Set [policy] url to the "
+        "site's policy manager (or, knowingly, [policy] disabled = true to allow every session).");
+  } else {
+    session_settings.policy.mode = PolicyMode::kManaged;
+    Parts* raw_parts = parts.get();
+    session_settings.policy.request_approval = [raw_parts](const ApprovalRequest& request) {
+      if (raw_parts->policy_client) {
+        raw_parts->policy_client->RequestApproval(request);
+      }
+    };
+    const auto policy = cache->Current();
+    Log()->info("remote sessions are decided by the policy manager at {}; cached policy: {}", config.policy_url,
+                policy ? fmt::format("version {}", policy->version()) : std::string("none yet (sessions are refused "
+                                                                                    "until it answers)"));
+  }
   auto sessions = SessionManager::Open(
       config.DataDir() / "sessions.db", session_settings,
       [devices](const std::string& serial, const std::string& app, std::string* why) -> std::optional<SessionTarget> {
@@ -91,24 +134,23 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
           *why = fmt::format("{} (device '{}', application '{}')", target.error().message(), serial, app);
           return std::nullopt;
         }
-        return SessionTarget{target->address, target->port};
+        return SessionTarget{target->address, target->port, target->model, target->deployed_ms};
       });
   if (!sessions) {
     return sessions.error();
   }
   parts->sessions = std::move(*sessions);
-  if (config.policy == "allow-all") {
+  if (config.policy_disabled) {
     Log()->warn(
-        "remote_access.policy = \"allow-all\": every session an engineer asks for to a registered device and "
-        "application is allowed without asking anyone at this site. Remote access is {}; switch it off with "
-        "`lifeline gateway remote-access off`.",
+        "[policy] disabled = true: there is no policy manager, and EVERY session an engineer asks for to a "
+        "registered device and application is allowed without asking anyone at this site. Remote access is {}; "
+        "`lifeline gateway remote-access off` refuses every session.",
         parts->sessions->RemoteAccessEnabled() ? "ON" : "off");
   }
 
   parts->prober = std::make_unique<Prober>(*devices, ProberOptions::FromConfig(config));
   parts->prober->Start();
 
-  const GatewayPkiPaths pki(config.PkiDir());
   if (!std::filesystem::exists(pki.gateway_cert)) {
     Log()->error("no gateway certificate in {}: enroll first with `lifeline gateway enroll --token ...`",
                  pki.dir.string());
@@ -133,6 +175,19 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
     return relay.error();
   }
   parts->relay = std::move(*relay);
+
+  // The policy manager (also when disabled: the audit outbox still goes there when a url is set).
+  if (!config.policy_url.empty()) {
+    PolicyClientOptions policy_options;
+    policy_options.url = config.policy_url;
+    policy_options.tls.ca_file = config.policy_ca_file.empty() ? SystemCaBundle() : config.policy_ca_file;
+    policy_options.tls.cert_file = pki.gateway_cert.string();
+    policy_options.tls.key_file = pki.gateway_key.string();
+    SessionManager* session_manager = parts->sessions.get();
+    parts->policy_client = PolicyClient::Start(
+        policy_options, *cache,
+        [session_manager](const ApprovalOutcome& outcome) { session_manager->OnApprovalOutcome(outcome); });
+  }
 
   // The tunnel last: once it is up, everything a session or an operator needs is running.
   TunnelClientOptions tunnel_options;

@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "crypto/keys.h"
+#include "policy/policy_json.h"
 #include "store/sqlite/database.h"
 
 #include <boost/json.hpp>
@@ -18,7 +19,7 @@ namespace {
 std::shared_ptr<spdlog::logger> Log() { return log::Get("gateway"); }
 
 // sessions.db: one row per session, written when it opens and again when it ends (the audit record).
-constexpr std::array<std::string_view, 1> kMigrations = {
+constexpr std::array<std::string_view, 2> kMigrations = {
     R"sql(
 CREATE TABLE sessions (
   id TEXT PRIMARY KEY,
@@ -39,11 +40,19 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_started ON sessions(started_ms);
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+)sql",
+    // Policy decisions (issue 6): why a session was allowed, asked for or refused, and by which rule.
+    R"sql(
+ALTER TABLE sessions ADD COLUMN service_request TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN policy_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN rule_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN approval_expires_ms INTEGER NOT NULL DEFAULT 0;
 )sql"};
 
 constexpr std::string_view kColumns =
     "id, engineer, reason, device, app, target, home, started_ms, ended_ms, expires_ms, idle_timeout_s, "
-    "bytes_to_device, bytes_from_device, streams, outcome";
+    "bytes_to_device, bytes_from_device, streams, outcome, service_request, policy_reason, rule_id, "
+    "approval_expires_ms";
 
 SessionRecord ReadRecord(const store::sqlite::Statement& row) {
   SessionRecord r;
@@ -62,12 +71,26 @@ SessionRecord ReadRecord(const store::sqlite::Statement& row) {
   r.bytes_from_device = static_cast<std::uint64_t>(row.Int(12));
   r.streams = row.Int(13);
   r.outcome = row.Text(14);
+  r.service_request = row.Text(15);
+  r.policy_reason = row.Text(16);
+  r.rule_id = row.Int(17);
+  r.approval_expires_ms = row.Int(18);
   return r;
 }
 
 std::string Rfc3339Ms(std::int64_t ms) {
   return FormatRfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
 }
+
+std::string TargetText(const SessionTarget& target) {
+  return target.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", target.host, target.port)
+                                                     : fmt::format("{}:{}", target.host, target.port);
+}
+
+constexpr const char* kDisabledReason =
+    "the policy manager is disabled at this gateway ([policy] disabled = true): every session is allowed";
+constexpr const char* kNoManagerReason =
+    "no policy manager configured at this gateway ([policy] url): every session is refused";
 
 }  // namespace
 
@@ -88,7 +111,14 @@ std::string SessionJson(const SessionRecord& r) {
                                       {"bytes_from_device", r.bytes_from_device},
                                       {"connections", r.streams},
                                       {"open_connections", r.open_streams},
-                                      {"outcome", r.outcome}});
+                                      {"outcome", r.outcome},
+                                      {"service_request", r.service_request},
+                                      {"policy_reason", r.policy_reason},
+                                      {"rule_id", r.rule_id},
+                                      {"approval_expires_ms", r.approval_expires_ms},
+                                      {"approval_expires_at", r.approval_expires_ms == 0
+                                                                  ? json::value(nullptr)
+                                                                  : json::value(Rfc3339Ms(r.approval_expires_ms))}});
 }
 
 struct SessionManager::Live {
@@ -114,21 +144,37 @@ Result<std::unique_ptr<SessionManager>> SessionManager::Open(const std::filesyst
     Log()->error("cannot prepare the session log {}: {}", db_path.string(), (*db)->LastErrorMessage());
     return migrated.error();
   }
-  // Sessions still open in the log were cut short by a stop or crash of the gateway: close them.
-  auto stmt = (*db)->Prepare("UPDATE sessions SET ended_ms = ?, outcome = 'gateway stopped' WHERE ended_ms = 0");
-  if (stmt) {
-    (void)stmt->BindAll(clock.NowUnixMillis()).Run();
+  auto manager =
+      std::unique_ptr<SessionManager>(new SessionManager(std::move(*db), settings, std::move(lookup), clock));
+  // Sessions still open (or waiting for approval) in the log were cut short by a stop or crash of
+  // the gateway: close them, and owe the policy manager their end.
+  std::vector<SessionRecord> cut;
+  if (auto stmt = manager->db_->Prepare(fmt::format("SELECT {} FROM sessions WHERE ended_ms = 0", kColumns))) {
+    while (true) {
+      auto row = stmt->Step();
+      if (!row || !*row) {
+        break;
+      }
+      cut.push_back(ReadRecord(*stmt));
+    }
   }
-  return std::unique_ptr<SessionManager>(new SessionManager(std::move(*db), settings, std::move(lookup), clock));
+  std::lock_guard lock(manager->mutex_);
+  for (auto& record : cut) {
+    record.ended_ms = clock.NowUnixMillis();
+    record.outcome = "gateway stopped";
+    manager->SaveLocked(record);
+    manager->AuditSessionEndLocked(record);
+  }
+  return manager;
 }
 
 SessionManager::SessionManager(std::unique_ptr<store::sqlite::Database> db, SessionSettings settings,
                                TargetLookup lookup, const Clock& clock)
     : db_(std::move(db)),
-      settings_(settings),
+      settings_(std::move(settings)),
       lookup_(std::move(lookup)),
       clock_(clock),
-      remote_access_enabled_(settings.remote_access_enabled) {
+      remote_access_enabled_(settings_.remote_access_enabled) {
   auto stmt = db_->Prepare("SELECT value FROM settings WHERE key = 'remote_access'");
   if (stmt) {
     if (auto row = stmt->Step(); row && *row) {
@@ -137,26 +183,58 @@ SessionManager::SessionManager(std::unique_ptr<store::sqlite::Database> db, Sess
   }
 }
 
-SessionManager::~SessionManager() = default;
+SessionManager::~SessionManager() {
+  // Ended sessions still waiting for their streams' bytes: their end is owed to the audit log now.
+  // (Open ones are closed as "gateway stopped" at the next start.)
+  std::lock_guard lock(mutex_);
+  for (auto& [id, live] : closing_) {
+    AuditSessionEndLocked(live->record);
+  }
+}
 
 void SessionManager::SaveLocked(const SessionRecord& r) {
-  auto stmt = db_->Prepare(fmt::format("INSERT OR REPLACE INTO sessions ({}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                       kColumns));
+  auto stmt = db_->Prepare(fmt::format(
+      "INSERT OR REPLACE INTO sessions ({}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", kColumns));
   if (!stmt) {
     Log()->error("session {}: cannot write its audit record: {}", r.id, db_->LastErrorMessage());
     return;
   }
   auto done = stmt->BindAll(r.id, r.engineer, r.reason, r.device, r.app, r.target, r.home, r.started_ms, r.ended_ms,
                             r.expires_ms, r.idle_timeout_s, static_cast<std::int64_t>(r.bytes_to_device),
-                            static_cast<std::int64_t>(r.bytes_from_device), r.streams, r.outcome)
+                            static_cast<std::int64_t>(r.bytes_from_device), r.streams, r.outcome, r.service_request,
+                            r.policy_reason, r.rule_id, r.approval_expires_ms)
                   .Run();
   if (!done) {
     Log()->error("session {}: cannot write its audit record: {}", r.id, db_->LastErrorMessage());
   }
 }
 
+void SessionManager::AuditLocked(const std::string& kind, const std::string& actor, const std::string& subject,
+                                 std::string details_json) {
+  if (settings_.policy.cache == nullptr) {
+    return;
+  }
+  // The outbox logs its own failure; the session's own record in sessions.db stays the local trail.
+  (void)settings_.policy.cache->Append(
+      AuditRecord{NewAuditRecordId(), clock_.NowUnixMillis(), kind, actor, subject, std::move(details_json)});
+}
+
+void SessionManager::AuditSessionEndLocked(const SessionRecord& r) {
+  namespace json = boost::json;
+  AuditLocked("session_end", r.engineer, r.device,
+              json::serialize(json::object{{"session_id", r.id},
+                                           {"application", r.app},
+                                           {"outcome", r.outcome},
+                                           {"started_ms", r.started_ms},
+                                           {"ended_ms", r.ended_ms},
+                                           {"bytes_to_device", r.bytes_to_device},
+                                           {"bytes_from_device", r.bytes_from_device},
+                                           {"connections", r.streams}}));
+}
+
 void SessionManager::Refuse(const SessionRequest& request, int status, const std::string& reason,
-                            SessionDecision* decision) {
+                            SessionDecision* decision, const std::string& policy_reason, std::int64_t rule_id) {
+  namespace json = boost::json;
   decision->allowed = false;
   decision->status = status;
   decision->reason = reason;
@@ -167,15 +245,50 @@ void SessionManager::Refuse(const SessionRequest& request, int status, const std
   r.device = request.device;
   r.app = request.app;
   r.home = request.home;
+  r.service_request = request.service_request;
+  r.policy_reason = policy_reason;
+  r.rule_id = rule_id;
   r.started_ms = r.ended_ms = clock_.NowUnixMillis();
   r.outcome = "refused: " + reason;
   SaveLocked(r);
+  AuditLocked("decision", request.engineer, request.device,
+              json::serialize(json::object{{"session_id", r.id},
+                                           {"activity", "remote_session"},
+                                           {"application", request.app},
+                                           {"verdict", "deny"},
+                                           {"reason", reason},
+                                           {"rule_id", rule_id},
+                                           {"engineer_reason", request.reason},
+                                           {"service_request", request.service_request}}));
   decision->session = r;
   Log()->warn("refused a session for {} to {} {} ({}): {}", request.engineer, request.device, request.app,
               request.reason, reason);
 }
 
+void SessionManager::OpenLocked(Live& live, std::int64_t now) {
+  namespace json = boost::json;
+  SessionRecord& r = live.record;
+  r.started_ms = now;
+  r.expires_ms = now + std::chrono::duration_cast<std::chrono::milliseconds>(settings_.max_duration).count();
+  r.idle_timeout_s = settings_.idle_timeout.count();
+  r.outcome = "open";
+  live.last_activity_ms = now;
+  SaveLocked(r);
+  AuditLocked("session_start", r.engineer, r.device,
+              json::serialize(json::object{{"session_id", r.id},
+                                           {"application", r.app},
+                                           {"target", r.target},
+                                           {"engineer_reason", r.reason},
+                                           {"service_request", r.service_request},
+                                           {"policy_reason", r.policy_reason},
+                                           {"rule_id", r.rule_id},
+                                           {"expires_ms", r.expires_ms}}));
+  Log()->info("session {} opened: engineer {} to {} {} ({}), reason '{}', ends at the latest in {} s ({})", r.id,
+              r.engineer, r.device, r.app, r.target, r.reason, settings_.max_duration.count(), r.policy_reason);
+}
+
 SessionDecision SessionManager::Create(const SessionRequest& request) {
+  namespace json = boost::json;
   SessionDecision decision;
   std::lock_guard lock(mutex_);
   if (!remote_access_enabled_) {
@@ -192,6 +305,45 @@ SessionDecision SessionManager::Create(const SessionRequest& request) {
     Refuse(request, 404, why, &decision);
     return decision;
   }
+  const std::int64_t now = clock_.NowUnixMillis();
+
+  // The policy: allow, refuse, or ask an approver.
+  policy::Decision verdict;
+  std::uint64_t policy_version = 0;
+  switch (settings_.policy.mode) {
+    case PolicyMode::kNone:
+      Refuse(request, 403, kNoManagerReason, &decision, kNoManagerReason);
+      return decision;
+    case PolicyMode::kDisabled:
+      verdict.verdict = policy::Verdict::kAllow;
+      verdict.reason = kDisabledReason;
+      break;
+    case PolicyMode::kManaged: {
+      auto compiled = settings_.policy.cache != nullptr ? settings_.policy.cache->Current() : nullptr;
+      if (!compiled) {
+        const std::string reason = "no policy from the policy manager yet: every session is refused";
+        Refuse(request, 403, reason, &decision, reason);
+        return decision;
+      }
+      if (target->deployed_ms > settings_.policy.cache->SyncedMs()) {
+        const std::string reason = fmt::format(
+            "device {} was deployed after the last contact with the policy manager; waiting for a policy",
+            request.device);
+        Refuse(request, 403, reason, &decision, reason);
+        return decision;
+      }
+      policy_version = compiled->version();
+      verdict = compiled->Decide(policy::DecisionRequest{
+          policy::Activity::kRemoteSession, request.app, request.device, target->model, request.engineer,
+          std::chrono::system_clock::time_point(std::chrono::milliseconds(now))});
+      break;
+    }
+  }
+  if (verdict.verdict == policy::Verdict::kDeny) {
+    Refuse(request, 403, verdict.reason, &decision, verdict.reason, verdict.rule_id);
+    return decision;
+  }
+
   auto live = std::make_unique<Live>();
   SessionRecord& r = live->record;
   r.id = crypto::RandomHex(16);
@@ -200,22 +352,114 @@ SessionDecision SessionManager::Create(const SessionRequest& request) {
   r.device = request.device;
   r.app = request.app;
   r.home = request.home;
-  r.target = target->host.find(':') != std::string::npos ? fmt::format("[{}]:{}", target->host, target->port)
-                                                         : fmt::format("{}:{}", target->host, target->port);
-  r.started_ms = clock_.NowUnixMillis();
-  r.expires_ms = r.started_ms + std::chrono::duration_cast<std::chrono::milliseconds>(settings_.max_duration).count();
-  r.idle_timeout_s = settings_.idle_timeout.count();
-  r.outcome = "open";
+  r.service_request = request.service_request;
+  r.target = TargetText(*target);
+  r.policy_reason = verdict.reason;
+  r.rule_id = verdict.rule_id;
+  r.started_ms = now;
   live->target = *target;
-  live->last_activity_ms = r.started_ms;
-  SaveLocked(r);
-  Log()->info("session {} opened: engineer {} to {} {} ({}), reason '{}', ends at the latest in {} s", r.id,
-              r.engineer, r.device, r.app, r.target, r.reason, settings_.max_duration.count());
+  live->last_activity_ms = now;
+  const bool ask = verdict.verdict == policy::Verdict::kAsk;
+  json::object details{{"session_id", r.id},
+                       {"activity", "remote_session"},
+                       {"application", r.app},
+                       {"verdict", ask ? "ask" : "allow"},
+                       {"reason", verdict.reason},
+                       {"rule_id", verdict.rule_id},
+                       {"grant_id", verdict.grant_id},
+                       {"decided_by", settings_.policy.mode == PolicyMode::kDisabled
+                                          ? std::string("policy_manager_disabled")
+                                          : std::string(policy::WireName(verdict.decided_by))},
+                       {"policy_version", policy_version},
+                       {"engineer_reason", r.reason},
+                       {"service_request", r.service_request}};
+  if (ask) {
+    r.approval_expires_ms = now + std::chrono::duration_cast<std::chrono::milliseconds>(verdict.ask_timeout).count();
+    details["approval_expires_ms"] = r.approval_expires_ms;
+  }
+  AuditLocked("decision", r.engineer, r.device, json::serialize(details));
+  if (ask) {
+    r.outcome = SessionRecord::kPendingApproval;
+    SaveLocked(r);
+    ApprovalRequest approval{r.id,
+                             r.engineer,
+                             r.device,
+                             target->model,
+                             r.app,
+                             r.reason,
+                             r.service_request,
+                             verdict.rule_id,
+                             verdict.ask_timeout.count(),
+                             now,
+                             r.approval_expires_ms};
+    AuditLocked("request", r.engineer, r.device,
+                json::serialize(json::object{{"request_id", r.id},
+                                             {"activity", "remote_session"},
+                                             {"application", r.app},
+                                             {"model", target->model},
+                                             {"engineer_reason", r.reason},
+                                             {"service_request", r.service_request},
+                                             {"rule_id", verdict.rule_id},
+                                             {"timeout_s", approval.timeout_s},
+                                             {"expires_ms", r.approval_expires_ms}}));
+    if (settings_.policy.request_approval) {
+      settings_.policy.request_approval(approval);
+    }
+    Log()->info("session {} waits for approval: engineer {} to {} {} ({}), reason '{}', until {} ({})", r.id,
+                r.engineer, r.device, r.app, r.target, r.reason, Rfc3339Ms(r.approval_expires_ms), verdict.reason);
+    decision.status = 202;
+  } else {
+    OpenLocked(*live, now);
+    decision.status = 201;
+  }
   decision.allowed = true;
   decision.session = r;
   decision.target = *target;
   open_.emplace(r.id, std::move(live));
   return decision;
+}
+
+void SessionManager::OnApprovalOutcome(const ApprovalOutcome& outcome) {
+  namespace json = boost::json;
+  std::vector<std::function<void()>> enders;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = open_.find(outcome.request_id);
+    if (it == open_.end() || !it->second->record.Pending()) {
+      return;  // ended meanwhile (engineer, customer, deadline, restart) or decided already
+    }
+    SessionRecord& r = it->second->record;
+    const std::int64_t now = clock_.NowUnixMillis();
+    std::string state = outcome.state;
+    if (state == "approved" && now >= r.approval_expires_ms) {
+      state = "expired";  // too late: the gateway's own deadline has passed
+    }
+    AuditLocked("approval", outcome.decided_by.empty() ? std::string("policy") : outcome.decided_by, r.device,
+                json::serialize(json::object{{"request_id", r.id},
+                                             {"state", state},
+                                             {"decided_by", outcome.decided_by},
+                                             {"comment", outcome.comment},
+                                             {"decided_ms", outcome.decided_ms},
+                                             {"engineer", r.engineer},
+                                             {"application", r.app}}));
+    if (state == "approved") {
+      r.policy_reason += fmt::format("; approved by {}{}", outcome.decided_by,
+                                     outcome.comment.empty() ? "" : ": " + outcome.comment);
+      OpenLocked(*it->second, now);
+    } else if (state == "denied") {
+      EndLocked(it,
+                fmt::format("denied by {}{}", outcome.decided_by.empty() ? "an approver" : outcome.decided_by,
+                            outcome.comment.empty() ? "" : ": " + outcome.comment),
+                &enders);
+    } else if (state == "expired") {
+      EndLocked(it, "approval timed out", &enders);
+    } else {
+      Log()->warn("session {}: the policy manager reported the unknown request state '{}'", r.id, outcome.state);
+    }
+  }
+  for (auto& end : enders) {
+    end();
+  }
 }
 
 SessionDecision SessionManager::AuthorizeStream(const std::string& session_id) {
@@ -228,6 +472,12 @@ SessionDecision SessionManager::AuthorizeStream(const std::string& session_id) {
     return decision;
   }
   Live& live = *it->second;
+  if (live.record.Pending()) {
+    decision.status = 409;
+    decision.reason = fmt::format("session {} is waiting for approval (until {})", session_id,
+                                  Rfc3339Ms(live.record.approval_expires_ms));
+    return decision;
+  }
   // The device may have been undeployed or its application removed since the session opened.
   std::string why;
   auto target = lookup_(live.record.device, live.record.app, &why);
@@ -246,7 +496,7 @@ SessionDecision SessionManager::AuthorizeStream(const std::string& session_id) {
 std::uint64_t SessionManager::StreamStarted(const std::string& session_id, StreamControl control) {
   std::unique_lock lock(mutex_);
   auto it = open_.find(session_id);
-  if (it == open_.end()) {
+  if (it == open_.end() || it->second->record.Pending()) {
     lock.unlock();
     if (control.end) {
       control.end();  // the session ended while the device connection was being made
@@ -263,8 +513,7 @@ std::uint64_t SessionManager::StreamStarted(const std::string& session_id, Strea
 void SessionManager::StreamEnded(const std::string& session_id, std::uint64_t token, std::uint64_t to_device,
                                  std::uint64_t from_device) {
   std::lock_guard lock(mutex_);
-  auto it = open_.find(session_id);
-  if (it != open_.end()) {
+  if (auto it = open_.find(session_id); it != open_.end()) {
     Live& live = *it->second;
     if (live.streams.erase(token) != 0) {
       live.record.bytes_to_device += to_device;
@@ -273,7 +522,22 @@ void SessionManager::StreamEnded(const std::string& session_id, std::uint64_t to
     }
     return;
   }
-  // The session already ended (its streams were reset then): add the stream's bytes to its record.
+  if (auto it = closing_.find(session_id); it != closing_.end()) {
+    // The session ended and reset this stream: its bytes complete the record and, with the last
+    // stream, the session_end audit record.
+    Live& live = *it->second;
+    if (live.streams.erase(token) != 0) {
+      live.record.bytes_to_device += to_device;
+      live.record.bytes_from_device += from_device;
+      SaveLocked(live.record);
+    }
+    if (live.streams.empty()) {
+      AuditSessionEndLocked(live.record);
+      closing_.erase(it);
+    }
+    return;
+  }
+  // The session ended long ago (its audit record is sent): add the stream's bytes to its row.
   auto stmt = db_->Prepare(
       "UPDATE sessions SET bytes_to_device = bytes_to_device + ?, bytes_from_device = bytes_from_device + ? "
       "WHERE id = ?");
@@ -283,12 +547,15 @@ void SessionManager::StreamEnded(const std::string& session_id, std::uint64_t to
   }
 }
 
-void SessionManager::EndLocked(Live& live, const std::string& outcome, std::vector<std::function<void()>>* enders) {
-  SessionRecord& r = live.record;
+SessionRecord SessionManager::EndLocked(LiveMap::iterator it, const std::string& outcome,
+                                        std::vector<std::function<void()>>* enders) {
+  std::unique_ptr<Live> live = std::move(it->second);
+  open_.erase(it);
+  SessionRecord& r = live->record;
   r.ended_ms = clock_.NowUnixMillis();
   r.outcome = outcome;
   // Bytes of streams still running are added when each reports its end (StreamEnded).
-  for (auto& [token, stream] : live.streams) {
+  for (auto& [token, stream] : live->streams) {
     if (stream.control.end) {
       enders->push_back(stream.control.end);
     }
@@ -296,6 +563,13 @@ void SessionManager::EndLocked(Live& live, const std::string& outcome, std::vect
   SaveLocked(r);
   Log()->info("session {} ended ({}): engineer {} to {} {}, {} connection(s), {} bytes to the device, {} from it",
               r.id, outcome, r.engineer, r.device, r.app, r.streams, r.bytes_to_device, r.bytes_from_device);
+  SessionRecord record = r;
+  if (live->streams.empty()) {
+    AuditSessionEndLocked(record);
+  } else {
+    closing_[record.id] = std::move(live);
+  }
+  return record;
 }
 
 Result<SessionRecord> SessionManager::EndByEngineer(const std::string& session_id) {
@@ -307,9 +581,7 @@ Result<SessionRecord> SessionManager::EndByEngineer(const std::string& session_i
     if (it == open_.end()) {
       return std::make_error_code(std::errc::no_such_file_or_directory);
     }
-    EndLocked(*it->second, "ended by engineer", &enders);
-    record = it->second->record;
-    open_.erase(it);
+    record = EndLocked(it, "ended by engineer", &enders);
   }
   for (auto& end : enders) {
     end();
@@ -318,6 +590,7 @@ Result<SessionRecord> SessionManager::EndByEngineer(const std::string& session_i
 }
 
 Result<SessionRecord> SessionManager::Kill(const std::string& session_id, const std::string& who) {
+  namespace json = boost::json;
   std::vector<std::function<void()>> enders;
   SessionRecord record;
   {
@@ -326,9 +599,11 @@ Result<SessionRecord> SessionManager::Kill(const std::string& session_id, const 
     if (it == open_.end()) {
       return std::make_error_code(std::errc::no_such_file_or_directory);
     }
-    EndLocked(*it->second, fmt::format("ended at the gateway by {}", who), &enders);
-    record = it->second->record;
-    open_.erase(it);
+    AuditLocked("session_kill", who, it->second->record.device,
+                json::serialize(json::object{{"session_id", session_id},
+                                             {"engineer", it->second->record.engineer},
+                                             {"application", it->second->record.app}}));
+    record = EndLocked(it, fmt::format("ended at the gateway by {}", who), &enders);
   }
   for (auto& end : enders) {
     end();
@@ -337,6 +612,7 @@ Result<SessionRecord> SessionManager::Kill(const std::string& session_id, const 
 }
 
 void SessionManager::SetRemoteAccess(bool enabled, const std::string& who) {
+  namespace json = boost::json;
   std::vector<std::function<void()>> enders;
   {
     std::lock_guard lock(mutex_);
@@ -345,12 +621,13 @@ void SessionManager::SetRemoteAccess(bool enabled, const std::string& who) {
     if (!stmt || !stmt->BindAll(std::string(enabled ? "on" : "off")).Run()) {
       Log()->error("cannot save the remote access setting: {}", db_->LastErrorMessage());
     }
+    AuditLocked("remote_access_switch", who, "",
+                json::serialize(json::object{{"enabled", enabled}, {"open_sessions", open_.size()}}));
     Log()->warn("remote access switched {} by {}", enabled ? "on" : "off", who);
     if (!enabled) {
-      for (auto& [id, live] : open_) {
-        EndLocked(*live, fmt::format("remote access switched off by {}", who), &enders);
+      while (!open_.empty()) {
+        EndLocked(open_.begin(), fmt::format("remote access switched off by {}", who), &enders);
       }
-      open_.clear();
     }
   }
   for (auto& end : enders) {
@@ -364,12 +641,30 @@ bool SessionManager::RemoteAccessEnabled() const {
 }
 
 void SessionManager::Sweep() {
+  // A stream the session's end reset reports within a moment; one that does not (a stuck device
+  // connection) must not hold the session_end audit record back for long.
+  constexpr std::int64_t kClosingGraceMs = 5000;
   std::vector<std::function<void()>> enders;
   {
     std::lock_guard lock(mutex_);
     const std::int64_t now = clock_.NowUnixMillis();
     for (auto it = open_.begin(); it != open_.end();) {
       Live& live = *it->second;
+      if (live.record.Pending()) {
+        // The gateway's own deadline holds even when the policy manager cannot be reached.
+        if (now >= live.record.approval_expires_ms) {
+          AuditLocked("approval", "gateway", live.record.device,
+                      boost::json::serialize(boost::json::object{{"request_id", live.record.id},
+                                                                 {"state", "expired"},
+                                                                 {"decided_by", "gateway"},
+                                                                 {"engineer", live.record.engineer},
+                                                                 {"application", live.record.app}}));
+          EndLocked(it++, "approval timed out", &enders);
+        } else {
+          ++it;
+        }
+        continue;
+      }
       for (auto& [token, stream] : live.streams) {
         if (!stream.control.bytes) {
           // No live counters (the multiplexer ends idle streams itself): an open stream is activity.
@@ -393,8 +688,15 @@ void SessionManager::Sweep() {
         ++it;
         continue;
       }
-      EndLocked(live, outcome, &enders);
-      it = open_.erase(it);
+      EndLocked(it++, outcome, &enders);
+    }
+    for (auto it = closing_.begin(); it != closing_.end();) {
+      if (now - it->second->record.ended_ms >= kClosingGraceMs) {
+        AuditSessionEndLocked(it->second->record);
+        it = closing_.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
   for (auto& end : enders) {
@@ -433,15 +735,12 @@ std::vector<SessionRecord> SessionManager::List(bool include_ended, std::size_t 
 }
 
 std::optional<SessionRecord> SessionManager::Find(const std::string& session_id) const {
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = open_.find(session_id); it != open_.end()) {
-      SessionRecord r = it->second->record;
-      r.open_streams = static_cast<std::int64_t>(it->second->streams.size());
-      return r;
-    }
-  }
   std::lock_guard lock(mutex_);
+  if (auto it = open_.find(session_id); it != open_.end()) {
+    SessionRecord r = it->second->record;
+    r.open_streams = static_cast<std::int64_t>(it->second->streams.size());
+    return r;
+  }
   auto stmt = db_->Prepare(fmt::format("SELECT {} FROM sessions WHERE id = ?", kColumns));
   if (!stmt) {
     return std::nullopt;

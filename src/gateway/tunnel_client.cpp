@@ -247,12 +247,14 @@ struct TunnelClient::Impl : std::enable_shared_from_this<Impl> {
         const auto& o = request.get_object();
         auto decision =
             sessions.Create(SessionRequest{Field(o, "engineer"), Field(o, "reason"), Field(o, "device"), Field(o, "app"),
-                                           Field(o, "home")});
+                                           Field(o, "home"), Field(o, "service_request")});
         if (!decision.allowed) {
           stream->Reply(decision.status, {}, JsonError(decision.reason));
           return;
         }
-        stream->Reply(201, {{"content-type", "application/json"}}, SessionJson(decision.session));
+        // 201: open; 202: pending approval (outcome "pending approval", approval_expires_ms); the home
+        // follows it with GET /v1/sessions/{id}.
+        stream->Reply(decision.status, {{"content-type", "application/json"}}, SessionJson(decision.session));
       });
       return;
     }

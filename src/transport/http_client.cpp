@@ -87,6 +87,12 @@ std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user
   return bytes;
 }
 
+// ClientRequest::abort: a non-zero return makes curl stop with CURLE_ABORTED_BY_CALLBACK.
+int OnProgress(void* data, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto& abort = *static_cast<const std::function<bool()>*>(data);
+  return abort() ? 1 : 0;
+}
+
 // Sorts curl's result into the few outcomes a caller acts on differently (see IsRetryable).
 Errc MapCurlError(CURLcode code, std::string_view detail) {
   switch (code) {
@@ -476,6 +482,11 @@ Result<ClientResponse> HttpClient::Send(const ClientRequest& request) {
   set(curl_easy_setopt(curl, CURLOPT_WRITEDATA, &receiver));
   set(curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &OnHeader));
   set(curl_easy_setopt(curl, CURLOPT_HEADERDATA, &receiver));
+  if (request.abort) {
+    set(curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &OnProgress));
+    set(curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &request.abort));
+    set(curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L));
+  }
   if (request.method == "GET" && request.body.empty()) {
     set(curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L));
   } else if (request.method == "HEAD") {

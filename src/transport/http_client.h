@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -73,6 +74,10 @@ struct ClientRequest {
       16 * 1024 * 1024;  // larger answers fail with Errc::kResponseTooLarge
   /// Overrides the client's proxy (SetProxy) for this request.
   std::optional<ProxySettings> proxy;
+  /// Optional: polled by libcurl while the request runs (as data moves, and about once a second
+  /// while it waits); returning true ends the request at once with Errc::kOther. Lets the owner of
+  /// a long poll stop it without waiting for the server's answer or the timeout.
+  std::function<bool()> abort;
 };
 
 struct ClientResponse {

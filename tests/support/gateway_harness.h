@@ -45,7 +45,7 @@ class TestGateway {
   std::string name_;
   std::string site_;
   std::string extra_;
-  std::string policy_;  // the [policy] table
+  std::string policy_ = "[policy]\ndisabled = true";  // tests without a policy manager allow all
   int admin_port_ = 0;
   std::vector<std::string> tunnel_urls_;
   std::optional<cli::Subprocess> process_;

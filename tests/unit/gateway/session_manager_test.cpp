@@ -1,5 +1,6 @@
 // Sessions at the gateway: decisions, limits, the customer's controls and the audit record, with a
-// fake clock and the real SQLite session log.
+// fake clock and the real SQLite session log. The policy is switched off here ([policy] disabled =
+// true: every session allowed); session_policy_test covers the policy manager's decisions.
 #include "gateway/session_manager.h"
 
 #include "support/fake_clock.h"
@@ -35,6 +36,8 @@ class SessionManagerTest : public ::testing::Test {
   std::unique_ptr<SessionManager> Open(SessionSettings settings = {}) {
     settings.max_duration = 1h;
     settings.idle_timeout = 10min;
+    settings.policy.mode = PolicyMode::kDisabled;
+    settings.policy.cache = cache_.get();
     auto manager = SessionManager::Open(dir_ / "sessions.db", settings, Lookup, clock_);
     EXPECT_TRUE(manager) << manager.error().message();
     return manager ? std::move(*manager) : nullptr;
@@ -43,14 +46,27 @@ class SessionManagerTest : public ::testing::Test {
     return SessionRequest{"alice", "SR-1234", std::move(device), std::move(app), "home-a"};
   }
 
+  std::vector<AuditRecord> Outbox(const std::string& kind) {
+    std::vector<AuditRecord> out;
+    for (auto& record : cache_->OldestRecords(1000).value()) {
+      if (record.kind == kind) {
+        out.push_back(std::move(record));
+      }
+    }
+    return out;
+  }
+
   testing::TempDir dir_;
   testing::FakeClock clock_;
+  std::unique_ptr<PolicyCache> cache_ = PolicyCache::Open(dir_ / "policy.db").value();
 };
 
 TEST_F(SessionManagerTest, RegisteredApplicationIsAllowedAndMappedToItsAddress) {
   auto sessions = Open();
   auto decision = sessions->Create(Request());
   ASSERT_TRUE(decision.allowed) << decision.reason;
+  EXPECT_EQ(decision.status, 201);
+  EXPECT_NE(decision.session.policy_reason.find("disabled"), std::string::npos) << decision.session.policy_reason;
   EXPECT_EQ(decision.target.host, "10.0.0.5");
   EXPECT_EQ(decision.target.port, 22);
   EXPECT_EQ(decision.session.target, "10.0.0.5:22");
@@ -101,6 +117,13 @@ TEST_F(SessionManagerTest, KillEndsTheSessionItsStreamsAndRecordsBytes) {
   EXPECT_EQ(record->streams, 1);
   EXPECT_FALSE(sessions->AuthorizeStream(id).allowed);
   EXPECT_FALSE(sessions->Kill(id, "operator"));
+  // The audit outbox: the kill, and the session's end with the bytes its stream reported.
+  ASSERT_EQ(Outbox("session_kill").size(), 1u);
+  EXPECT_EQ(Outbox("session_kill")[0].actor, "operator");
+  auto ends = Outbox("session_end");
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_NE(ends[0].details_json.find("\"bytes_to_device\":100"), std::string::npos) << ends[0].details_json;
+  EXPECT_NE(ends[0].details_json.find("\"bytes_from_device\":2000"), std::string::npos) << ends[0].details_json;
 }
 
 TEST_F(SessionManagerTest, TimeLimitAndIdleTimeoutEndSessions) {
@@ -137,6 +160,8 @@ TEST_F(SessionManagerTest, RemoteAccessOffEndsSessionsRefusesNewOnesAndIsRemembe
     const std::string id = sessions->Create(Request()).session.id;
     sessions->SetRemoteAccess(false, "customer-admin");
     EXPECT_EQ(sessions->Find(id)->outcome, "remote access switched off by customer-admin");
+    ASSERT_EQ(Outbox("remote_access_switch").size(), 1u);
+    EXPECT_EQ(Outbox("remote_access_switch")[0].actor, "customer-admin");
     auto refused = sessions->Create(Request());
     EXPECT_FALSE(refused.allowed);
     EXPECT_EQ(refused.status, 403);
@@ -157,6 +182,9 @@ TEST_F(SessionManagerTest, SessionsOpenAtAStopAreClosedInTheLogAtTheNextStart) {
   auto reopened = Open();
   EXPECT_TRUE(reopened->List(false).empty());
   EXPECT_EQ(reopened->Find(id)->outcome, "gateway stopped");
+  auto ends = Outbox("session_end");
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_NE(ends[0].details_json.find("gateway stopped"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,127 @@
+// The gateway's policy cache (policy.db): the newest policy set only (never an older version), invalid
+// sets refused, synced_ms and the decision cursor, and the audit outbox, all across reopening; the
+// file is the owner's only.
+#include "gateway/policy_cache.h"
+
+#include "support/temp_dir.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+namespace lifeline::gateway {
+namespace {
+
+using namespace std::chrono_literals;
+
+policy::PolicySet SiteDefault(std::uint64_t version, policy::Action action) {
+  policy::PolicySet set;
+  set.version = version;
+  policy::Rule rule;
+  rule.id = 1;
+  rule.scope = {policy::ScopeKind::kSite, ""};
+  rule.action = action;
+  set.rules.push_back(rule);
+  return set;
+}
+
+policy::Verdict DecideSsh(const PolicyCache& cache) {
+  auto compiled = cache.Current();
+  EXPECT_TRUE(compiled);
+  return compiled->Decide(policy::DecisionRequest{policy::Activity::kRemoteSession, "ssh", "SN1", "VNX", "alice",
+                                                  std::chrono::system_clock::now()})
+      .verdict;
+}
+
+TEST(PolicyCacheTest, KeepsOnlyTheNewestVersionAcrossReopening) {
+  testing::TempDir dir;
+  {
+    auto cache = PolicyCache::Open(dir / "policy.db").value();
+    EXPECT_FALSE(cache->Current());
+    EXPECT_EQ(cache->Version(), 0u);
+    std::string why;
+    EXPECT_TRUE(cache->Offer(SiteDefault(5, policy::Action::kAlwaysAllow), &why).value());
+    EXPECT_EQ(cache->Version(), 5u);
+    EXPECT_FALSE(cache->Offer(SiteDefault(4, policy::Action::kNeverAllow), &why).value());
+    EXPECT_FALSE(cache->Offer(SiteDefault(5, policy::Action::kNeverAllow), &why).value());
+    EXPECT_EQ(DecideSsh(*cache), policy::Verdict::kAllow);
+  }
+  auto reopened = PolicyCache::Open(dir / "policy.db").value();
+  EXPECT_EQ(reopened->Version(), 5u);
+  EXPECT_EQ(DecideSsh(*reopened), policy::Verdict::kAllow);
+  std::string why;
+  EXPECT_FALSE(reopened->Offer(SiteDefault(2, policy::Action::kNeverAllow), &why).value());
+  EXPECT_TRUE(reopened->Offer(SiteDefault(6, policy::Action::kNeverAllow), &why).value());
+  EXPECT_EQ(DecideSsh(*reopened), policy::Verdict::kDeny);
+}
+
+TEST(PolicyCacheTest, AnInvalidSetIsRefusedAndTheCachedOneStays) {
+  testing::TempDir dir;
+  auto cache = PolicyCache::Open(dir / "policy.db").value();
+  std::string why;
+  ASSERT_TRUE(cache->Offer(SiteDefault(1, policy::Action::kAlwaysAllow), &why).value());
+  auto bad = SiteDefault(2, policy::Action::kAlwaysAllow);
+  bad.rules.push_back(bad.rules[0]);  // duplicate id
+  bad.rules.back().scope = {policy::ScopeKind::kGroup, "no-such-group"};
+  why.clear();
+  auto offered = cache->Offer(bad, &why);
+  ASSERT_FALSE(offered);
+  EXPECT_NE(why.find("no-such-group"), std::string::npos) << why;
+  EXPECT_EQ(cache->Version(), 1u);
+}
+
+TEST(PolicyCacheTest, SyncedTimeAndCursorSurviveReopening) {
+  testing::TempDir dir;
+  {
+    auto cache = PolicyCache::Open(dir / "policy.db").value();
+    EXPECT_EQ(cache->SyncedMs(), 0);
+    EXPECT_EQ(cache->Cursor(), 0);
+    ASSERT_TRUE(cache->SetSyncedMs(1'795'000'000'123));
+    ASSERT_TRUE(cache->SetCursor(42));
+  }
+  auto reopened = PolicyCache::Open(dir / "policy.db").value();
+  EXPECT_EQ(reopened->SyncedMs(), 1'795'000'000'123);
+  EXPECT_EQ(reopened->Cursor(), 42);
+}
+
+TEST(PolicyCacheTest, OutboxKeepsRecordsInOrderUntilDeliveredAcrossReopening) {
+  testing::TempDir dir;
+  int appended = 0;
+  {
+    auto cache = PolicyCache::Open(dir / "policy.db").value();
+    cache->SetAppendListener([&] { ++appended; });
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(cache->Append(AuditRecord{"id-" + std::to_string(i), 1000 + i, "decision", "alice", "SN1",
+                                            R"({"n":)" + std::to_string(i) + "}"}));
+    }
+    // The same record id again (a retried append) is not a second record.
+    ASSERT_TRUE(cache->Append(AuditRecord{"id-2", 9999, "decision", "mallory", "SN1", "{}"}));
+    EXPECT_EQ(cache->OutboxSize().value(), 5u);
+    EXPECT_EQ(appended, 6);
+    auto first = cache->OldestRecords(2).value();
+    ASSERT_EQ(first.size(), 2u);
+    EXPECT_EQ(first[0].record_id, "id-0");
+    EXPECT_EQ(first[1].record_id, "id-1");
+    ASSERT_TRUE(cache->MarkDelivered({first[0].record_id, first[1].record_id}));
+  }
+  auto reopened = PolicyCache::Open(dir / "policy.db").value();
+  auto rest = reopened->OldestRecords(1000).value();
+  ASSERT_EQ(rest.size(), 3u);
+  EXPECT_EQ(rest[0].record_id, "id-2");
+  EXPECT_EQ(rest[0].time_ms, 1002);  // the original time, not the retry's
+  EXPECT_EQ(rest[0].actor, "alice");
+  EXPECT_EQ(rest[0].details_json, R"({"n":2})");
+  EXPECT_EQ(rest[2].record_id, "id-4");
+}
+
+TEST(PolicyCacheTest, TheFileIsTheOwnersOnly) {
+  testing::TempDir dir;
+  auto cache = PolicyCache::Open(dir / "policy.db").value();
+  ASSERT_TRUE(cache->Append(AuditRecord{NewAuditRecordId(), 1, "decision", "alice", "SN1", "{}"}));
+  struct stat info {};
+  ASSERT_EQ(::stat((dir / "policy.db").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600);
+}
+
+}  // namespace
+}  // namespace lifeline::gateway
