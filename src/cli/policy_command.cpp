@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 
 #include <unistd.h>
@@ -101,9 +102,12 @@ int RunService(const PolicyOptions& options) {
 struct Local {
   policy::PolicyConfig config;
   std::unique_ptr<policy::PolicyStore> store;
+  std::unique_ptr<policy::AuditLog> audit;  // before users: their sink appends to it
   std::unique_ptr<policy::PolicyUsers> users;
 };
-std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view program, int* exit_code) {
+/// `audited`: the command changes users or tokens, so its events go to the audit log.
+std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view program, bool audited,
+                               int* exit_code) {
   auto config = Load(options.config_file, program);
   if (!config) {
     *exit_code = kExitUsage;
@@ -116,11 +120,25 @@ std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view pr
     *exit_code = kExitFailure;
     return std::nullopt;
   }
-  Local local{*config, std::move(*store), nullptr};
+  Local local{*config, std::move(*store), nullptr, nullptr};
   local.users = std::make_unique<policy::PolicyUsers>(*local.store, SystemClock::Instance(),
                                                       policy::MakeUsersOptions(local.config));
-  // Changes made here are security events like those made over the API: they are logged, and the
-  // audit log picks them up where the service wires its sink.
+  // Changes made here are admin actions like those made over the API: records in the same audit log
+  // (its appends are transactions on the file, so a running service and this process may both write).
+  // No timer thread: the service, or the next count-due append, signs the checkpoint.
+  if (!audited) {
+    return local;
+  }
+  auto audit_options = policy::AuditLogOptions(local.config);
+  audit_options.checkpoint_timer = false;
+  auto audit = policy::AuditLog::Open(std::move(audit_options));
+  if (!audit) {
+    std::cerr << program << ": warning: cannot open the audit log in " << local.config.data_dir << " ("
+              << audit.error().message() << "): this change will not be audited\n";
+  } else {
+    local.audit = std::move(*audit);
+    local.users->SetSecurityEventSink(policy::AuditSecurityEvents(*local.audit));
+  }
   return local;
 }
 
@@ -139,7 +157,7 @@ int Users(const PolicyCommands& c, const PolicyOptions& options) {
                               : c.users_remove->parsed() ? "lifeline policy users remove"
                                                          : "lifeline policy users list";
   int exit_code = kExitOk;
-  auto local = OpenLocal(options, program, &exit_code);
+  auto local = OpenLocal(options, program, !c.users_list->parsed(), &exit_code);
   if (!local) {
     return exit_code;
   }
@@ -196,7 +214,7 @@ int Tokens(const PolicyCommands& c, const PolicyOptions& options) {
                               : c.tokens_revoke->parsed() ? "lifeline policy tokens revoke"
                                                           : "lifeline policy tokens list";
   int exit_code = kExitOk;
-  auto local = OpenLocal(options, program, &exit_code);
+  auto local = OpenLocal(options, program, !c.tokens_list->parsed(), &exit_code);
   if (!local) {
     return exit_code;
   }
@@ -264,6 +282,172 @@ int Tokens(const PolicyCommands& c, const PolicyOptions& options) {
   return kExitOk;
 }
 
+// ---- show, set: through the running service's API ----------------------------------------------
+
+std::string Field(const json::object& object, std::string_view key) {
+  const auto* v = object.if_contains(key);
+  if (v == nullptr || v->is_null()) {
+    return "";
+  }
+  return v->is_string() ? std::string(v->get_string()) : json::serialize(*v);
+}
+
+std::string ScopeText(const json::object& item) {
+  const auto* scope = item.if_contains("scope");
+  if (scope == nullptr || !scope->is_object()) {
+    return "?";
+  }
+  const std::string kind = Field(scope->get_object(), "kind");
+  return kind == "site" ? std::string("site default") : kind + " " + Field(scope->get_object(), "name");
+}
+
+std::string WindowsText(const json::object& rule) {
+  const auto* windows = rule.if_contains("windows");
+  if (windows == nullptr || !windows->is_array()) {
+    return "";
+  }
+  std::string out;
+  for (const auto& w : windows->get_array()) {
+    if (!w.is_object()) {
+      continue;
+    }
+    std::string days;
+    if (const auto* d = w.get_object().if_contains("days"); d != nullptr && d->is_array()) {
+      for (const auto& day : d->get_array()) {
+        days += (days.empty() ? "" : ",") + (day.is_string() ? std::string(day.get_string()) : "?");
+      }
+    }
+    out += fmt::format("{}{} {}-{} {}", out.empty() ? "" : "; ", days.empty() ? "every day" : days,
+                       Field(w.get_object(), "from"), Field(w.get_object(), "to"), Field(w.get_object(), "utc_offset"));
+  }
+  return out;
+}
+
+const json::array& ArrayOf(const json::object& object, std::string_view key) {
+  static const json::array kEmpty;
+  const auto* v = object.if_contains(key);
+  return v != nullptr && v->is_array() ? v->get_array() : kEmpty;
+}
+
+void PrintPolicy(const json::object& answer) {
+  const std::int64_t version = answer.contains("version") && answer.at("version").is_int64()
+                                   ? answer.at("version").get_int64()
+                                   : 0;
+  if (version == 0) {
+    std::cout << "policy version 0: no policy set yet (every request is denied)\n";
+    return;
+  }
+  std::cout << fmt::format("policy version {} (changed {} by {})\n", version,
+                           Time(answer.at("changed_ms").is_int64() ? answer.at("changed_ms").get_int64() : 0),
+                           Field(answer, "changed_by"));
+  const auto* policy_value = answer.if_contains("policy");
+  if (policy_value == nullptr || !policy_value->is_object()) {
+    return;
+  }
+  const json::object& policy = policy_value->get_object();
+  const auto& groups = ArrayOf(policy, "groups");
+  std::cout << fmt::format("groups ({}):\n", groups.size());
+  for (const auto& g : groups) {
+    std::string serials;
+    for (const auto& serial : ArrayOf(g.as_object(), "serials")) {
+      serials += (serials.empty() ? "" : " ") + (serial.is_string() ? std::string(serial.get_string()) : "?");
+    }
+    std::cout << fmt::format("  {:<20} {}\n", Field(g.as_object(), "name"), serials);
+  }
+  const auto& rules = ArrayOf(policy, "rules");
+  std::cout << fmt::format("rules ({}):\n", rules.size());
+  for (const auto& r : rules) {
+    const auto& rule = r.as_object();
+    const std::string application = Field(rule, "application");
+    std::string action = Field(rule, "action");
+    if (action == "ask_for_approval") {
+      const std::string timeout = Field(rule, "ask_timeout_s");
+      action += fmt::format(" ({} s)", timeout.empty() ? "900" : timeout);
+    }
+    const std::string windows = WindowsText(rule);
+    const std::string description = Field(rule, "description");
+    std::cout << fmt::format("  {:>4}  {:<24} {:<22} {}{}{}\n", Field(rule, "id"), ScopeText(rule),
+                             Field(rule, "activity") + (application.empty() ? "" : " " + application), action,
+                             windows.empty() ? "" : "  [" + windows + "]",
+                             description.empty() ? "" : "  # " + description);
+  }
+  const auto& grants = ArrayOf(policy, "grants");
+  std::cout << fmt::format("grants ({}):\n", grants.size());
+  for (const auto& g : grants) {
+    const auto& grant = g.as_object();
+    std::string activities;
+    for (const auto& a : ArrayOf(grant, "activities")) {
+      activities += (activities.empty() ? "" : ",") + (a.is_string() ? std::string(a.get_string()) : "?");
+    }
+    const std::string engineer = Field(grant, "engineer");
+    const auto ms = [&grant](std::string_view key) {
+      const auto* v = grant.if_contains(key);
+      return v != nullptr && v->is_int64() ? std::optional<std::int64_t>(v->get_int64()) : std::nullopt;
+    };
+    std::cout << fmt::format("  {:>4}  {:<12} {:<24} {:<16} {} - {}{}  by {}: {}\n", Field(grant, "id"),
+                             engineer.empty() ? "*" : engineer, ScopeText(grant), activities, Time(ms("starts_at_ms")),
+                             Time(ms("ends_at_ms")),
+                             Field(grant, "overrides_never_allow") == "true" ? "  overrides Never Allow" : "",
+                             Field(grant, "granted_by"), Field(grant, "reason"));
+  }
+}
+
+int Show(const PolicyOptions& options) {
+  constexpr std::string_view program = "lifeline policy show";
+  int exit_code = kExitFailure;
+  auto answer = SendPolicyRequest(options.api, program, "GET", "/v1/policies", "", &exit_code);
+  if (!answer) {
+    return exit_code;
+  }
+  if (!answer->ok() || !answer->json.is_object()) {
+    ReportPolicyApiError(program, *answer);
+    return kExitFailure;
+  }
+  if (options.json) {
+    // The set itself, as `policy set` takes it: its version makes a later set fail with 409 when
+    // someone changed the policy in between.
+    const auto* policy = answer->json.as_object().if_contains("policy");
+    std::cout << (policy != nullptr ? json::serialize(*policy) : std::string("{}")) << "\n";
+    return kExitOk;
+  }
+  PrintPolicy(answer->json.as_object());
+  return kExitOk;
+}
+
+int Set(const PolicyOptions& options) {
+  constexpr std::string_view program = "lifeline policy set";
+  std::string body;
+  if (options.policy_file == "-") {
+    body.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream in(options.policy_file, std::ios::binary);
+    if (!in) {
+      std::cerr << fmt::format("{}: cannot read {}\n", program, options.policy_file);
+      return kExitUsage;
+    }
+    body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  boost::system::error_code ec;
+  const auto parsed = json::parse(body, ec);
+  if (ec || !parsed.is_object()) {
+    std::cerr << fmt::format("{}: {} is not a JSON object ({})\n", program, options.policy_file,
+                             ec ? ec.message() : std::string("another JSON value"));
+    return kExitUsage;
+  }
+  int exit_code = kExitFailure;
+  auto answer = SendPolicyRequest(options.api, program, "PUT", "/v1/policies", body, &exit_code);
+  if (!answer) {
+    return exit_code;
+  }
+  if (!answer->ok()) {
+    ReportPolicyApiError(program, *answer);
+    return kExitFailure;
+  }
+  const auto* version = answer->json.is_object() ? answer->json.as_object().if_contains("version") : nullptr;
+  std::cout << fmt::format("stored policy version {}\n", version != nullptr ? json::serialize(*version) : "?");
+  return kExitOk;
+}
+
 }  // namespace
 
 PolicyCommands AddPolicyCommands(CLI::App& app, PolicyOptions& options) {
@@ -299,6 +483,14 @@ PolicyCommands AddPolicyCommands(CLI::App& app, PolicyOptions& options) {
   c.tokens_revoke = tokens->add_subcommand("revoke", "Revoke an API token");
   c.tokens_revoke->add_option("name", options.name, "Token name")->required();
 
+  c.show = c.policy->add_subcommand("show", "Print the running policy manager's current policy (any role)");
+  c.show->add_flag("--json", options.json, "Print the policy set as JSON, as `policy set` takes it");
+  c.set = c.policy->add_subcommand("set", "Replace the policy with a policy set from a JSON file (admin)");
+  c.set->add_option("file", options.policy_file, "PolicySet JSON (docs/policy.md); - reads stdin")->required();
+  for (CLI::App* sub : {c.show, c.set}) {
+    AddPolicyApiOptions(sub, options.api);
+  }
+
   for (CLI::App* sub : {c.users_add, c.users_list, c.users_passwd, c.users_remove, c.tokens_create, c.tokens_list,
                         c.tokens_revoke}) {
     sub->add_option("--config", options.config_file, "policy.toml (default /etc/lifeline/policy.toml)");
@@ -318,6 +510,12 @@ int RunPolicyCommands(const PolicyCommands& c, const PolicyOptions& options) {
   }
   if (c.tokens_create->parsed() || c.tokens_list->parsed() || c.tokens_revoke->parsed()) {
     return Tokens(c, options);
+  }
+  if (c.show->parsed()) {
+    return Show(options);
+  }
+  if (c.set->parsed()) {
+    return Set(options);
   }
   return -1;
 }

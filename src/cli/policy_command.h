@@ -1,6 +1,9 @@
 #pragma once
-// `lifeline policy run|users|tokens`: the policy manager service, and its users and API tokens
-// managed on the store directly by a local administrator (like `lifeline home admin-token`).
+// `lifeline policy run|users|tokens|show|set`: the policy manager service; its users and API tokens
+// managed on the store directly by a local administrator (like `lifeline home admin-token`); its
+// policy read and changed through the running service's API (policy_api_client.h).
+#include "cli/policy_api_client.h"
+
 #include <CLI/CLI.hpp>
 
 #include <string>
@@ -15,6 +18,8 @@ struct PolicyOptions {
   std::string role;           // users add, tokens create
   std::string password_file;  // users add|passwd; else LIFELINE_POLICY_PASSWORD, else one line of stdin
   std::string ttl;            // tokens create: "90d", "12h"; empty: no expiry
+  std::string policy_file;    // set: the PolicySet JSON ("-": stdin)
+  PolicyApiConnection api;    // show, set
 };
 
 struct PolicyCommands {
@@ -27,9 +32,11 @@ struct PolicyCommands {
   CLI::App* tokens_create = nullptr;
   CLI::App* tokens_list = nullptr;
   CLI::App* tokens_revoke = nullptr;
+  CLI::App* show = nullptr;
+  CLI::App* set = nullptr;
 };
 
-/// Adds `policy` with run, users ... and tokens ... to `app`.
+/// Adds `policy` with run, users ..., tokens ..., show and set to `app`.
 PolicyCommands AddPolicyCommands(CLI::App& app, PolicyOptions& options);
 /// Runs whichever of them was parsed; -1 when none was.
 int RunPolicyCommands(const PolicyCommands& commands, const PolicyOptions& options);

@@ -47,6 +47,13 @@ void Validate(const PolicyConfig& config, const std::string& origin) {
                        config.http_listen));
     }
   }
+  for (const auto& site : config.gateway_sites) {
+    const auto slash = site.find('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == site.size() ||
+        site.find('/', slash + 1) != std::string::npos) {
+      fail("gateways.sites", fmt::format("'{}' is not customer/site", site));
+    }
+  }
   if (config.data_dir.empty()) {
     fail("policy.data_dir", "must not be empty");
   }
@@ -103,10 +110,16 @@ config::Schema PolicyConfig::MakeSchema() {
               fmt::format("host:port of an optional plain HTTP API, e.g. 127.0.0.1:{}; loopback addresses only; "
                           "empty (the default): none",
                           ports::kPolicyHttp))
+      .Int("listen.worker_threads", &worker_threads, 2, 1024,
+           "HTTPS request handlers; each gateway's watch (long poll) holds one for up to 25 s, so allow "
+           "the number of gateways plus a few for users")
       .String("tls.cert_file", &cert_file, "the server certificate chain, PEM (default data_dir/policy.crt)")
       .String("tls.key_file", &key_file, "its private key, PEM (default data_dir/policy.key)")
       .String("tls.client_ca_file", &client_ca_file,
               "CA that signs the gateways' certificates; empty: no client certificates are asked for")
+      .StringList("gateways.sites", &gateway_sites,
+                  "\"customer/site\" pairs whose gateways may use the gateway API (e.g. [\"acme/dc1\"]); empty: "
+                  "every gateway whose certificate verifies against tls.client_ca_file")
       .Choice("store.backend", &store_backend, {"sqlite"}, "where users, tokens and policies live")
       .String("store.path", &store_path, "the SQLite file (default data_dir/policy.db)")
       .Int("login.min_password_length", &min_password_length, 8, 1024, "shortest password accepted")

@@ -21,11 +21,15 @@ struct PolicyConfig {
   // [listen]
   std::string https_listen;  // default 0.0.0.0:8443
   std::string http_listen;   // empty (default): no plain HTTP; else a loopback address, e.g. 127.0.0.1:8090
+  std::int64_t worker_threads = 16;  // HTTPS handlers; each watching gateway holds one for up to wait_s
 
   // [tls]
   std::string cert_file;       // default data_dir/policy.crt
   std::string key_file;        // default data_dir/policy.key
   std::string client_ca_file;  // CA of the gateways' certificates; empty: no client certificates asked
+
+  // [gateways]
+  std::vector<std::string> gateway_sites;  // "customer/site" allowed on /v1/gateway/; empty: any the CA certifies
 
   // [store] Only SQLite today. PostgreSQL joins as another `backend` value and another
   // OpenPolicyStore branch (policy_store.h): nothing above the PolicyStore interface changes.

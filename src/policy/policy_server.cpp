@@ -190,6 +190,11 @@ HttpResponse PolicyServer::Login(const HttpRequest& request) {
   if (user == nullptr || password == nullptr || !user->is_string() || !password->is_string()) {
     return JsonError(400, "bad_request", "send {\"user\": \"...\", \"password\": \"...\"}");
   }
+  login_slots_.acquire();
+  struct Release {
+    std::counting_semaphore<>& slots;
+    ~Release() { slots.release(); }
+  } release{login_slots_};
   auto issued = users_.Login(user->get_string(), password->get_string(), request.remote);
   if (!issued) {
     if (issued.error() == ServiceErrc::kBadCredentials) {
@@ -220,6 +225,29 @@ UsersOptions MakeUsersOptions(const PolicyConfig& config) {
   return options;
 }
 
+SecurityEventSink AuditSecurityEvents(AuditLog& audit) {
+  return [&audit](const SecurityEvent& event) {
+    AuditRecord record;
+    record.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(event.at.time_since_epoch()).count();
+    record.source = "policy";
+    record.kind = event.kind.starts_with("login") || event.kind == "logout" || event.kind == "lockout"
+                      ? std::string(audit_kind::kLogin)
+                      : std::string(audit_kind::kAdminAction);
+    record.actor = event.actor;
+    record.subject = event.subject;
+    record.details = boost::json::serialize(
+        boost::json::object{{"event", event.kind}, {"remote", event.remote}, {"detail", event.detail}});
+    if (auto appended = audit.Append(std::move(record)); !appended) {
+      Log()->error("cannot append a '{}' event to the audit log: {}", event.kind, appended.error().message());
+    }
+  };
+}
+
+AuditLog::Options AuditLogOptions(const PolicyConfig& config, const Clock& clock) {
+  const std::filesystem::path data_dir(config.data_dir);
+  return {.db_path = data_dir / "audit.db", .signing_key_path = data_dir / "audit-sign.key", .clock = &clock};
+}
+
 Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config) {
   // store.backend is validated by the config schema; "sqlite" is the only value today.
   return OpenSqlitePolicyStore(config.StorePath());
@@ -243,31 +271,14 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
 
   // Every login, failed login, lockout and change of users or tokens is an audit record.
   const std::filesystem::path data_dir(config.data_dir);
-  auto audit = AuditLog::Open({.db_path = data_dir / "audit.db",
-                               .signing_key_path = data_dir / "audit-sign.key",
-                               .clock = &clock});
+  auto audit = AuditLog::Open(AuditLogOptions(config, clock));
   if (!audit) {
     Log()->error("cannot open the audit log in {}: {}", data_dir.string(), audit.error().message());
     return audit.error();
   }
   service->audit_ = std::move(*audit);
   AuditLog* audit_log = service->audit_.get();
-  service->users_->SetSecurityEventSink([audit_log](const SecurityEvent& event) {
-    AuditRecord record;
-    record.time_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(event.at.time_since_epoch()).count();
-    record.source = "policy";
-    record.kind = event.kind.starts_with("login") || event.kind == "logout" || event.kind == "lockout"
-                      ? std::string(audit_kind::kLogin)
-                      : std::string(audit_kind::kAdminAction);
-    record.actor = event.actor;
-    record.subject = event.subject;
-    record.details = boost::json::serialize(
-        boost::json::object{{"event", event.kind}, {"remote", event.remote}, {"detail", event.detail}});
-    if (auto appended = audit_log->Append(std::move(record)); !appended) {
-      Log()->error("cannot append a '{}' event to the audit log: {}", event.kind, appended.error().message());
-    }
-  });
+  service->users_->SetSecurityEventSink(AuditSecurityEvents(*audit_log));
   // GET /v1/audit?format=jsonl|csv: the whole log with its checkpoints, for auditors (verify it
   // offline with `lifeline audit verify --export`).
   service->server_->Route("GET", "/v1/audit", Role::kAuditor,
@@ -287,6 +298,22 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
                             return transport::HttpResponse{200, csv ? "text/csv" : "application/jsonl", out.str(), {}};
                           });
 
+  // Policy sets live in the users store's file (their own table; see policy_sets.h).
+  auto policies = PolicySets::Open(config.StorePath(), clock);
+  if (!policies) {
+    return policies.error();
+  }
+  service->policies_ = std::move(*policies);
+  RegisterPolicyRoutes(*service->server_, *service->policies_, *service->audit_, service->feed_);
+  // The gateways' API: client certificates against tls.client_ca_file; without one configured no
+  // certificate is asked for, so every gateway route answers 401.
+  service->gateway_api_ = std::make_unique<GatewayApi>(*service->policies_, *service->audit_, service->feed_,
+                                                       GatewayAccess{config.gateway_sites});
+  service->gateway_api_->Register(*service->server_);
+  if (config.client_ca_file.empty()) {
+    Log()->warn("tls.client_ca_file is not set: gateways cannot authenticate, so /v1/gateway/ refuses them all");
+  }
+
   transport::ServerOptions options;
   options.listen = config.https_listen;
   options.tls.cert_file = config.CertFile().string();
@@ -294,7 +321,11 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   options.tls.client_ca_file = config.client_ca_file;
   options.client_certs =
       config.client_ca_file.empty() ? transport::ClientCertPolicy::kNone : transport::ClientCertPolicy::kOptional;
-  options.worker_threads = 4;  // logins spend ~0.1 s of CPU and 64 MiB each in Argon2id
+  // Each watching gateway holds a worker for up to 25 s. Logins (~0.1 s of CPU and 64 MiB each in
+  // Argon2id) are bounded by PolicyServer's login slots, not by the pool.
+  options.worker_threads = static_cast<int>(config.worker_threads);
+  // A gateway's audit batch: up to 1,000 records.
+  options.max_body_bytes = 8 * 1024 * 1024;
   options.name = "policy";
   if (auto started = service->server_->Start(std::move(options)); !started) {
     return started.error();
@@ -307,6 +338,8 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
 PolicyService::~PolicyService() { Stop(); }
 
 void PolicyService::Stop() {
+  // Long polls return at once; otherwise Stop would wait out each watch's grace.
+  feed_.Stop();
   if (server_) {
     server_->Stop(std::chrono::seconds(2));
   }

@@ -11,7 +11,10 @@
 // Errors are JSON {"error": "...", "message": "..."}; a 403 also names "needed_role".
 #include "common/result.h"
 #include "policy/audit_log.h"
+#include "policy/change_feed.h"
+#include "policy/gateway_api.h"
 #include "policy/policy_config.h"
+#include "policy/policy_sets.h"
 #include "policy/policy_store.h"
 #include "policy/policy_users.h"
 #include "transport/https_server.h"
@@ -20,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <semaphore>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -73,13 +77,17 @@ class PolicyServer {
   transport::HttpResponse Login(const transport::HttpRequest& request);
 
   PolicyUsers& users_;
+  // Argon2id takes 64 MiB per login: at most this many at once, however many workers serve.
+  std::counting_semaphore<> login_slots_{4};
   mutable std::shared_mutex routes_mutex_;
   std::vector<Entry> routes_;
   std::unique_ptr<transport::HttpsServer> server_;
 };
 
-/// The whole `lifeline policy run` service: store, users, HTTPS server. Other parts add their
-/// routes to server() after Start.
+/// The whole `lifeline policy run` service: store, users, policy sets, audit log, the gateway API
+/// and the HTTPS server. Other parts add their routes to server() after Start, wake the gateways'
+/// watches with feed().Notify() after committing a change, and give the watch its decisions with
+/// SetDecisionSource.
 class PolicyService {
  public:
   /// Opens the store and starts the HTTPS API. Refuses a configured listen.http: this build serves
@@ -87,6 +95,7 @@ class PolicyService {
   [[nodiscard]] static Result<std::unique_ptr<PolicyService>> Start(const PolicyConfig& config,
                                                                     const Clock& clock = SystemClock::Instance());
   ~PolicyService();
+  /// Releases every long poll (feed().Stop()), then stops the HTTPS server. Idempotent.
   void Stop();
 
   PolicyServer& server() { return *server_; }
@@ -94,17 +103,36 @@ class PolicyService {
   PolicyStore& store() { return *store_; }
   /// The tamper-evident audit log (data_dir/audit.db, signed with data_dir/audit-sign.key).
   AuditLog& audit() { return *audit_; }
+  /// The versioned policy sets (GET/PUT /v1/policies).
+  PolicySets& policies() { return *policies_; }
+  /// Wakes the gateways' watches: call Notify() after committing a change they should see (a request
+  /// decided or expired).
+  ChangeFeed& feed() { return feed_; }
+  /// Where GET /v1/gateway/watch reads the decisions of each gateway's requests (the approvals part,
+  /// after Start). Until called, watches report no decisions. Thread-safe.
+  void SetDecisionSource(DecisionSource source) { gateway_api_->SetDecisionSource(std::move(source)); }
+  /// The [gateways] access rules, for other /v1/gateway/ routes: AuthenticateGateway(request, ...).
+  const GatewayAccess& gateway_access() const { return gateway_api_->access(); }
 
  private:
   PolicyService() = default;
+  // Declared before what uses it; destroyed after the server that runs the watches is stopped.
+  ChangeFeed feed_;
   std::unique_ptr<PolicyStore> store_;
   std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<PolicySets> policies_;
+  std::unique_ptr<GatewayApi> gateway_api_;
   std::unique_ptr<PolicyUsers> users_;
   std::unique_ptr<PolicyServer> server_;
 };
 
 /// UsersOptions from policy.toml's [login] and [sessions].
 UsersOptions MakeUsersOptions(const PolicyConfig& config);
+/// The audit log's files in data_dir (audit.db, audit-sign.key), as the service and the CLI open it.
+AuditLog::Options AuditLogOptions(const PolicyConfig& config, const Clock& clock = SystemClock::Instance());
+/// A sink that appends each security event (logins, lockouts, user and token changes) to `audit` as
+/// a `login` or `admin_action` record. `audit` must outlive the sink.
+SecurityEventSink AuditSecurityEvents(AuditLog& audit);
 /// Opens the store policy.toml names (store.backend); the one place a PostgreSQL backend joins.
 [[nodiscard]] Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config);
 

@@ -167,6 +167,92 @@ TEST_F(PolicyService, LoginEventsAreInTheAuditLogAndTheExportVerifies) {
   EXPECT_EQ(Call("GET", "/v1/audit", "").status, 401);
 }
 
+// `lifeline policy set|show` against the real service with CLI-made tokens: versions, the
+// optimistic check through `show --json`, every problem of an invalid set, roles, usage errors. The
+// CLI's user and token changes are audit records too (the local store path wires the audit log).
+TEST_F(PolicyService, PolicySetAndShowThroughTheCli) {
+  auto make_token = [&](const std::string& name, const std::string& role) {
+    auto made = RunLifeline({"policy", "tokens", "create", name, "--role", role, "--config", config().string()});
+    EXPECT_EQ(made.exit_code, 0) << made.output;
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(made.output, m, std::regex("llpol_[A-Za-z0-9_-]{43}"))) << made.output;
+    WriteFile(dir_ / (name + ".token"), std::string(m[0]) + "\n");
+    return dir_ / (name + ".token");
+  };
+  const fs::path admin = make_token("policy-admin", "admin");
+  const fs::path auditor = make_token("policy-reader", "auditor");
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const std::string url = "https://127.0.0.1:" + std::to_string(port_);
+  const std::string ca = (dir_ / "pki" / "ca.crt").string();
+  auto policy = [&](std::vector<std::string> args, const fs::path& token) {
+    args.insert(args.begin(), "policy");
+    for (const std::string& a : std::vector<std::string>{"--url", url, "--ca-file", ca, "--token-file", token.string()}) {
+      args.push_back(a);
+    }
+    return RunLifeline(args);
+  };
+
+  WriteFile(dir_ / "policy.json", R"({"groups": [{"name": "rack-a", "serials": ["SN41000"]}],
+    "rules": [{"id": 7, "activity": "remote_session", "application": "ssh",
+               "scope": {"kind": "group", "name": "rack-a"}, "action": "ask_for_approval", "ask_timeout_s": 600},
+              {"id": 9, "activity": "connect_home", "scope": {"kind": "site"}, "action": "always_allow"}]})");
+  auto set = policy({"set", (dir_ / "policy.json").string()}, admin);
+  ASSERT_EQ(set.exit_code, 0) << set.output;
+  EXPECT_NE(set.output.find("stored policy version 1"), std::string::npos) << set.output;
+
+  auto show = policy({"show"}, auditor);
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("policy version 1"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("by policy-admin"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("rack-a"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("ask_for_approval (600 s)"), std::string::npos) << show.output;
+
+  // show --json gives the set with its version: edited and set, it becomes version 2; set again, it
+  // is a conflict (version 1 is no longer current).
+  auto json_show = policy({"show", "--json"}, auditor);
+  ASSERT_EQ(json_show.exit_code, 0) << json_show.output;
+  const auto brace = json_show.output.find('{');
+  ASSERT_NE(brace, std::string::npos) << json_show.output;
+  WriteFile(dir_ / "current.json", json_show.output.substr(brace));
+  EXPECT_EQ(json::parse(json_show.output.substr(brace)).at("version").as_int64(), 1);
+  auto second = policy({"set", (dir_ / "current.json").string()}, admin);
+  EXPECT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("stored policy version 2"), std::string::npos) << second.output;
+  auto conflict = policy({"set", (dir_ / "current.json").string()}, admin);
+  EXPECT_EQ(conflict.exit_code, 1) << conflict.output;
+  EXPECT_NE(conflict.output.find("version_conflict (409)"), std::string::npos) << conflict.output;
+
+  // Every problem of an invalid set, one per line.
+  WriteFile(dir_ / "bad.json", R"({"rules": [
+    {"id": 1, "activity": "remote_session", "scope": {"kind": "group", "name": "nope"}, "action": "never_allow"},
+    {"id": 1, "activity": "file_transfer", "scope": {"kind": "site"}, "action": "ask_for_approval", "ask_timeout_s": 2}]})");
+  auto invalid = policy({"set", (dir_ / "bad.json").string()}, admin);
+  EXPECT_EQ(invalid.exit_code, 1) << invalid.output;
+  EXPECT_NE(invalid.output.find("invalid_policy (400)"), std::string::npos) << invalid.output;
+  EXPECT_NE(invalid.output.find("'nope'"), std::string::npos) << invalid.output;
+  EXPECT_NE(invalid.output.find("  rule 1"), std::string::npos) << invalid.output;
+
+  auto forbidden = policy({"set", (dir_ / "policy.json").string()}, auditor);
+  EXPECT_EQ(forbidden.exit_code, 1) << forbidden.output;
+  EXPECT_NE(forbidden.output.find("forbidden (403)"), std::string::npos) << forbidden.output;
+  EXPECT_EQ(policy({"set", (dir_ / "missing.json").string()}, admin).exit_code, 2);
+  auto no_token = RunLifeline({"policy", "show", "--url", url, "--ca-file", ca});
+  EXPECT_EQ(no_token.exit_code, 2) << no_token.output;
+  EXPECT_NE(no_token.output.find("LIFELINE_POLICY_TOKEN"), std::string::npos) << no_token.output;
+  auto show_after = policy({"show"}, auditor);
+  EXPECT_NE(show_after.output.find("policy version 2"), std::string::npos) << show_after.output;
+
+  // The audit log has both changes, and the tokens the CLI made before the service started.
+  const std::string admin_token = ReadFile(admin).substr(0, ReadFile(admin).find('\n'));
+  auto exported = Call("GET", "/v1/audit?format=jsonl", admin_token);
+  ASSERT_EQ(exported.status, 200);
+  ASSERT_TRUE(exported.body.is_string());
+  const std::string jsonl(exported.body.as_string());
+  EXPECT_NE(jsonl.find("\"kind\":\"policy_change\""), std::string::npos) << jsonl;
+  EXPECT_NE(jsonl.find("token_created"), std::string::npos) << jsonl;
+  EXPECT_NE(jsonl.find("local-admin"), std::string::npos) << jsonl;
+}
+
 TEST_F(PolicyService, PlainHttpOffLoopbackIsAConfigError) {
   WriteFile(dir_ / "bad.toml", "[listen]\nhttp = \"0.0.0.0:8090\"\n");
   auto result = RunLifeline({"policy", "run", "--config", (dir_ / "bad.toml").string()});
