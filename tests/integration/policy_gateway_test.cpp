@@ -318,7 +318,7 @@ TEST_F(PolicyGatewayTest, NobodyApprovesTheirOwnRequestAndAuditorsCannotApprove)
 
   auto own = s.policy.Approve(ssh.id(), shared->engineer);
   EXPECT_NE(own.exit_code, 0) << own.output;
-  EXPECT_NE(own.output.find("own_request"), std::string::npos) << own.output;
+  EXPECT_NE(own.output.find("your own request"), std::string::npos) << own.output;
   auto own_api = s.policy.Api("POST", "/v1/requests/" + ssh.id() + "/approve", s.policy.Token(shared->engineer), "{}");
   EXPECT_EQ(own_api.status, 403) << own_api.raw;
   EXPECT_NE(own_api.raw.find("own_request"), std::string::npos) << own_api.raw;

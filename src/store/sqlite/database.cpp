@@ -154,12 +154,23 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
       }
       ::chmod(dir.c_str(), 0700);
     }
-    const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      return std::error_code(errno, std::system_category());
+    // Never open and close a descriptor of a file this process may already use through SQLite:
+    // close() drops every POSIX lock the process holds on it, so another process's connection could
+    // then checkpoint and delete the WAL under ours (seen as "database disk image is malformed" when
+    // `lifeline policy tokens create` ran beside `policy run`, which opens policy.db three times).
+    if (std::filesystem::exists(path, fs_ec)) {
+      ::chmod(path.c_str(), 0600);  // an existing file made before with wider bits
+    } else {
+      const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+      if (fd < 0 && errno != EEXIST) {
+        return std::error_code(errno, std::system_category());
+      }
+      if (fd >= 0) {
+        ::close(fd);  // nobody had it open: it did not exist
+      } else {
+        ::chmod(path.c_str(), 0600);  // made by another process a moment ago
+      }
     }
-    ::fchmod(fd, 0600);  // an existing file made before with wider bits
-    ::close(fd);
   }
   sqlite3* raw = nullptr;
   const int flags = options.read_only ? SQLITE_OPEN_READONLY
