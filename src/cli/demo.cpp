@@ -24,6 +24,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace lifeline::cli {
@@ -209,7 +210,8 @@ class Demo {
       return kExitUsage;
     }
     BlockStopSignals();
-    if (!StartMailSink() || !StartHome() || !StartGateway() || !StartAgents() || !StartSession()) {
+    if (!StartMailSink() || !StartHome() || !StartPolicyManager() || !StartGateway() || !StartAgents() ||
+        !StartSession()) {
       Shutdown();
       return kExitFailure;
     }
@@ -248,7 +250,7 @@ class Demo {
       }
       fs::create_directories(dir_);
     }
-    for (const char* sub : {"logs", "mail", "home", "devices", "gateway/pki"}) {
+    for (const char* sub : {"logs", "mail", "home", "devices", "gateway/pki", "policy/tokens"}) {
       fs::create_directories(dir_ / sub);
     }
     mail_sink_ = FindMailSink();
@@ -337,11 +339,137 @@ email = ["oncall@storage-support.example", "service-manager@storage-support.exam
     return crypto::WriteFileAtomically(dir_ / "admin.token", admin_token_ + "\n", 0600).has_value();
   }
 
+  // The customer's policy manager (`lifeline policy run`): its own TLS certificate, the home's CA to
+  // verify the gateway's client certificate, approval emails to the mail sink; an admin and an
+  // approver token made with `lifeline policy tokens create`; one Ask for Approval rule.
+  bool StartPolicyManager() {
+    const fs::path policy = dir_ / "policy";
+    crypto::InitPkiOptions pki_options;
+    pki_options.home_names = {"127.0.0.1", "localhost"};
+    pki_options.ca_name = "Lifeline demo policy manager CA";
+    if (auto made = crypto::InitPki(policy / "pki", pki_options); !made) {
+      std::cerr << "lifeline demo: cannot create the policy manager's certificate: " << made.error().message() << "\n";
+      return false;
+    }
+    policy_config_ = policy / "policy.toml";
+    WriteText(policy_config_, fmt::format(R"(# Written by `lifeline demo`.
+[policy]
+data_dir = "{0}/data"
+
+[listen]
+https = "127.0.0.1:0"
+
+[tls]
+cert_file = "{0}/pki/home.crt"
+key_file = "{0}/pki/home.key"
+client_ca_file = "{1}/pki/ca.crt"   # the home's CA, which signs the gateway's certificate
+
+[approvals]
+notify = ["approvers@acme.example"]
+
+[smtp]
+url = "smtp://127.0.0.1:{2}"
+from = "lifeline-policy@acme.example"
+)",
+                                          policy.string(), dir_.string(), mail_port_));
+    if (!MakePolicyToken("demo-admin", "admin") || !MakePolicyToken("carol", "approver")) {
+      return false;
+    }
+    const fs::path log = dir_ / "logs" / "policy.log";
+    auto run = Subprocess::Spawn({SelfExecutable().string(), "policy", "run", "--config", policy_config_.string()}, log);
+    if (!run) {
+      return false;
+    }
+    processes_.push_back(std::move(*run));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const std::string marker = "listening on https://";
+    std::string text;
+    while ((text = ReadText(log)).find(marker) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::cerr << "lifeline demo: the policy manager did not start; see " << log.string() << "\n";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const auto at = text.find(marker) + marker.size();
+    policy_url_ = "https://" + text.substr(at, text.find_first_of(" \n", at) - at);
+    return true;
+  }
+
+  // Rule 1 asks an approver before anyone reaches the first array's console; connect-home uploads
+  // from every array are allowed. Set once the console is registered at the gateway, as a customer
+  // would: the gateway refuses a device deployed after its last word from the policy manager, and a
+  // new version is such a word.
+  bool SetDemoPolicy() {
+    const fs::path policy = dir_ / "policy";
+    const std::string rules = fmt::format(
+        R"({{"rules": [{{"id": 1, "activity": "remote_session", "application": "http",
+                       "scope": {{"kind": "device", "name": "{}"}}, "action": "ask_for_approval",
+                       "ask_timeout_s": 900, "description": "the console needs an approver"}},
+                      {{"id": 2, "activity": "connect_home", "scope": {{"kind": "site"}},
+                       "action": "always_allow"}}]}})",
+        DemoSerial(0));
+    transport::HttpClient client(transport::ClientTls{.ca_file = (policy / "pki" / "ca.crt").string()});
+    auto put = client.Send({.method = "PUT", .url = policy_url_ + "/v1/policies", .content_type = "application/json",
+                            .body = rules,
+                            .headers = {{"Authorization", "Bearer " + ReadToken("demo-admin")}}});
+    if (!put || put->status != 200) {
+      std::cerr << "lifeline demo: the policy manager refused the demo's policy: "
+                << (put ? put->body : put.error().message()) << "\n";
+      return false;
+    }
+    return true;
+  }
+
+  fs::path PolicyTokenFile(const std::string& name) const { return dir_ / "policy" / "tokens" / name; }
+  std::string ReadToken(const std::string& name) const {
+    std::string token = ReadText(PolicyTokenFile(name));
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) {
+      token.pop_back();
+    }
+    return token;
+  }
+
+  // `lifeline policy tokens create NAME --role ROLE`: the token is the line it prints on stdout.
+  bool MakePolicyToken(const std::string& name, const std::string& role) {
+    const fs::path out = dir_ / "policy" / "tokens" / (name + ".out");
+    auto create = Subprocess::Spawn({SelfExecutable().string(), "policy", "tokens", "create", name, "--role", role,
+                                     "--config", policy_config_.string()},
+                                    out);
+    if (!create || create->Wait(std::chrono::seconds(30)).value_or(-1) != 0) {
+      std::cerr << "lifeline demo: creating the policy manager's token '" << name << "' failed: " << ReadText(out);
+      return false;
+    }
+    std::istringstream lines(ReadText(out));
+    std::string token;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with("llpol_")) {
+        token = line;
+      }
+    }
+    fs::remove(out);
+    return !token.empty() && crypto::WriteFileAtomically(PolicyTokenFile(name), token + "\n", 0600).has_value();
+  }
+
+  // `lifeline policy ARGS...` against the demo's policy manager with the named token.
+  std::vector<std::string> PolicyCommand(std::vector<std::string> args, const std::string& token) const {
+    std::vector<std::string> argv = {SelfExecutable().string(), "policy"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    for (const std::string& option : {std::string("--url"), policy_url_, std::string("--ca-file"),
+                                      (dir_ / "policy" / "pki" / "ca.crt").string(), std::string("--token-file"),
+                                      PolicyTokenFile(token).string()}) {
+      argv.push_back(option);
+    }
+    return argv;
+  }
+
+  static std::string DemoSerial(int i) { return fmt::format("SN{:05d}", 41000 + i); }
+
   bool StartAgents() {
     const char* models[] = {"VSP G900", "HUS 150", "VSP E990", "XP7"};
     const crypto::PkiPaths home_pki(dir_ / "pki");
     for (int i = 0; i < options_.devices; ++i) {
-      DemoDevice device{.serial = fmt::format("SN{:05d}", 41000 + i), .model = models[i % 4],
+      DemoDevice device{.serial = DemoSerial(i), .model = models[i % 4],
                         .syslog_port = FreeUdpPort()};
       device.dir = dir_ / "devices" / device.serial;
       device.log_file = device.dir / "array.log";
@@ -464,12 +592,13 @@ interval = "10s"
 [remote_access]
 session_max = "1h"
 
-# No policy manager in the demo: every session is allowed (the gateway warns about it).
+# The site's policy manager decides every session (its rule 1 asks an approver for the first array's console).
 [policy]
-disabled = true
+url = "{5}"
+ca_file = "{6}"
 )",
                                            gateway.string(), ingest_address_, tunnel_port_, gateway_devices_,
-                                           FreeTcpPort()));
+                                           FreeTcpPort(), policy_url_, (dir_ / "policy" / "pki" / "ca.crt").string()));
     const protocol::DeviceIdentity identity{"ACME Corp", "Berlin DC1", "gw-berlin", "lifeline-gateway"};
     const std::string token = crypto::GenerateToken("llt");
     const auto now_ms = SystemClock::Instance().NowUnixMillis();
@@ -501,7 +630,9 @@ disabled = true
   }
 
   // The first array's web console (a plain HTTP server on its directory) registered at the gateway,
-  // and an engineer's session to it through home -> tunnel -> gateway, checked with one request.
+  // and an engineer's session to it through home -> tunnel -> gateway, checked with one request. The
+  // policy's rule 1 asks for approval: the request waits, the approvers' email arrives in the mail
+  // sink, and carol approves it with `lifeline policy requests approve`.
   bool StartSession() {
     if (devices_.empty()) {
       return true;
@@ -525,16 +656,29 @@ disabled = true
                 << "\n";
       return false;
     }
+    if (!SetDemoPolicy()) {
+      return false;
+    }
+    // The gateway's watch hears of the new version at once; give it a moment (bounded) before asking.
+    const auto synced = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ReadText(dir_ / "logs" / "gateway.log").find("policy version 1 received") == std::string::npos &&
+           std::chrono::steady_clock::now() < synced) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     const fs::path connect_log = dir_ / "logs" / "connect.log";
     auto connect = Subprocess::Spawn(
         {SelfExecutable().string(), "connect", "--home", "https://" + admin_address_, "--ca",
          (dir_ / "pki" / "ca.crt").string(), "--token-file", (dir_ / "admin.token").string(), "--device",
-         device.serial, "--app", "http", "--reason", "DEMO-1: read the array's log", "--listen", "127.0.0.1:0"},
+         device.serial, "--app", "http", "--reason", "read the array's log", "--service-request", "DEMO-1",
+         "--listen", "127.0.0.1:0"},
         connect_log);
     if (!connect) {
       return false;
     }
     processes_.push_back(std::move(*connect));
+    if (!ApproveSession(connect_log)) {
+      return false;
+    }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     std::string text;
     while ((text = ReadText(connect_log)).find("listening on 127.0.0.1:") == std::string::npos) {
@@ -546,6 +690,46 @@ disabled = true
     }
     const auto at = text.find("listening on 127.0.0.1:") + std::string("listening on 127.0.0.1:").size();
     session_port_ = std::stoi(text.substr(at));
+    return true;
+  }
+
+  // Waits (bounded) for `lifeline connect` to wait for approval, for the approvers' email, then approves
+  // as carol with the CLI.
+  bool ApproveSession(const fs::path& connect_log) {
+    const std::string marker = "waiting for approval of session ";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    std::string text;
+    while ((text = ReadText(connect_log)).find(marker) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::cerr << "lifeline demo: the session did not wait for approval; see " << connect_log.string() << "\n";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    approval_id_ = text.substr(text.find(marker) + marker.size(), 32);
+    while (approval_email_.empty()) {
+      std::error_code ec;
+      for (const auto& entry : fs::directory_iterator(dir_ / "mail", ec)) {
+        if (entry.path().extension() == ".eml" && ReadText(entry.path()).find(approval_id_) != std::string::npos) {
+          approval_email_ = entry.path();
+        }
+      }
+      if (approval_email_.empty()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          std::cerr << "lifeline demo: no approval email for session " << approval_id_ << "; see "
+                    << (dir_ / "logs" / "policy.log").string() << "\n";
+          return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    const fs::path log = dir_ / "logs" / "approve.log";
+    auto approve = Subprocess::Spawn(
+        PolicyCommand({"requests", "approve", approval_id_, "--comment", "demo: go ahead"}, "carol"), log);
+    if (!approve || approve->Wait(std::chrono::seconds(30)).value_or(-1) != 0) {
+      std::cerr << "lifeline demo: approving session " << approval_id_ << " failed; see " << log.string() << "\n";
+      return false;
+    }
     return true;
   }
 
@@ -570,6 +754,14 @@ disabled = true
           "  {2} gateway sessions list --config {3}\n"
           "  {2} gateway devices list --config {3}\n",
           session_port_, devices_.front().serial, SelfExecutable().string(), gateway_config_.string());
+      std::cout << fmt::format(
+          "\nApproval: the site's policy manager ({0}; log {1}/logs/policy.log) has one Ask for Approval\n"
+          "rule for that console. The session ({2}, service request DEMO-1) waited; the approvers' email is\n"
+          "{3}; carol approved it with `lifeline policy requests approve`. Look with:\n\n"
+          "  {4} policy requests list --all --url {0} --ca-file {1}/policy/pki/ca.crt --token-file "
+          "{1}/policy/tokens/carol\n"
+          "  {4} policy show --url {0} --ca-file {1}/policy/pki/ca.crt --token-file {1}/policy/tokens/demo-admin\n",
+          policy_url_, dir_.string(), approval_id_, approval_email_.string(), SelfExecutable().string());
     }
     std::cout << fmt::format(
         "\nA generator appends storage-array messages to each array.log; SIM errors become alerts,\n"
@@ -650,7 +842,9 @@ disabled = true
     if (session_port_ != 0) {
       const std::string page = HttpGet(session_port_, "/array.log");
       const bool ok = page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200");
-      std::cout << fmt::format("\nRemote session: {} (GET /array.log of {} through home -> tunnel -> gateway)\n",
+      std::cout << fmt::format("\nApproval: session {} approved by carol after the approvers' email ({})\n",
+                               approval_id_, approval_email_.filename().string());
+      std::cout << fmt::format("Remote session: {} (GET /array.log of {} through home -> tunnel -> gateway)\n",
                                ok ? fmt::format("fetched {} bytes", page.size()) : std::string("FAILED"),
                                devices_.front().serial);
       if (!ok) {
@@ -691,6 +885,10 @@ disabled = true
   int tunnel_port_ = 0;
   std::string gateway_devices_;  // the gateway's device-facing address
   fs::path gateway_config_;
+  fs::path policy_config_;
+  std::string policy_url_;      // https://127.0.0.1:PORT of the policy manager
+  std::string approval_id_;     // the session that waited for approval
+  fs::path approval_email_;     // the approvers' email about it, in the mail sink's directory
   int session_port_ = 0;         // `lifeline connect`'s local port to the first array's console
   std::unique_ptr<store::HomeStore> store_;
   std::vector<DemoDevice> devices_;
@@ -703,8 +901,9 @@ disabled = true
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions& options) {
   auto* cmd = app.add_subcommand(
       "demo",
-      "Run the whole system on this machine: a fresh PKI, a home, simulated storage arrays with agents, and a mail\n"
-      "sink that writes each email as a file under DIR/mail/");
+      "Run the whole system on this machine: a fresh PKI, a home, the site's gateway and policy manager (one Ask\n"
+      "for Approval rule: the demo's remote session waits for an approver), simulated storage arrays with agents,\n"
+      "and a mail sink that writes each email as a file under DIR/mail/");
   cmd->add_option("--dir", options.dir, "New or empty directory for everything (default: a new one under /tmp)");
   cmd->add_option("--for", options.seconds, "Run this many seconds, print a summary and exit (default: until Ctrl-C)")
       ->check(CLI::Range(1, 86400));
