@@ -495,6 +495,7 @@ PolicyCommands AddPolicyCommands(CLI::App& app, PolicyOptions& options) {
                         c.tokens_revoke}) {
     sub->add_option("--config", options.config_file, "policy.toml (default /etc/lifeline/policy.toml)");
   }
+  c.requests = AddPolicyRequestsCommands(c.policy, options.requests);
   return c;
 }
 
@@ -516,6 +517,9 @@ int RunPolicyCommands(const PolicyCommands& c, const PolicyOptions& options) {
   }
   if (c.set->parsed()) {
     return Set(options);
+  }
+  if (const int requests_exit = RunPolicyRequestsCommands(c.requests, options.requests); requests_exit >= 0) {
+    return requests_exit;
   }
   return -1;
 }

@@ -1,8 +1,10 @@
 #pragma once
-// `lifeline policy run|users|tokens|show|set`: the policy manager service; its users and API tokens
-// managed on the store directly by a local administrator (like `lifeline home admin-token`); its
-// policy read and changed through the running service's API (policy_api_client.h).
+// `lifeline policy run|users|tokens|show|set|requests`: the policy manager service; its users and API
+// tokens managed on the store directly by a local administrator (like `lifeline home admin-token`);
+// its policy read and changed, and approval requests decided (policy_requests_command.h), through
+// the running service's API (policy_api_client.h).
 #include "cli/policy_api_client.h"
+#include "cli/policy_requests_command.h"
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +22,7 @@ struct PolicyOptions {
   std::string ttl;            // tokens create: "90d", "12h"; empty: no expiry
   std::string policy_file;    // set: the PolicySet JSON ("-": stdin)
   PolicyApiConnection api;    // show, set
+  PolicyRequestsOptions requests;  // requests list|approve|deny
 };
 
 struct PolicyCommands {
@@ -34,9 +37,10 @@ struct PolicyCommands {
   CLI::App* tokens_revoke = nullptr;
   CLI::App* show = nullptr;
   CLI::App* set = nullptr;
+  PolicyRequestsCommands requests;
 };
 
-/// Adds `policy` with run, users ..., tokens ..., show and set to `app`.
+/// Adds `policy` with run, users ..., tokens ..., show, set and requests ... to `app`.
 PolicyCommands AddPolicyCommands(CLI::App& app, PolicyOptions& options);
 /// Runs whichever of them was parsed; -1 when none was.
 int RunPolicyCommands(const PolicyCommands& commands, const PolicyOptions& options);

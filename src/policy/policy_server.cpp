@@ -314,6 +314,24 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
     Log()->warn("tls.client_ca_file is not set: gateways cannot authenticate, so /v1/gateway/ refuses them all");
   }
 
+  // Approval requests: their own table in the store's file, emails to approvals.notify through [smtp],
+  // and the decisions the gateways' watches report.
+  std::unique_ptr<transport::Mailer> mailer;
+  if (!config.approvals_notify.empty()) {
+    mailer = std::make_unique<transport::SmtpMailer>(config.Smtp());
+  }
+  auto approvals = Approvals::Open({.db_path = config.StorePath(),
+                                    .notify = config.approvals_notify,
+                                    .api_url = config.approvals_url,
+                                    .clock = &clock},
+                                   *service->audit_, service->feed_, std::move(mailer));
+  if (!approvals) {
+    return approvals.error();
+  }
+  service->approvals_ = std::move(*approvals);
+  service->approvals_->Register(*service->server_, service->gateway_api_->access());
+  service->SetDecisionSource(service->approvals_->MakeDecisionSource());
+
   transport::ServerOptions options;
   options.listen = config.https_listen;
   options.tls.cert_file = config.CertFile().string();
@@ -340,6 +358,10 @@ PolicyService::~PolicyService() { Stop(); }
 void PolicyService::Stop() {
   // Long polls return at once; otherwise Stop would wait out each watch's grace.
   feed_.Stop();
+  // No request expires or is emailed once stopping; a handler still running may store one.
+  if (approvals_) {
+    approvals_->Stop();
+  }
   if (server_) {
     server_->Stop(std::chrono::seconds(2));
   }

@@ -10,6 +10,7 @@
 //   GET  /v1/whoami  {"name", "role", "via": "session"|"api"}
 // Errors are JSON {"error": "...", "message": "..."}; a 403 also names "needed_role".
 #include "common/result.h"
+#include "policy/approvals.h"
 #include "policy/audit_log.h"
 #include "policy/change_feed.h"
 #include "policy/gateway_api.h"
@@ -113,6 +114,8 @@ class PolicyService {
   void SetDecisionSource(DecisionSource source) { gateway_api_->SetDecisionSource(std::move(source)); }
   /// The [gateways] access rules, for other /v1/gateway/ routes: AuthenticateGateway(request, ...).
   const GatewayAccess& gateway_access() const { return gateway_api_->access(); }
+  /// Approval requests: /v1/requests, POST /v1/gateway/requests, their expiry and emails.
+  Approvals& approvals() { return *approvals_; }
 
  private:
   PolicyService() = default;
@@ -123,6 +126,7 @@ class PolicyService {
   std::unique_ptr<PolicySets> policies_;
   std::unique_ptr<GatewayApi> gateway_api_;
   std::unique_ptr<PolicyUsers> users_;
+  std::unique_ptr<Approvals> approvals_;  // its handlers run on server_: destroyed after it stops
   std::unique_ptr<PolicyServer> server_;
 };
 
