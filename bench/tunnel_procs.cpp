@@ -168,6 +168,16 @@ disabled = true
 
 Gateway::~Gateway() = default;
 
+void Gateway::UsePolicyManager(const std::string& url, const std::string& ca_file) {
+  std::string config = ReadText(dir_ / "gateway.toml");
+  const std::string disabled = "[policy]\ndisabled = true\n";
+  const auto at = config.find(disabled);
+  if (at != std::string::npos) {
+    config.replace(at, disabled.size(), fmt::format("[policy]\nurl = \"{}\"\nca_file = \"{}\"\n", url, ca_file));
+  }
+  WriteText(dir_ / "gateway.toml", config);
+}
+
 std::string Gateway::Start() {
   const std::string bin = home_.binary().string();
   auto token = RunTool({bin, "home", "enroll-token", "--config", home_.config().string(), "--customer", "acme", "--site",

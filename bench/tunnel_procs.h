@@ -64,6 +64,8 @@ class Gateway {
   /// `tunnel_port`: where its tunnel dials (the home's tunnel port, or a delaying relay in front of it).
   Gateway(fs::path dir, const Home& home, std::string name, int tunnel_port);
   ~Gateway();
+  /// Decide sessions with this policy manager instead of allowing all (before Start).
+  void UsePolicyManager(const std::string& url, const std::string& ca_file);
   /// Enrolls with a gateway token, starts `gateway run`, waits for the tunnel.
   std::string Start();
   pid_t pid() const { return process_ ? process_->pid() : -1; }

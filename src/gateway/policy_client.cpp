@@ -63,6 +63,8 @@ struct PolicyClient::Impl {
   const Clock* clock = nullptr;
 
   std::atomic<bool> stopping{false};
+  // SyncNow(): cut the long poll short and ask with wait_s=0, so synced_ms moves at once.
+  std::atomic<bool> sync_requested{false};
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::mutex random_mutex;
@@ -115,16 +117,23 @@ struct PolicyClient::Impl {
     std::uint64_t failures = 0;
     while (!stopping.load()) {
       const std::uint64_t known = std::max(cache->Version(), ignored_version);
+      // After a failure, or when asked (a device was deployed), the first question is a quick one:
+      // its answer proves the policy manager is back and moves synced_ms at once, instead of after a
+      // long poll with nothing new to say.
+      const bool quick = sync_requested.exchange(false) || failures > 0;
       transport::ClientRequest request;
       request.method = "GET";
       request.url = fmt::format("{}/v1/gateway/watch?policy_version={}&cursor={}&wait_s={}", options.url, known,
-                                cache->Cursor(), options.watch_wait.count());
+                                cache->Cursor(), quick ? 0 : options.watch_wait.count());
       request.timeout = std::chrono::duration_cast<milliseconds>(options.watch_wait) + milliseconds(15000);
       request.connect_timeout = options.connect_timeout;
-      request.abort = Abort();
+      request.abort = [this] { return stopping.load(std::memory_order_acquire) || sync_requested.load(); };
       auto response = http.Send(request);
       if (stopping.load()) {
         break;
+      }
+      if (!response && sync_requested.load()) {
+        continue;  // cut short by SyncNow(): ask again at once, quickly
       }
       std::string error;
       if (!response) {
@@ -401,6 +410,12 @@ std::unique_ptr<PolicyClient> PolicyClient::Start(PolicyClientOptions options, P
 
 PolicyClient::PolicyClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PolicyClient::~PolicyClient() { Stop(); }
+
+void PolicyClient::SyncNow() {
+  if (impl_) {
+    impl_->sync_requested.store(true);
+  }
+}
 
 void PolicyClient::RequestApproval(const ApprovalRequest& request) {
   {

@@ -53,6 +53,9 @@ class PolicyClient {
   PolicyClient(const PolicyClient&) = delete;
   PolicyClient& operator=(const PolicyClient&) = delete;
 
+  /// Asks the policy manager now (a quick watch, cutting a long poll short within about a second), so
+  /// synced_ms passes a device deployed just now. Returns at once.
+  void SyncNow();
   /// Queues an approval request for the sender; returns at once.
   void RequestApproval(const ApprovalRequest& request);
   PolicyClientStatus Status() const;
