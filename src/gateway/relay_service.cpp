@@ -332,6 +332,9 @@ class RelayService::Impl {
       const bool delivered = Deliver(batch.id, for_device);
       if (outcome == Outcome::kAnswered) {
         ++forwarded_;
+        if (options_.on_uploaded) {
+          options_.on_uploaded(batch.device, batch.received_at_ms, batch.body.size(), batch.attempts + 1);
+        }
         Log()->info("batch {} from {} delivered to the home{}", batch.id, batch.device,
                     delivered ? "" : " (its device was told the gateway held it; the reply is dropped, the home "
                                      "answers the device again if it asks)");

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,11 @@ struct RelayOptions {
   std::filesystem::path gateway_key;
   int worker_threads = 32;             // devices waiting for the home at once
   std::size_t max_body_bytes = 1024 * 1024;
+  /// Called on the forwarder thread after the home took a batch (the connect-home upload is done):
+  /// the gateway records it in the policy manager's audit log. Optional; may block briefly (fsync).
+  std::function<void(const std::string& device, std::int64_t received_at_ms, std::size_t bytes,
+                     std::int64_t attempts)>
+      on_uploaded;
 };
 
 /// Counts since Start, for logs and tests.

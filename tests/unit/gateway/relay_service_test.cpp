@@ -274,7 +274,19 @@ TEST_F(RelayServiceTest, HomeAnswersInTimeAndTheDeviceGetsItsSignedReply) {
 }
 
 TEST_F(RelayServiceTest, SlowHomeMeans202ThenTheBatchIsForwardedOnceAndTheLateReplyDropped) {
-  StartRelay(Options());
+  // Each upload the home took is reported once (the gateway audits it), with the device's hand-over time.
+  std::mutex uploads_mutex;
+  std::vector<std::pair<std::string, std::int64_t>> uploads;  // device, received_at_ms
+  auto options = Options();
+  const std::int64_t before_ms = SystemClock::Instance().NowUnixMillis();
+  options.on_uploaded = [&](const std::string& device, std::int64_t received_at_ms, std::size_t bytes,
+                            std::int64_t attempts) {
+    EXPECT_GT(bytes, 0u);
+    EXPECT_GE(attempts, 1);
+    std::lock_guard lock(uploads_mutex);
+    uploads.emplace_back(device, received_at_ms);
+  };
+  StartRelay(std::move(options));
   home_->delay_ms = 2500;  // longer than relay.wait
   auto agent = MakeAgent("a", 2, device_, device_identity_);
   auto sent = agent.sender->SendOnce();
@@ -285,6 +297,10 @@ TEST_F(RelayServiceTest, SlowHomeMeans202ThenTheBatchIsForwardedOnceAndTheLateRe
   EXPECT_TRUE(Eventually([&] { return relay_->Stats().queue_depth == 0; }, 10s));
   EXPECT_EQ(home_->MessageIds().size(), 2u);
   EXPECT_EQ(relay_->Stats().forwarded, 1);
+  std::lock_guard lock(uploads_mutex);
+  ASSERT_EQ(uploads.size(), 1u);
+  EXPECT_NE(uploads[0].first.find(device_identity_.serial), std::string::npos) << uploads[0].first;
+  EXPECT_GE(uploads[0].second, before_ms);
 }
 
 TEST_F(RelayServiceTest, AbsentHomeAndARelayRestartLoseNothingAndRepeatNothing) {
