@@ -140,7 +140,7 @@ DecisionFigures MeasureDecisions(const std::filesystem::path& dir, const Decisio
   // The cache must decide as the reference does, or its speed means nothing.
   for (const auto& q : requests) {
     ++figures.checked;
-    const auto a = gateway_cache.Current()->Decide(q);
+    const auto a = *gateway_cache.Decide(q);
     const auto b = policy::Decide(set, q);
     if (a != b && std::getenv("BENCH_DEBUG")) {
       fmt::print("{} {} {} -> cache: {} | scan: {} | stored set equal: {}\n", q.device_serial, q.application, q.engineer,
@@ -149,8 +149,8 @@ DecisionFigures MeasureDecisions(const std::filesystem::path& dir, const Decisio
     figures.mismatches += a != b;
   }
 
-  // Each decision takes the current policy as SessionManager does (a shared_ptr copy under the lock).
-  auto from_cache = [&](const policy::DecisionRequest& q) { return gateway_cache.Current()->Decide(q); };
+  // PolicyCache::Decide: the newest set through each thread's own reference (no shared writes).
+  auto from_cache = [&](const policy::DecisionRequest& q) { return *gateway_cache.Decide(q); };
   figures.cached_per_s_1 = Rate(sizes.window, requests, from_cache);
   figures.threads = std::max(1u, std::thread::hardware_concurrency());
   std::vector<double> rates(static_cast<std::size_t>(figures.threads));

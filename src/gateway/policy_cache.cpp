@@ -54,7 +54,15 @@ Result<std::unique_ptr<PolicyCache>> PolicyCache::Open(const std::filesystem::pa
   return cache;
 }
 
-PolicyCache::PolicyCache(std::unique_ptr<store::sqlite::Database> db) : db_(std::move(db)) {}
+namespace {
+std::uint64_t NextCacheInstance() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+PolicyCache::PolicyCache(std::unique_ptr<store::sqlite::Database> db)
+    : db_(std::move(db)), instance_(NextCacheInstance()) {}
 PolicyCache::~PolicyCache() = default;
 
 VoidResult PolicyCache::Load() {
@@ -97,6 +105,7 @@ VoidResult PolicyCache::Load() {
     auto compiled = policy::CompiledPolicy::Compile(std::move(*set), &why);
     if (compiled) {
       current_ = std::move(*compiled);
+      generation_.fetch_add(1, std::memory_order_release);
       return {};
     }
   }
@@ -110,6 +119,30 @@ VoidResult PolicyCache::Load() {
 std::shared_ptr<const policy::CompiledPolicy> PolicyCache::Current() const {
   std::lock_guard lock(mutex_);
   return current_;
+}
+
+std::optional<policy::Decision> PolicyCache::Decide(const policy::DecisionRequest& request,
+                                                    std::uint64_t* version) const {
+  struct Snapshot {
+    std::uint64_t instance = 0;
+    std::uint64_t generation = 0;
+    std::shared_ptr<const policy::CompiledPolicy> policy;
+  };
+  thread_local Snapshot snapshot;
+  const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+  if (snapshot.instance != instance_ || snapshot.generation != generation) {
+    std::lock_guard lock(mutex_);
+    snapshot.policy = current_;
+    snapshot.instance = instance_;
+    snapshot.generation = generation_.load(std::memory_order_relaxed);
+  }
+  if (!snapshot.policy) {
+    return std::nullopt;
+  }
+  if (version != nullptr) {
+    *version = snapshot.policy->version();
+  }
+  return snapshot.policy->Decide(request);
 }
 
 std::uint64_t PolicyCache::Version() const {
@@ -145,6 +178,7 @@ Result<bool> PolicyCache::Offer(policy::PolicySet set, std::string* why) {
     return Fail(done.error());
   }
   current_ = std::move(*compiled);
+  generation_.fetch_add(1, std::memory_order_release);
   return true;
 }
 

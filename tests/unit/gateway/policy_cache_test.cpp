@@ -9,6 +9,9 @@
 
 #include <sys/stat.h>
 
+#include <thread>
+#include <vector>
+
 namespace lifeline::gateway {
 namespace {
 
@@ -53,6 +56,40 @@ TEST(PolicyCacheTest, KeepsOnlyTheNewestVersionAcrossReopening) {
   EXPECT_FALSE(reopened->Offer(SiteDefault(2, policy::Action::kNeverAllow), &why).value());
   EXPECT_TRUE(reopened->Offer(SiteDefault(6, policy::Action::kNeverAllow), &why).value());
   EXPECT_EQ(DecideSsh(*reopened), policy::Verdict::kDeny);
+}
+
+// Decide() keeps a per-thread reference to the compiled set: it must follow every new version, never
+// answer from another cache's set, and decide on several threads at once.
+TEST(PolicyCacheTest, DecideFollowsNewVersionsPerCacheAndThread) {
+  testing::TempDir dir;
+  auto first = PolicyCache::Open(dir / "first.db").value();
+  auto second = PolicyCache::Open(dir / "second.db").value();
+  const policy::DecisionRequest ssh{policy::Activity::kRemoteSession, "ssh", "SN1", "VNX", "alice",
+                                    std::chrono::system_clock::now()};
+  EXPECT_FALSE(first->Decide(ssh));  // no set yet
+  std::string why;
+  ASSERT_TRUE(first->Offer(SiteDefault(1, policy::Action::kAlwaysAllow), &why).value());
+  ASSERT_TRUE(second->Offer(SiteDefault(7, policy::Action::kNeverAllow), &why).value());
+  std::uint64_t version = 0;
+  EXPECT_EQ(first->Decide(ssh, &version)->verdict, policy::Verdict::kAllow);
+  EXPECT_EQ(version, 1u);
+  EXPECT_EQ(second->Decide(ssh, &version)->verdict, policy::Verdict::kDeny);
+  EXPECT_EQ(version, 7u);
+  EXPECT_EQ(first->Decide(ssh)->verdict, policy::Verdict::kAllow);
+  ASSERT_TRUE(first->Offer(SiteDefault(2, policy::Action::kNeverAllow), &why).value());
+  EXPECT_EQ(first->Decide(ssh, &version)->verdict, policy::Verdict::kDeny);
+  EXPECT_EQ(version, 2u);
+
+  // Another thread sees the same, and the next version, too.
+  std::vector<std::uint64_t> seen;
+  std::thread other([&] {
+    seen.push_back(*first->Decide(ssh, &version) == first->Current()->Decide(ssh) ? version : 0);
+  });
+  other.join();
+  ASSERT_TRUE(first->Offer(SiteDefault(3, policy::Action::kAlwaysAllow), &why).value());
+  std::thread later([&] { seen.push_back(first->Decide(ssh)->verdict == policy::Verdict::kAllow ? 3 : 0); });
+  later.join();
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{2, 3}));
 }
 
 TEST(PolicyCacheTest, AnInvalidSetIsRefusedAndTheCachedOneStays) {
