@@ -3,6 +3,7 @@
 #include "cli/admin_client.h"
 #include "cli/commands.h"
 #include "cli/signals.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/admin_access.h"
@@ -12,6 +13,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <iostream>
 #include <optional>
 
@@ -151,6 +153,48 @@ int RemoteAccess(const GatewayOptions& options) {
   return kExitOk;
 }
 
+// What the gateway knows of its policy manager: the first thing to look at when sessions are refused.
+int PolicyStatus(const GatewayOptions& options) {
+  constexpr std::string_view kProgram = "lifeline gateway policy status";
+  auto config = Load(options.config_file, kProgram);
+  if (!config) {
+    return kExitUsage;
+  }
+  auto answer = Call(*config, kProgram, "GET", "/v1/policy", "");
+  if (!answer) {
+    return kExitFailure;
+  }
+  if (options.json) {
+    std::cout << json::serialize(*answer) << "\n";
+    return kExitOk;
+  }
+  const auto& s = answer->as_object();
+  const std::string mode = JsonText(s, "mode");
+  if (mode == "disabled") {
+    std::cout << "policy manager DISABLED ([policy] disabled = true): every remote session is allowed\n";
+  } else if (mode == "none") {
+    std::cout << "no policy manager configured ([policy] url): every remote session is refused\n";
+  } else {
+    std::cout << fmt::format("policy manager: {}\n", JsonText(s, "url"));
+  }
+  const auto version = s.at("policy_version").to_number<std::int64_t>();
+  const auto synced_ms = s.at("synced_ms").to_number<std::int64_t>();
+  std::cout << (version > 0 ? fmt::format("cached policy: version {}\n", version)
+                            : std::string("cached policy: none yet (sessions are refused until one arrives)\n"));
+  if (mode != "none" && !JsonText(s, "url").empty()) {
+    const std::int64_t now_ms = SystemClock::Instance().NowUnixMillis();
+    std::cout << (synced_ms > 0 ? fmt::format("last answer: {} s ago\n", std::max<std::int64_t>(0, now_ms - synced_ms) / 1000)
+                                : std::string("last answer: never\n"));
+    std::cout << (s.at("reachable").as_bool() ? std::string("reachable: yes\n")
+                                              : fmt::format("reachable: NO ({})\n", JsonText(s, "last_error")));
+  }
+  if (s.at("outbox").is_number()) {
+    std::cout << fmt::format("audit records waiting for the policy manager: {}\n",
+                             s.at("outbox").to_number<std::int64_t>());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 GatewayCommands AddGatewayCommands(CLI::App& gateway, GatewayOptions& options) {
@@ -182,6 +226,14 @@ GatewayCommands AddGatewayCommands(CLI::App& gateway, GatewayOptions& options) {
       ->required()
       ->check(CLI::IsMember({"on", "off", "status"}));
   commands.remote_access->add_option("--config", options.config_file, "gateway.toml")->capture_default_str();
+  auto* policy = gateway.add_subcommand("policy", "This gateway's policy manager: cached policy, last answer, audit "
+                                                  "records waiting");
+  policy->require_subcommand(1);
+  commands.policy_status = policy->add_subcommand(
+      "status", "Which policy version is cached, when the policy manager last answered, whether it is reachable, "
+                "and how many audit records wait for it");
+  commands.policy_status->add_flag("--json", options.json, "Print the JSON");
+  commands.policy_status->add_option("--config", options.config_file, "gateway.toml")->capture_default_str();
   return commands;
 }
 
@@ -197,6 +249,9 @@ int RunGatewayCommands(const GatewayCommands& commands, const GatewayOptions& op
   }
   if (commands.remote_access->parsed()) {
     return RemoteAccess(options);
+  }
+  if (commands.policy_status->parsed()) {
+    return PolicyStatus(options);
   }
   return -1;
 }

@@ -21,9 +21,10 @@ struct GatewayCommands {
   CLI::App* sessions_list = nullptr;
   CLI::App* sessions_kill = nullptr;
   CLI::App* remote_access = nullptr;
+  CLI::App* policy_status = nullptr;
 };
 
-/// Adds run, sessions list|kill and remote-access under `gateway`.
+/// Adds run, sessions list|kill, remote-access and policy status under `gateway`.
 GatewayCommands AddGatewayCommands(CLI::App& gateway, GatewayOptions& options);
 /// Runs whichever of them was parsed; -1 when none was.
 int RunGatewayCommands(const GatewayCommands& commands, const GatewayOptions& options);

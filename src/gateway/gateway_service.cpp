@@ -3,6 +3,7 @@
 #include "agent/paths_config.h"
 #include "common/log.h"
 #include "gateway/admin_devices.h"
+#include "gateway/admin_policy.h"
 #include "gateway/admin_server.h"
 #include "gateway/admin_sessions.h"
 #include "gateway/device_registry.h"
@@ -207,6 +208,14 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(const GatewayConfi
       }
     });
   }
+  PolicyClient* status_source = parts->policy_client.get();
+  AddPolicyRoutes(*parts->admin, session_settings.policy.mode, config.policy_url, *cache,
+                  [status_source]() -> std::optional<PolicyClientStatus> {
+                    if (status_source == nullptr) {
+                      return std::nullopt;
+                    }
+                    return status_source->Status();
+                  });
 
   // The tunnel last: once it is up, everything a session or an operator needs is running.
   TunnelClientOptions tunnel_options;

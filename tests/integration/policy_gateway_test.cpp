@@ -494,6 +494,20 @@ TEST_F(PolicyGatewayTest, PolicyManagerStoppedCachedRulesStillApplyAndAskTimesOu
   ASSERT_TRUE(asked.WaitPending()) << asked.Output() << s.gateway.LogText();
   ASSERT_EQ(asked.Wait(20s).value_or(-1), 1) << asked.Output();
   EXPECT_NE(asked.Output().find("approval timed out"), std::string::npos) << asked.Output();
+
+  // The operator's view: the cached version, the policy manager unreachable, the audit records waiting.
+  auto status = RunLifeline({"gateway", "policy", "status", "--json", "--config", s.gateway.config().string()});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  boost::system::error_code ec;
+  auto state = boost::json::parse(status.output.substr(status.output.find('{')), ec);
+  ASSERT_FALSE(ec) << status.output;
+  EXPECT_EQ(state.at("mode").as_string(), "managed");
+  EXPECT_GE(state.at("policy_version").to_number<std::int64_t>(), 1);
+  EXPECT_FALSE(state.at("reachable").as_bool()) << status.output;
+  EXPECT_FALSE(state.at("last_error").as_string().empty()) << status.output;
+  EXPECT_GT(state.at("outbox").to_number<std::int64_t>(), 0) << status.output;  // the decisions above, at least
+  auto text = RunLifeline({"gateway", "policy", "status", "--config", s.gateway.config().string()});
+  EXPECT_NE(text.output.find("reachable: NO"), std::string::npos) << text.output;
 }
 
 // Restarted: the gateway resyncs by itself, learns a new version within 10 s, and approvals work again.
