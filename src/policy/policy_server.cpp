@@ -106,10 +106,30 @@ VoidResult PolicyServer::Start(transport::ServerOptions options) {
   return {};
 }
 
+VoidResult PolicyServer::StartPlainHttp(transport::ServerOptions options) {
+  options.plain_http = true;
+  if (options.name.empty()) {
+    options.name = "policy-http";
+  }
+  auto server = transport::HttpsServer::Start(std::move(options), [this](const HttpRequest& r) { return Handle(r); });
+  if (!server) {
+    return server.error();
+  }
+  plain_server_ = std::move(*server);
+  return {};
+}
+
 void PolicyServer::Stop(std::chrono::milliseconds grace) {
+  if (plain_server_) {
+    plain_server_->Stop(grace);
+  }
   if (server_) {
     server_->Stop(grace);
   }
+}
+
+std::string PolicyServer::PlainHttpAddress() const {
+  return plain_server_ ? plain_server_->LocalAddress() : std::string();
 }
 
 std::uint16_t PolicyServer::LocalPort() const { return server_ ? server_->LocalPort() : 0; }
@@ -254,12 +274,6 @@ Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config)
 }
 
 Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& config, const Clock& clock) {
-  if (!config.http_listen.empty()) {
-    Log()->error("listen.http ({}) is configured, but this lifeline serves the policy API over HTTPS only; "
-                 "remove listen.http",
-                 config.http_listen);
-    return Fail(std::make_error_code(std::errc::not_supported));
-  }
   std::unique_ptr<PolicyService> service(new PolicyService());
   auto store = OpenPolicyStore(config);
   if (!store) {
@@ -345,11 +359,25 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   // A gateway's audit batch: up to 1,000 records.
   options.max_body_bytes = 8 * 1024 * 1024;
   options.name = "policy";
+  // The plain listener shares the limits; the TLS fields are ignored there.
+  transport::ServerOptions plain_options = options;
   if (auto started = service->server_->Start(std::move(options)); !started) {
     return started.error();
   }
   Log()->info("policy manager listening on https://{} (store {})", service->server_->LocalAddress(),
               config.StorePath().string());
+  // listen.http: for a reverse proxy or a browser on this machine (issue 6). The config already
+  // refused anything but loopback; HttpsServer refuses it again.
+  if (!config.http_listen.empty()) {
+    plain_options.listen = config.http_listen;
+    plain_options.name = "policy-http";
+    if (auto started = service->server_->StartPlainHttp(std::move(plain_options)); !started) {
+      return started.error();
+    }
+    Log()->warn("policy manager also listening on plain HTTP on http://{}: passwords and tokens cross it "
+                "unencrypted; keep it for a local reverse proxy or browser on this machine",
+                service->server_->PlainHttpAddress());
+  }
   return service;
 }
 

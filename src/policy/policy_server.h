@@ -59,10 +59,16 @@ class PolicyServer {
   /// Starts listening with `options` (listen, TLS files, client certificate policy); errors as
   /// transport::HttpsServer::Start.
   [[nodiscard]] VoidResult Start(transport::ServerOptions options);
-  /// Stops serving (see HttpsServer::Stop). Idempotent.
+  /// A second listener serving the same routes over plain HTTP (options.plain_http is forced on, so
+  /// a loopback listen address is required). Requests carry no peer certificate there, so the
+  /// gateways' routes answer 401. Errors as transport::HttpsServer::Start.
+  [[nodiscard]] VoidResult StartPlainHttp(transport::ServerOptions options);
+  /// Stops serving on both listeners (see HttpsServer::Stop). Idempotent.
   void Stop(std::chrono::milliseconds grace = std::chrono::seconds(2));
   std::uint16_t LocalPort() const;
   std::string LocalAddress() const;
+  /// The plain HTTP listener's address; empty when it was not started.
+  std::string PlainHttpAddress() const;
 
   /// Answers one request (what the HTTPS server calls; public for tests without sockets).
   transport::HttpResponse Handle(const transport::HttpRequest& request);
@@ -83,6 +89,7 @@ class PolicyServer {
   mutable std::shared_mutex routes_mutex_;
   std::vector<Entry> routes_;
   std::unique_ptr<transport::HttpsServer> server_;
+  std::unique_ptr<transport::HttpsServer> plain_server_;
 };
 
 /// The whole `lifeline policy run` service: store, users, policy sets, audit log, the gateway API
@@ -91,12 +98,12 @@ class PolicyServer {
 /// SetDecisionSource.
 class PolicyService {
  public:
-  /// Opens the store and starts the HTTPS API. Refuses a configured listen.http: this build serves
-  /// HTTPS only (Errc kInvalidArgument, logged).
+  /// Opens the store and starts the HTTPS API, and with listen.http set the same API over plain HTTP
+  /// on that (loopback) address.
   [[nodiscard]] static Result<std::unique_ptr<PolicyService>> Start(const PolicyConfig& config,
                                                                     const Clock& clock = SystemClock::Instance());
   ~PolicyService();
-  /// Releases every long poll (feed().Stop()), then stops the HTTPS server. Idempotent.
+  /// Releases every long poll (feed().Stop()), then stops both listeners. Idempotent.
   void Stop();
 
   PolicyServer& server() { return *server_; }

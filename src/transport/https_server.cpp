@@ -34,6 +34,7 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 namespace lifeline::transport {
@@ -44,7 +45,23 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
-using Stream = beast::ssl_stream<beast::tcp_stream>;
+// One session coroutine serves both: the TLS steps (handshake, peer certificate, close_notify) are
+// compiled in only for TlsStream, so the HTTPS path is exactly what it was before plain HTTP existed
+// and the plain path cannot reach OpenSSL by accident. The templates stay private to this file so
+// Beast and OpenSSL stay out of https_server.h (they would add seconds to every includer's build).
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using PlainStream = beast::tcp_stream;
+template <typename Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
+
+template <typename Stream>
+Stream MakeStream(tcp::socket socket, ssl::context& ssl_ctx) {
+  if constexpr (kIsTls<Stream>) {
+    return Stream(std::move(socket), ssl_ctx);
+  } else {
+    return Stream(std::move(socket));
+  }
+}
 
 // Expected network outcomes (EOF, reset, timeout, cancel) come back as values, not exceptions.
 constexpr auto kAsTuple = asio::as_tuple(asio::use_awaitable);
@@ -185,7 +202,9 @@ class HttpsServer::Impl {
       : options_(std::move(options)),
         handler_(std::move(handler)),
         log_(log::Get("transport")),
-        label_(options_.name.empty() ? std::string("https") : options_.name),
+        label_(!options_.name.empty() ? options_.name
+               : options_.plain_http  ? std::string("http")
+                                      : std::string("https")),
         ssl_ctx_(ssl::context::tls_server) {}
 
   ~Impl() { Stop(std::chrono::milliseconds(0)); }
@@ -206,10 +225,12 @@ class HttpsServer::Impl {
   void LogEscapedException(std::exception_ptr error, std::string_view where) const;
 
   static asio::awaitable<void> AcceptLoop(Impl* impl);
+  template <typename Stream>
   static asio::awaitable<void> Session(Impl* impl, tcp::socket socket, std::uint64_t id,
                                        std::shared_ptr<Connection> connection);
   static asio::awaitable<HttpResponse> RunHandler(Impl* impl, HttpRequest request,
                                                   std::uint64_t id);
+  template <typename Stream>
   static asio::awaitable<void> SendAndClose(Impl* impl, Stream& stream,
                                             http::response<http::string_body> res, bool linger);
 
@@ -264,6 +285,17 @@ VoidResult HttpsServer::Impl::Init() {
         "[{}] invalid listen address '{}': expected host:port or [v6]:port with an IP address",
         label_, options_.listen);
     return endpoint.error();
+  }
+  if (options_.plain_http) {
+    // Callers validate this too (policy.toml's listen.http); checked again here because this is
+    // the last point before credentials would cross a network in the clear.
+    if (!endpoint->address().is_loopback()) {
+      log_->error("[{}] refusing plain HTTP on {}: only loopback addresses (127.0.0.0/8, ::1, "
+                  "localhost) may serve without TLS",
+                  label_, options_.listen);
+      return Fail(Errc::kInvalidArgument);
+    }
+    return InitAcceptor(*endpoint);
   }
   if (auto tls = InitTls(); !tls) {
     return tls;
@@ -392,6 +424,10 @@ void HttpsServer::Impl::Run() {
       }
     });
   }
+  if (options_.plain_http) {
+    log_->info("[{}] listening on {} (plain HTTP, no TLS)", label_, LocalAddress());
+    return;
+  }
   log_->info("[{}] listening on {} (client certificates {})", label_, LocalAddress(),
              options_.client_certs == ClientCertPolicy::kRequired   ? "required"
              : options_.client_certs == ClientCertPolicy::kOptional ? "optional"
@@ -444,12 +480,19 @@ void HttpsServer::Impl::OnAccepted(tcp::socket socket) {
     std::lock_guard lock(connections_mutex_);
     connections_.emplace(id, connection);
   }
-  asio::co_spawn(executor, Session(this, std::move(socket), id, std::move(connection)),
-                 [this, id](std::exception_ptr error) {
-                   if (error) {
-                     LogEscapedException(error, fmt::format("conn {}: session", id));
-                   }
-                 });
+  auto on_end = [this, id](std::exception_ptr error) {
+    if (error) {
+      LogEscapedException(error, fmt::format("conn {}: session", id));
+    }
+  };
+  if (options_.plain_http) {
+    asio::co_spawn(executor,
+                   Session<PlainStream>(this, std::move(socket), id, std::move(connection)),
+                   std::move(on_end));
+  } else {
+    asio::co_spawn(executor, Session<TlsStream>(this, std::move(socket), id, std::move(connection)),
+                   std::move(on_end));
+  }
 }
 
 void HttpsServer::Impl::LogEscapedException(std::exception_ptr error,
@@ -541,6 +584,7 @@ http::response<http::string_body> HttpsServer::Impl::BuildResponse(HttpResponse 
 // `stream` lives in the calling session's frame, which awaits this coroutine to completion, so the
 // reference outlives every use here (the by-value rule for coroutine parameters guards against
 // detached coroutines, which this is not).
+template <typename Stream>
 asio::awaitable<void> HttpsServer::Impl::SendAndClose(Impl* impl, Stream& stream,
                                                       http::response<http::string_body> res,
                                                       bool linger) {
@@ -564,13 +608,19 @@ asio::awaitable<void> HttpsServer::Impl::SendAndClose(Impl* impl, Stream& stream
       }
       drained += n;
     }
-  } else {
+  } else if constexpr (kIsTls<Stream>) {
     tcp_layer.expires_after(kTlsShutdownTimeout);
     co_await stream.async_shutdown(kAsTuple);
+  } else {
+    // The request was read in full, so closing cannot reset unread data; the FIN tells the client
+    // the response is complete.
+    boost::system::error_code ignored;
+    tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
   tcp_layer.close();
 }
 
+template <typename Stream>
 asio::awaitable<void> HttpsServer::Impl::Session(Impl* impl, tcp::socket socket, std::uint64_t id,
                                                  std::shared_ptr<Connection> connection) {
   const ServerOptions& options = impl->options_;
@@ -580,7 +630,7 @@ asio::awaitable<void> HttpsServer::Impl::Session(Impl* impl, tcp::socket socket,
   const tcp::endpoint remote_endpoint = socket.remote_endpoint(endpoint_ec);
   const std::string remote = endpoint_ec ? std::string("?") : FormatEndpoint(remote_endpoint);
 
-  Stream stream(std::move(socket), impl->ssl_ctx_);
+  Stream stream = MakeStream<Stream>(std::move(socket), impl->ssl_ctx_);
   beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream);
   connection->stream = &tcp_layer;
   // Runs however the session ends, including destruction of the suspended frame at shutdown.
@@ -598,15 +648,18 @@ asio::awaitable<void> HttpsServer::Impl::Session(Impl* impl, tcp::socket socket,
     co_return;
   }
 
-  tcp_layer.expires_after(options.handshake_timeout);
-  auto [handshake_ec] = co_await stream.async_handshake(ssl::stream_base::server, kAsTuple);
-  if (handshake_ec) {
-    ++impl->tls_handshake_failures_;
-    log->debug("[{}] conn {} {}: TLS handshake failed: {}", label, id, remote,
-               handshake_ec.message());
-    co_return;
+  std::optional<PeerCertificate> peer;  // plain HTTP: never set
+  if constexpr (kIsTls<Stream>) {
+    tcp_layer.expires_after(options.handshake_timeout);
+    auto [handshake_ec] = co_await stream.async_handshake(ssl::stream_base::server, kAsTuple);
+    if (handshake_ec) {
+      ++impl->tls_handshake_failures_;
+      log->debug("[{}] conn {} {}: TLS handshake failed: {}", label, id, remote,
+                 handshake_ec.message());
+      co_return;
+    }
+    peer = VerifiedPeer(stream.native_handle());
   }
-  const std::optional<PeerCertificate> peer = VerifiedPeer(stream.native_handle());
 
   beast::flat_buffer buffer;
   bool first_request = true;

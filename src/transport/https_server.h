@@ -1,6 +1,8 @@
 #pragma once
 // An HTTPS/1.1 server for the home's ingest and admin APIs and the gateway. Asio, Beast and OpenSSL
 // stay in https_server.cpp: callers see plain request/response structs and a blocking handler.
+// ServerOptions::plain_http serves plain HTTP instead, on loopback addresses only (the policy
+// manager's optional listen.http, for a reverse proxy or browser on the same machine).
 //
 // Threads: `io_threads` run the network (TLS, HTTP parsing, one strand per connection); handlers
 // run on a separate pool of `worker_threads`, because they may block (SQLite, fsync). Each
@@ -62,6 +64,10 @@ using Handler = std::function<HttpResponse(const HttpRequest&)>;
 struct ServerOptions {
   // "host:port" or "[v6]:port"; the host is an IP literal or "localhost"; port 0 picks a free port.
   std::string listen = "127.0.0.1:0";
+  // No TLS at all: `tls`, `client_certs` and `handshake_timeout` are ignored and request.peer is
+  // never set. Start refuses it unless `listen` is a loopback address (127.0.0.0/8, ::1,
+  // localhost): whatever crosses it (passwords, tokens) is readable by anyone on the path.
+  bool plain_http = false;
   TlsServerFiles tls;
   ClientCertPolicy client_certs = ClientCertPolicy::kOptional;
   std::size_t max_body_bytes = 1024 * 1024;  // larger requests get 413 and the connection is closed
@@ -78,7 +84,7 @@ struct ServerOptions {
 struct ServerStats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_rejected = 0;  // over max_connections, or arriving while stopping
-  std::uint64_t tls_handshake_failures = 0;
+  std::uint64_t tls_handshake_failures = 0;  // always 0 with plain_http
   std::uint64_t requests = 0;            // requests passed to the handler
   std::uint64_t handler_exceptions = 0;  // answered with 500
   std::uint64_t malformed_requests = 0;  // answered with 400/431
@@ -87,9 +93,9 @@ struct ServerStats {
 
 class HttpsServer {
  public:
-  /// Loads the TLS files, binds, and starts serving. Errors: Errc::kInvalidArgument (options or
-  /// listen address), Errc::kTlsSetupFailed (files), Errc::kListenFailed (bind/listen); each is
-  /// logged once.
+  /// Loads the TLS files (unless plain_http), binds, and starts serving. Errors:
+  /// Errc::kInvalidArgument (options, listen address, plain_http off loopback),
+  /// Errc::kTlsSetupFailed (files), Errc::kListenFailed (bind/listen); each is logged once.
   [[nodiscard]] static Result<std::unique_ptr<HttpsServer>> Start(ServerOptions options,
                                                                   Handler handler);
 

@@ -1,5 +1,6 @@
 // The real `lifeline policy run` process: users and tokens made with the CLI on its store, login and
-// role checks over HTTPS, lockout, token revocation while it runs, and plain HTTP refused off loopback.
+// role checks over HTTPS, lockout, token revocation while it runs, and plain HTTP: served on loopback
+// when configured (curl plays the local reverse proxy), refused off loopback.
 #include "support/harness.h"
 #include "transport/http_client.h"
 
@@ -251,6 +252,71 @@ TEST_F(PolicyService, PolicySetAndShowThroughTheCli) {
   EXPECT_NE(jsonl.find("\"kind\":\"policy_change\""), std::string::npos) << jsonl;
   EXPECT_NE(jsonl.find("token_created"), std::string::npos) << jsonl;
   EXPECT_NE(jsonl.find("local-admin"), std::string::npos) << jsonl;
+}
+
+TEST_F(PolicyService, PlainHttpOnLoopbackServesTheSameApiBesideHttps) {
+  auto added = RunLifeline({"policy", "users", "add", "anna", "--role", "approver", "--password-file",
+                            (dir_ / "password").string(), "--config", config().string()});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  std::string toml = ReadFile(config());
+  const std::string https_line = "https = \"127.0.0.1:0\"\n";
+  const auto at = toml.find(https_line);
+  ASSERT_NE(at, std::string::npos) << toml;
+  toml.insert(at + https_line.size(), "http = \"127.0.0.1:0\"\n");
+  WriteFile(config(), toml);
+  ASSERT_NO_FATAL_FAILURE(Start());
+
+  int http_port = 0;
+  const std::regex plain("plain HTTP on http://127\\.0\\.0\\.1:([0-9]+)");
+  ASSERT_TRUE(Eventually(
+      [&] {
+        std::smatch m;
+        const std::string log = ReadFile(dir_ / "policy.log");
+        if (std::regex_search(log, m, plain)) {
+          http_port = std::stoi(m[1]);
+          return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(10)))
+      << ReadFile(dir_ / "policy.log");
+  EXPECT_NE(ReadFile(dir_ / "policy.log").find("passwords and tokens cross it unencrypted"), std::string::npos);
+
+  // curl prints the body, then the status on a line of its own.
+  auto plain_call = [&](const std::string& method, const std::string& path, const std::string& token,
+                        const std::string& body) -> Answer {
+    std::vector<std::string> argv{"/usr/bin/curl", "-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"};
+    if (!token.empty()) {
+      argv.insert(argv.end(), {"-H", "Authorization: Bearer " + token});
+    }
+    if (!body.empty()) {
+      argv.insert(argv.end(), {"-H", "Content-Type: application/json", "--data-binary", body});
+    }
+    argv.push_back("http://127.0.0.1:" + std::to_string(http_port) + path);
+    auto result = RunCommand(argv);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    const auto newline = result.output.rfind('\n');
+    if (result.exit_code != 0 || newline == std::string::npos) {
+      return {};
+    }
+    boost::system::error_code ec;
+    json::value parsed = json::parse(result.output.substr(0, newline), ec);
+    return {std::stoi(result.output.substr(newline + 1)), ec ? json::value(result.output.substr(0, newline)) : parsed};
+  };
+
+  auto login = plain_call("POST", "/v1/login", "",
+                          json::serialize(json::object{{"user", "anna"}, {"password", "approver's long password"}}));
+  ASSERT_EQ(login.status, 200) << json::serialize(login.body);
+  const std::string session(login.body.at("token").as_string());
+  auto me = plain_call("GET", "/v1/whoami", session, "");
+  EXPECT_EQ(me.status, 200);
+  EXPECT_EQ(me.body.at("role").as_string(), "approver") << json::serialize(me.body);
+  // No client certificates without TLS: the gateways' API refuses every caller there.
+  EXPECT_EQ(plain_call("GET", "/v1/gateway/watch", "", "").status, 401);
+
+  // The HTTPS listener still serves, and both share the sessions.
+  EXPECT_EQ(Call("GET", "/v1/whoami", session).status, 200);
+  EXPECT_EQ(LoginAs("anna", "approver's long password").status, 200);
 }
 
 TEST_F(PolicyService, PlainHttpOffLoopbackIsAConfigError) {

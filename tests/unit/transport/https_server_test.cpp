@@ -6,12 +6,14 @@
 
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <latch>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace lifeline::transport {
@@ -479,6 +481,92 @@ TEST(HttpsServerTest, StartReportsConfigurationErrors) {
   auto by_name = start(localhost);
   ASSERT_TRUE(by_name);
   EXPECT_TRUE((*by_name)->LocalAddress().starts_with("127.0.0.1:"));
+}
+
+// What the raw TCP client has read when `received` contains `marker`, the peer closes, or `timeout`
+// passes (each poll waits at most what is left).
+std::string ReadPlain(int fd, std::string_view marker, std::chrono::milliseconds timeout) {
+  std::string received;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (marker.empty() || received.find(marker) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      break;
+    }
+    pollfd readable{fd, POLLIN, 0};
+    if (::poll(&readable, 1, static_cast<int>(left.count())) <= 0) {
+      break;
+    }
+    char chunk[4096];
+    const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n <= 0) {
+      break;
+    }
+    received.append(chunk, static_cast<std::size_t>(n));
+  }
+  return received;
+}
+
+bool WriteAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n <= 0) {
+      return false;
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// transport::HttpClient speaks https only, so a raw socket plays the local reverse proxy. No TLS
+// files are configured: plain mode must not need them.
+TEST(HttpsServerTest, PlainHttpOnLoopbackServesWithoutTls) {
+  std::atomic<bool> saw_peer{false};
+  ServerOptions options;
+  options.plain_http = true;
+  options.name = "plain";
+  auto server = StartOrDie(options, [&](const HttpRequest& request) {
+    if (request.peer) {
+      saw_peer = true;
+    }
+    return Echo(request);
+  });
+  ASSERT_NE(server, nullptr);
+  const int fd = testpki::ConnectTcp(server->LocalPort());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WriteAll(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string first = ReadPlain(fd, "\r\n\r\nGET / ", 5s);
+  EXPECT_TRUE(first.starts_with("HTTP/1.1 200 OK\r\n")) << first;
+  EXPECT_NE(first.find("Content-Length: 6\r\n"), std::string::npos) << first;
+  // Kept alive: a second request on the same connection, which then closes as asked.
+  ASSERT_TRUE(WriteAll(fd, "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                           "Connection: close\r\n\r\nhi"));
+  const std::string second = ReadPlain(fd, "", 5s);
+  ::close(fd);
+  EXPECT_TRUE(second.starts_with("HTTP/1.1 200 OK\r\n")) << second;
+  EXPECT_TRUE(second.ends_with("\r\n\r\nPOST /two hi")) << second;
+  EXPECT_FALSE(saw_peer);
+  const ServerStats stats = server->Stats();
+  EXPECT_EQ(stats.requests, 2u);
+  EXPECT_EQ(stats.tls_handshake_failures, 0u);
+}
+
+TEST(HttpsServerTest, PlainHttpOffLoopbackIsRefused) {
+  for (const char* listen : {"0.0.0.0:0", "[::]:0", "192.0.2.1:0"}) {
+    ServerOptions options;
+    options.plain_http = true;
+    options.listen = listen;
+    auto server = HttpsServer::Start(options, Echo);
+    ASSERT_FALSE(server) << listen;
+    EXPECT_EQ(server.error(), Errc::kInvalidArgument) << listen;
+  }
+  ServerOptions localhost;
+  localhost.plain_http = true;
+  localhost.listen = "localhost:0";
+  auto by_name = StartOrDie(localhost, Echo);
+  ASSERT_NE(by_name, nullptr);
+  EXPECT_TRUE(by_name->LocalAddress().starts_with("127.0.0.1:"));
 }
 
 }  // namespace
