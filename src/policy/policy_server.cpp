@@ -326,6 +326,12 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   service->gateway_api_->Register(*service->server_);
   if (config.client_ca_file.empty()) {
     Log()->warn("tls.client_ca_file is not set: gateways cannot authenticate, so /v1/gateway/ refuses them all");
+  } else if (config.gateway_sites.empty()) {
+    // The vendor's CA signs the gateways of every customer: without the list, any of them that can
+    // reach this port is answered.
+    Log()->warn("[gateways] sites is empty: every gateway certified by {} is answered; list this customer's "
+                "sites (\"customer/site\") to refuse the others",
+                config.client_ca_file);
   }
 
   // Approval requests: their own table in the store's file, emails to approvals.notify through [smtp],

@@ -1,5 +1,6 @@
 #include "support/harness.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include "crypto/pki.h"
@@ -272,13 +273,19 @@ pid_t TestAgent::SenderPid() const {
   if (!process_) {
     return -1;
   }
-  // The sender is the resident process's only child; the thread that started it lists it.
+  // The sender is the resident process's child running `agent send`; other children come and go
+  // (the inventory runs dpkg-query), so each child's command line is checked.
   std::error_code ec;
   for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(process_->pid()) + "/task", ec)) {
     std::ifstream children(task.path() / "children");
     pid_t child = -1;
-    if (children >> child) {
-      return child;
+    while (children >> child) {
+      std::ifstream cmdline("/proc/" + std::to_string(child) + "/cmdline");
+      std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+      std::replace(args.begin(), args.end(), '\0', ' ');
+      if (args.find(" agent send ") != std::string::npos) {
+        return child;
+      }
     }
   }
   return -1;
