@@ -25,8 +25,10 @@ constexpr std::array kPorts = {
             "users reach it.",
             "policy.toml [listen] https"},
     PortUse{Section::kInsideSite, "Local clients on the policy manager's machine",
-            "Policy manager (lifeline policy, plain HTTP)", kPolicyHttp, "TCP, HTTP on loopback only, bearer token",
-            "Off unless configured; refused at start on any address other than loopback.",
+            "Policy manager (lifeline policy, plain HTTP)", kPolicyHttp,
+            "TCP, HTTP on loopback only, login or bearer token",
+            "The policy API for a reverse proxy or browser on the same machine; the gateways' routes answer 401 "
+            "there. Off unless configured; refused at start on any address other than loopback.",
             "policy.toml [listen] http"},
     PortUse{Section::kInsideSite, "Gateway (remote sessions)", "Managed device (its registered ports)", 0,
             "TCP, the application's own protocol (ssh:22, https:443, ...)",
