@@ -347,18 +347,9 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  fs::path work;
-  if (options.dir.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != 0 ? tmp : "/tmp") + "/bench_policy.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      std::perror("mkdtemp");
-      return 1;
-    }
-    work = pattern;
-  } else {
-    work = options.dir;
-    fs::create_directories(work);
+  const fs::path work = tunnel::MakeWorkDir(options.dir, "bench_policy");
+  if (work.empty()) {
+    return 1;
   }
   fmt::print("bench_policy{}\n", options.smoke ? " --smoke" : "");
   const int status = Run(options, work);

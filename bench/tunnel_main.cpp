@@ -432,18 +432,9 @@ int main(int argc, char** argv) {
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
   }
-  fs::path work;
-  if (options.dir.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != 0 ? tmp : "/tmp") + "/bench_tunnel.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      std::perror("mkdtemp");
-      return 1;
-    }
-    work = pattern;
-  } else {
-    work = options.dir;
-    fs::create_directories(work);
+  const fs::path work = MakeWorkDir(options.dir, "bench_tunnel");
+  if (work.empty()) {
+    return 1;
   }
   fmt::print("bench_tunnel{} (open files limit {})\n", options.smoke ? " --smoke" : "",
              ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? static_cast<long long>(limit.rlim_cur) : -1LL);

@@ -10,6 +10,8 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -40,6 +42,25 @@ bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
     std::this_thread::sleep_for(20ms);
   }
   return condition();
+}
+
+fs::path MakeWorkDir(const std::string& dir, const std::string& name) {
+  if (!dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) {
+      fmt::print(stderr, "cannot create {}: {}\n", dir, ec.message());
+      return {};
+    }
+    return dir;
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp != nullptr && *tmp != 0 ? tmp : "/tmp") + "/" + name + ".XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    std::perror("mkdtemp");
+    return {};
+  }
+  return pattern;
 }
 
 int FreeLoopbackPort() {

@@ -22,6 +22,9 @@ std::string ReadText(const fs::path& path);
 void WriteText(const fs::path& path, const std::string& text);
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+/// The benchmark's work directory: `dir` (created) when given, else a new $TMPDIR/NAME.XXXXXX (or
+/// under /tmp). Empty after printing why when it cannot be made.
+fs::path MakeWorkDir(const std::string& dir, const std::string& name);
 /// A port on 127.0.0.1 nothing listens on at the moment.
 int FreeLoopbackPort();
 

@@ -428,21 +428,16 @@ Result<Approvals::DecideOutcome> Approvals::Decide(std::string_view id, bool app
   {
     std::lock_guard lock(db_mutex_);
     auto done = db_->Transaction([&]() -> VoidResult {
-      auto find = db_->Prepare(fmt::format("SELECT {} FROM approval_requests WHERE id = ?", kColumns));
-      if (!find) {
-        return find.error();
+      auto found = FindLocked(id);
+      if (!found) {
+        return found.error();
       }
-      find->BindAll(std::string(id));
-      auto row = find->Step();
-      if (!row) {
-        return row.error();
-      }
-      if (!*row) {
+      if (!*found) {
         outcome.status = DecideStatus::kNotFound;
         return {};
       }
       ApprovalRequest& r = outcome.request;
-      r = ReadRow(*find);
+      r = std::move(**found);
       if (EqualsIgnoringCase(r.engineer, approver)) {
         outcome.status = DecideStatus::kOwnRequest;
         return {};
@@ -731,6 +726,10 @@ void Approvals::MailLoop() {
 
 Result<std::optional<ApprovalRequest>> Approvals::Find(std::string_view id) {
   std::lock_guard lock(db_mutex_);
+  return FindLocked(id);
+}
+
+Result<std::optional<ApprovalRequest>> Approvals::FindLocked(std::string_view id) {
   auto stmt = db_->Prepare(fmt::format("SELECT {} FROM approval_requests WHERE id = ?", kColumns));
   if (!stmt) {
     return stmt.error();

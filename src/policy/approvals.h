@@ -164,6 +164,8 @@ class Approvals {
   std::int64_t emails_sent() const;
 
  private:
+  /// Find with db_mutex_ held (also inside a transaction).
+  [[nodiscard]] Result<std::optional<ApprovalRequest>> FindLocked(std::string_view id);
   Approvals(std::unique_ptr<store::sqlite::Database> db, ApprovalsOptions options, AuditLog& audit,
             ChangeFeed& feed, std::unique_ptr<transport::Mailer> mailer);
   void StartThreads();
