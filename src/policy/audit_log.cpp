@@ -462,16 +462,16 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
   return answers;
 }
 
-Result<std::vector<AuditRecord>> AuditLog::Read(std::int64_t first, std::int64_t last, std::size_t limit) {
-  std::lock_guard lock(impl_->mutex);
-  auto stmt = impl_->db->Prepare(fmt::format(
+Result<std::vector<AuditRecord>> SelectAuditRecords(store::sqlite::Database& db, std::int64_t first,
+                                                    std::int64_t last, std::size_t limit) {
+  auto stmt = db.Prepare(fmt::format(
       "SELECT {} FROM audit_records WHERE sequence >= ?1 AND (?2 = 0 OR sequence <= ?2) "
       "ORDER BY sequence LIMIT ?3",
       kRecordColumns));
   if (!stmt) {
     return stmt.error();
   }
-  stmt->BindAll(first, last, static_cast<std::int64_t>(limit));
+  stmt->BindAll(first, last, limit == 0 ? std::int64_t{-1} : static_cast<std::int64_t>(limit));
   std::vector<AuditRecord> records;
   while (true) {
     auto row = stmt->Step();
@@ -486,10 +486,8 @@ Result<std::vector<AuditRecord>> AuditLog::Read(std::int64_t first, std::int64_t
   return records;
 }
 
-Result<std::vector<AuditCheckpoint>> AuditLog::Checkpoints() {
-  std::lock_guard lock(impl_->mutex);
-  auto stmt = impl_->db->Prepare(
-      "SELECT sequence, hash, time_ms, signature FROM audit_checkpoints ORDER BY sequence");
+Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sqlite::Database& db) {
+  auto stmt = db.Prepare("SELECT sequence, hash, time_ms, signature FROM audit_checkpoints ORDER BY sequence");
   if (!stmt) {
     return stmt.error();
   }
@@ -506,6 +504,16 @@ Result<std::vector<AuditCheckpoint>> AuditLog::Checkpoints() {
                            .signature = stmt->Text(3)});
   }
   return checkpoints;
+}
+
+Result<std::vector<AuditRecord>> AuditLog::Read(std::int64_t first, std::int64_t last, std::size_t limit) {
+  std::lock_guard lock(impl_->mutex);
+  return SelectAuditRecords(*impl_->db, first, last, limit);
+}
+
+Result<std::vector<AuditCheckpoint>> AuditLog::Checkpoints() {
+  std::lock_guard lock(impl_->mutex);
+  return SelectAuditCheckpoints(*impl_->db);
 }
 
 Result<std::int64_t> AuditLog::LastSequence() {

@@ -22,6 +22,10 @@
 #include "common/result.h"
 #include "crypto/keys.h"
 
+namespace lifeline::store::sqlite {
+class Database;
+}
+
 namespace lifeline::policy {
 
 enum class AuditErrc {
@@ -102,6 +106,14 @@ struct AuditSyslogOptions {
 
 class SyslogForwarder;
 
+/// The records with first <= sequence <= last (last 0 = to the end) of an audit store, in sequence
+/// order, at most `limit` (0 = all), read as stored. AuditLog::Read uses it, and so does `audit
+/// verify`, which opens a store read-only without taking it over.
+[[nodiscard]] Result<std::vector<AuditRecord>> SelectAuditRecords(store::sqlite::Database& db, std::int64_t first = 1,
+                                                                  std::int64_t last = 0, std::size_t limit = 0);
+/// Every checkpoint of an audit store, in sequence order.
+[[nodiscard]] Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sqlite::Database& db);
+
 class AuditLog {
  public:
   struct Options {
@@ -135,7 +147,7 @@ class AuditLog {
   /// (a re-send after a lost reply) are skipped and answered with their stored sequence.
   [[nodiscard]] Result<std::vector<Appended>> AppendMany(std::vector<AuditRecord> records);
 
-  /// Records with first <= sequence <= last (last 0 = to the end), in sequence order; at most `limit`.
+  /// Records with first <= sequence <= last (last 0 = to the end), in sequence order; at most `limit` (0 = all).
   [[nodiscard]] Result<std::vector<AuditRecord>> Read(std::int64_t first, std::int64_t last = 0,
                                                       std::size_t limit = 100000);
   [[nodiscard]] Result<std::vector<AuditCheckpoint>> Checkpoints();

@@ -236,36 +236,7 @@ Result<std::vector<AuditRecord>> ReadAuditRecords(const std::filesystem::path& d
   if (!db) {
     return db.error();
   }
-  auto stmt = (*db)->Prepare(
-      "SELECT sequence, time_ms, received_ms, record_id, source, kind, actor, subject, details, prev_hash, "
-      "hash FROM audit_records ORDER BY sequence");
-  if (!stmt) {
-    return stmt.error();
-  }
-  std::vector<AuditRecord> records;
-  while (true) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      break;
-    }
-    AuditRecord r;
-    r.sequence = stmt->Int(0);
-    r.time_ms = stmt->Int(1);
-    r.received_ms = stmt->Int(2);
-    r.record_id = stmt->Text(3);
-    r.source = stmt->Text(4);
-    r.kind = stmt->Text(5);
-    r.actor = stmt->Text(6);
-    r.subject = stmt->Text(7);
-    r.details = stmt->Text(8);
-    r.prev_hash = stmt->Text(9);
-    r.hash = stmt->Text(10);
-    records.push_back(std::move(r));
-  }
-  return records;
+  return SelectAuditRecords(**db);
 }
 
 Result<std::vector<AuditCheckpoint>> ReadAuditCheckpoints(const std::filesystem::path& db_path) {
@@ -273,23 +244,7 @@ Result<std::vector<AuditCheckpoint>> ReadAuditCheckpoints(const std::filesystem:
   if (!db) {
     return db.error();
   }
-  auto stmt = (*db)->Prepare("SELECT sequence, hash, time_ms, signature FROM audit_checkpoints ORDER BY sequence");
-  if (!stmt) {
-    return stmt.error();
-  }
-  std::vector<AuditCheckpoint> checkpoints;
-  while (true) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      break;
-    }
-    checkpoints.push_back(
-        {.sequence = stmt->Int(0), .hash = stmt->Text(1), .time_ms = stmt->Int(2), .signature = stmt->Text(3)});
-  }
-  return checkpoints;
+  return SelectAuditCheckpoints(**db);
 }
 
 Result<AuditVerifyReport> VerifyAuditStore(
