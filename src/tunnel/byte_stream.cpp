@@ -20,7 +20,7 @@ class TcpByteStream final : public ByteStream {
     socket_.async_read_some(buffer, std::move(handler));
   }
   void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
-    asio::async_write(socket_, buffer, std::move(handler));
+    asio::async_write(socket_, buffer, TransferAllAtOnce(), std::move(handler));
   }
   void AsyncShutdownWrite(DoneHandler handler) override {
     ErrorCode ec;

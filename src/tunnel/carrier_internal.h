@@ -137,6 +137,13 @@ class TlsStream {
   Impl& SslImpl() { return impl_; }
   /// Direct mode: sends close_notify and completes once written; reads go on until the peer's.
   void DirectShutdownWrite(DoneCompletion handler);
+  /// Direct mode, like TCP_CORK: until Uncork, writes are encrypted and held (up to kCorkLimit
+  /// bytes, beyond which they go out as usual) and complete at once. Beast hands a WebSocket
+  /// message to its stream 64 KiB at a time (asio::async_write's most per call); corked for the
+  /// message, its pieces leave in one send() instead of one each.
+  void Cork();
+  /// Sends what the cork held; `handler` runs once it is written (posted, at once if nothing was).
+  void Uncork(DoneCompletion handler);
 
  private:
   void DirectRead(asio::mutable_buffer buffer, IoCompletion handler);

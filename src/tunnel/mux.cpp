@@ -102,6 +102,7 @@ struct MuxStreamState {
   std::string in;
   std::string in_writing;
   bool in_write_pending = false;
+  bool local_write_queued = false;  // in MuxCore::local_writes_: written once the carrier read is parsed
   bool peer_ended = false;      // END_STREAM received
   bool shutdown_started = false;
   bool shutdown_done = false;
@@ -222,6 +223,7 @@ class MuxCore : public std::enable_shared_from_this<MuxCore> {
   void StartLocalRead(const StreamPtr& s);
   void OnLocalRead(const StreamPtr& s, ErrorCode ec, std::size_t n);
   void WriteLocal(const StreamPtr& s);
+  void WriteQueuedLocals();
   void OnLocalWritten(const StreamPtr& s, ErrorCode ec, std::size_t n);
   void Consume(MuxStreamState* s, std::size_t n);
   std::uint32_t FairWindow(SteadyClock::time_point now);
@@ -246,6 +248,9 @@ class MuxCore : public std::enable_shared_from_this<MuxCore> {
   std::unordered_map<std::int32_t, StreamPtr> streams_;
   std::unique_ptr<char[]> read_buffer_;
   std::string write_batch_;
+  // Streams that got DATA during the current carrier read: each is written to its local side once, after
+  // the whole read is parsed, so a read carrying several frames for a stream becomes one local write.
+  std::vector<std::int32_t> local_writes_;
   bool write_pending_ = false;
   bool closed_ = false;
   bool closing_ = false;  // Close(): GOAWAY on its way, carrier closes after it
@@ -360,8 +365,24 @@ void MuxCore::OnCarrierRead(ErrorCode ec, std::size_t n) {
   if (closed_) {
     return;
   }
+  WriteQueuedLocals();
   Flush();
   StartRead();
+}
+
+void MuxCore::WriteQueuedLocals() {
+  std::vector<std::int32_t> ids;
+  ids.swap(local_writes_);
+  for (const std::int32_t id : ids) {
+    if (StreamPtr s = Find(id)) {
+      s->local_write_queued = false;
+      WriteLocal(s);
+    }
+  }
+  ids.clear();
+  if (local_writes_.empty()) {
+    local_writes_.swap(ids);  // keeps the capacity
+  }
 }
 
 void MuxCore::Flush() {
@@ -707,8 +728,9 @@ int MuxCore::OnDataChunkRecv(nghttp2_session* session, uint8_t, int32_t stream_i
     }
     return 0;
   }
-  if (s->spliced) {
-    self->WriteLocal(self->Find(stream_id));
+  if (s->spliced && !s->local_write_queued) {
+    s->local_write_queued = true;
+    self->local_writes_.push_back(stream_id);
   }
   // Otherwise (server, not answered yet) the bytes wait unconsumed: the stream window bounds them.
   return 0;
@@ -1130,7 +1152,8 @@ void MuxCore::Consume(MuxStreamState* s, std::size_t n) {
   std::uint32_t window = s->window;
   if (window > fair) {
     window = fair;
-  } else if (window < fair && rtt_.count() > 0 && now - s->epoch_start < 2 * rtt_) {
+  } else if (window < fair && rtt_.count() > 0 &&
+             now - s->epoch_start < 2 * std::max<SteadyClock::duration>(rtt_, options_.window_rtt_floor)) {
     window = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{window} * 2, fair));
   }
   if (window != s->window) {

@@ -53,6 +53,14 @@ struct MuxOptions {
   /// with a whole window per round trip, up to max_stream_window (docs/tunnel.md).
   std::uint32_t initial_stream_window = 256 * 1024;
   std::uint32_t max_stream_window = 16 * 1024 * 1024;
+  /// The shortest round trip the window tuning assumes. A WINDOW_UPDATE takes the network's round
+  /// trip plus the time either process waits for a CPU: on a busy host a few scheduler slices (3 to
+  /// 4 ms each), which an idle PING across loopback or a LAN (0.1 ms) does not see. Tuning to the
+  /// PING alone kept a loopback stream at 1 MiB and 474 MB/s on the 2-core bench host; with this
+  /// floor it reaches the maximum and 555 MB/s (bench_tunnel, docs/tunnel.md). Windows still grow
+  /// only for streams whose reader takes half a window within two of these: a slow reader keeps a
+  /// small one.
+  std::chrono::milliseconds window_rtt_floor{10};
   /// The connection-level window: large, because per-stream windows do the limiting.
   std::uint32_t connection_window = (1u << 30) - 1;
   /// A PING every interval; the peer is declared dead after `ping_misses_allowed` intervals in which
@@ -64,7 +72,7 @@ struct MuxOptions {
   std::uint32_t max_frame_size = 64 * 1024;
   /// Largest buffer per stream for bytes read from its local side; a stream starts with a small one
   /// and grows it only while data flows, so idle streams stay small.
-  std::size_t stream_buffer_size = 128 * 1024;
+  std::size_t stream_buffer_size = 512 * 1024;
   /// Request and response bodies of non-spliced calls are collected up to this size.
   std::size_t max_body_size = 1024 * 1024;
   /// A spliced stream with no bytes either way for this long is ended (0: never).

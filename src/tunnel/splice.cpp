@@ -2,6 +2,7 @@
 
 #include <boost/asio/error.hpp>
 
+#include <algorithm>
 #include <vector>
 
 namespace lifeline::tunnel {
@@ -10,8 +11,12 @@ namespace {
 class Splicer : public std::enable_shared_from_this<Splicer> {
  public:
   Splicer(std::shared_ptr<ByteStream> a, std::shared_ptr<ByteStream> b, std::function<void(SpliceResult)> done,
-          std::size_t buffer_bytes)
-      : a_(std::move(a)), b_(std::move(b)), done_(std::move(done)), buffer_bytes_(buffer_bytes) {}
+          std::size_t initial_buffer_bytes, std::size_t max_buffer_bytes)
+      : a_(std::move(a)),
+        b_(std::move(b)),
+        done_(std::move(done)),
+        initial_buffer_bytes_(std::max<std::size_t>(initial_buffer_bytes, 1)),
+        max_buffer_bytes_(std::max(max_buffer_bytes, initial_buffer_bytes_)) {}
 
   void Start() {
     Pump(a_.get(), b_.get(), &result_.a_to_b, &ab_buffer_);
@@ -22,7 +27,7 @@ class Splicer : public std::enable_shared_from_this<Splicer> {
   // One direction: read from `from`, write all of it to `to`, again; at the end of input half-close `to`.
   void Pump(ByteStream* from, ByteStream* to, std::uint64_t* counter, std::vector<char>* buffer) {
     if (buffer->empty()) {
-      buffer->resize(buffer_bytes_);
+      buffer->resize(initial_buffer_bytes_);
     }
     from->AsyncReadSome(asio::buffer(*buffer),
                         [self = shared_from_this(), from, to, counter, buffer](ErrorCode ec, std::size_t n) {
@@ -34,13 +39,19 @@ class Splicer : public std::enable_shared_from_this<Splicer> {
                             }
                             return;
                           }
+                          const bool filled = n == buffer->size();
                           to->AsyncWrite(asio::buffer(buffer->data(), n),
-                                         [self, from, to, counter, buffer](ErrorCode wec, std::size_t written) {
+                                         [self, from, to, counter, buffer, filled](ErrorCode wec, std::size_t written) {
                                            if (wec) {
                                              self->Fail(wec);
                                              return;
                                            }
                                            *counter += written;
+                                           if (filled && buffer->size() < self->max_buffer_bytes_) {
+                                             // Its bytes are written: a new buffer needs no copy.
+                                             std::vector<char>(std::min(buffer->size() * 2, self->max_buffer_bytes_))
+                                                 .swap(*buffer);
+                                           }
                                            self->Pump(from, to, counter, buffer);
                                          });
                         });
@@ -72,7 +83,8 @@ class Splicer : public std::enable_shared_from_this<Splicer> {
 
   std::shared_ptr<ByteStream> a_, b_;
   std::function<void(SpliceResult)> done_;
-  std::size_t buffer_bytes_;
+  const std::size_t initial_buffer_bytes_;
+  const std::size_t max_buffer_bytes_;
   std::vector<char> ab_buffer_, ba_buffer_;
   SpliceResult result_;
   bool failed_ = false;
@@ -82,8 +94,9 @@ class Splicer : public std::enable_shared_from_this<Splicer> {
 }  // namespace
 
 void Splice(std::shared_ptr<ByteStream> a, std::shared_ptr<ByteStream> b, std::function<void(SpliceResult)> done,
-            std::size_t buffer_bytes) {
-  std::make_shared<Splicer>(std::move(a), std::move(b), std::move(done), buffer_bytes)->Start();
+            std::size_t initial_buffer_bytes, std::size_t max_buffer_bytes) {
+  std::make_shared<Splicer>(std::move(a), std::move(b), std::move(done), initial_buffer_bytes, max_buffer_bytes)
+      ->Start();
 }
 
 }  // namespace lifeline::tunnel

@@ -17,9 +17,12 @@ struct SpliceResult {
   ErrorCode error;  // the first error other than a clean end of input
 };
 
-/// Starts copying; `done` runs once, on a's executor, after both streams are closed. `buffer_bytes`
-/// per direction. Both streams must use the same single-threaded executor (or strand).
+/// Starts copying; `done` runs once, on a's executor, after both streams are closed. Each direction
+/// reads into a buffer of `initial_buffer_bytes` that doubles, up to `max_buffer_bytes`, while reads
+/// fill it: an interactive session stays small, a bulk transfer makes a quarter as many reads and
+/// writes (each one a wake-up of the process at the other end). Both streams must use the same
+/// single-threaded executor (or strand).
 void Splice(std::shared_ptr<ByteStream> a, std::shared_ptr<ByteStream> b, std::function<void(SpliceResult)> done,
-            std::size_t buffer_bytes = 64 * 1024);
+            std::size_t initial_buffer_bytes = 64 * 1024, std::size_t max_buffer_bytes = 256 * 1024);
 
 }  // namespace lifeline::tunnel

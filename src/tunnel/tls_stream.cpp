@@ -79,6 +79,8 @@ struct DirectIo {
 // and doubles up to 256 KiB while reads fill it.
 constexpr std::size_t kDirectReadStart = 32 * 1024;
 constexpr std::size_t kDirectReadSize = 256 * 1024;
+// What a corked stream holds at most before it sends anyway (TlsStream::Cork).
+constexpr std::size_t kCorkLimit = 256 * 1024;
 
 int DirectBioWrite(BIO* bio, const char* data, int length) {
   static_cast<DirectIo*>(BIO_get_data(bio))->out.append(data, static_cast<std::size_t>(length));
@@ -194,6 +196,7 @@ struct TlsDirect {
   bool read_pending = false;
   std::string sending;  // the socket write in flight
   bool send_pending = false;
+  bool corked = false;  // TlsStream::Cork
   // Completes a write (or close_notify) once everything it produced is written.
   TlsStream::DoneCompletion on_sent;
 };
@@ -208,7 +211,7 @@ void SendDirect(const std::shared_ptr<TlsDirect>& direct) {
   direct->send_pending = true;
   direct->sending.swap(direct->io.out);
   direct->io.out.clear();
-  asio::async_write(*direct->socket, asio::buffer(direct->sending), [direct](ErrorCode ec, std::size_t) {
+  asio::async_write(*direct->socket, asio::buffer(direct->sending), TransferAllAtOnce(), [direct](ErrorCode ec, std::size_t) {
     direct->send_pending = false;
     direct->sending.clear();
     if (!ec && !direct->io.out.empty()) {
@@ -381,9 +384,29 @@ void TlsStream::DirectWrite(std::vector<asio::const_buffer> buffers, IoCompletio
                [handler = std::move(handler), ec = LastSslError()]() mutable { std::move(handler)(ec, 0); });
     return;
   }
+  if (direct_->corked && direct_->io.out.size() < kCorkLimit) {
+    asio::post(direct_->socket->get_executor(),
+               [handler = std::move(handler), total]() mutable { std::move(handler)(ErrorCode(), total); });
+    return;
+  }
   FinishWrite(direct_, [handler = std::move(handler), total](ErrorCode ec) mutable {
     std::move(handler)(ec, ec ? 0 : total);
   });
+}
+
+void TlsStream::Cork() {
+  if (direct_) {
+    direct_->corked = true;
+  }
+}
+
+void TlsStream::Uncork(DoneCompletion handler) {
+  if (!direct_) {
+    asio::post(impl_.get_executor(), [handler = std::move(handler)]() mutable { std::move(handler)(ErrorCode()); });
+    return;
+  }
+  direct_->corked = false;
+  FinishWrite(direct_, std::move(handler));
 }
 
 void TlsStream::DirectShutdownWrite(DoneCompletion handler) {

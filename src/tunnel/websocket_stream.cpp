@@ -40,8 +40,13 @@ class WebSocketByteStream final : public ByteStream {
   }
 
   void AsyncWrite(asio::const_buffer buffer, IoHandler handler) override {
-    ws_->async_write(buffer, [keep = state_, handler = std::move(handler)](
-                                 ErrorCode ec, std::size_t n) { handler(ec, n); });
+    // The message's pieces leave together (TlsStream::Cork); the write completes once they are sent.
+    ws_->next_layer().Cork();
+    ws_->async_write(buffer, [keep = state_, handler = std::move(handler)](ErrorCode ec, std::size_t n) mutable {
+      keep->ws->next_layer().Uncork([keep, handler = std::move(handler), ec, n](ErrorCode send_ec) {
+        handler(ec ? ec : send_ec, ec || send_ec ? 0 : n);
+      });
+    });
   }
 
   void AsyncShutdownWrite(DoneHandler handler) override {

@@ -685,6 +685,40 @@ TEST_F(MuxTest, WindowGrowsToFillALinkWithDelay) {
   EXPECT_GT(rate, 25.0);  // twice what the initial window allows
 }
 
+// On loopback a PING comes back in about 0.1 ms, and a window tuned to that alone stayed at 1 MiB:
+// too small to cover the time the two processes wait for a CPU on a busy host. With the RTT floor
+// (MuxOptions::window_rtt_floor) a stream whose reader keeps up grows its window well past that.
+TEST_F(MuxTest, WindowGrowsOnLoopbackWhenTheReaderKeepsUp) {
+  Device& sink = AddDevice(DeviceMode::kCount);
+  StartPair({}, {});
+  Opened opened = OpenSpliced(sink.Port());
+  ASSERT_EQ(opened.status, 200);
+  constexpr std::size_t kBytes = 128u << 20;
+  Conn conn{opened.fd, std::string(kBytes, 'x')};
+  ASSERT_TRUE(Exchange({&conn}, 60s));
+  const auto stats = server_->Stats();
+  std::printf("one stream on loopback: receive window grew to %u bytes; rtt %lld us\n", stats.largest_stream_window,
+              static_cast<long long>(stats.last_rtt.count()));
+  EXPECT_LT(stats.last_rtt, std::chrono::milliseconds(5));  // the floor, not the RTT, let it grow
+  EXPECT_GE(stats.largest_stream_window, 4u << 20);
+}
+
+// The same transfer with the floor at zero: tuned to the loopback PING alone, a window whose half
+// takes longer than two PING round trips never grows (what kept the bench's stream at 1 MiB).
+TEST_F(MuxTest, WithoutTheFloorTheLoopbackPingAloneKeepsTheWindow) {
+  Device& sink = AddDevice(DeviceMode::kCount);
+  MuxOptions options;
+  options.window_rtt_floor = std::chrono::milliseconds(0);
+  options.initial_stream_window = 8u << 20;  // large enough that half of it takes longer than 2 RTTs
+  StartPair(options, options);
+  Opened opened = OpenSpliced(sink.Port());
+  ASSERT_EQ(opened.status, 200);
+  constexpr std::size_t kBytes = 64u << 20;
+  Conn conn{opened.fd, std::string(kBytes, 'x')};
+  ASSERT_TRUE(Exchange({&conn}, 60s));
+  EXPECT_EQ(server_->Stats().largest_stream_window, 0u);  // never changed from the initial window
+}
+
 TEST_F(MuxTest, SilentPeerIsDeclaredDeadAfterThreeMissedPings) {
   // The peer is a socket that never reads or writes.
   auto [a, silent_fd] = SocketPair(io_);
