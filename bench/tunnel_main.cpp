@@ -39,7 +39,7 @@ struct Options {
   std::string lifeline = LIFELINE_BINARY;
   int window_seconds = 0;  // the parallel figures' window; 0: 5 s (0.5 s with --smoke)
   int rounds = 0;          // single-stream loopback rounds; 0: 3 (1 with --smoke)
-  bool single_only = false;  // only the single-stream loopback figure (for profiling and tuning)
+  std::string only;  // "single" or "parallel": only those figures (for profiling and tuning)
 };
 
 struct Sizes {
@@ -56,11 +56,13 @@ struct Sizes {
 
 void Usage() {
   std::puts(
-      "usage: bench_tunnel [--smoke] [--dir DIR] [--keep] [--lifeline PATH] [--window SECONDS] [--rounds N] [--single]\n"
+      "usage: bench_tunnel [--smoke] [--dir DIR] [--keep] [--lifeline PATH] [--window SECONDS] [--rounds N]\n"
+      "                    [--only single|parallel]\n"
       "  --smoke     a short run that checks everything works; figures are not meaningful\n"
       "  --rounds    rounds of the single-stream loopback figure, tunnel / ssh -L / plain in turn each round; the\n"
       "              table shows each path's median round (default 3)\n"
-      "  --single    only the single-stream loopback figure (quick, for tuning and profiling)\n"
+      "  --only      only the single-stream loopback figure, or only the parallel ones (quick, for tuning and\n"
+      "              profiling)\n"
       "  --dir       work directory (configs, logs, PKIs, gateway.db); default: a new one under $TMPDIR or /tmp\n"
       "  --keep      keep the work directory (it is always kept when something failed)\n"
       "  --lifeline  the lifeline binary to run (default: this build's)\n"
@@ -229,7 +231,7 @@ int Run(const Options& options, const fs::path& work) {
   std::vector<int> idle;
   double idle_open_s = 0;
   int idle_alive = 0;
-  if (!options.single_only) {
+  if (options.only.empty()) {
     // ---- 5 first: idle streams through the direct gateway, while the gateway and home are fresh (after
     // the bulk figures their heaps hold freed memory that new streams reuse, which hides their cost)
     fmt::print("  running: idle streams\n");
@@ -297,7 +299,7 @@ int Run(const Options& options, const fs::path& work) {
   // The loopback figure is the tight one (target 1.0x), and one run of each swings by several percent on
   // a 2-core machine: the paths take turns for `rounds` rounds, and each path's median round counts.
   std::vector<StreamsResult> tunnel_rounds, ssh_rounds, plain_rounds;
-  for (int round = 1; round <= sizes.rounds; ++round) {
+  for (int round = 1; round <= sizes.rounds && options.only != "parallel"; ++round) {
     const std::string of = sizes.rounds > 1 ? fmt::format(" (round {} of {})", round, sizes.rounds) : "";
     tunnel_rounds.push_back(
         run.Downloads("tunnel, 1 stream" + of, session.port(), 1, sizes.single_bytes, sizes.single_limit, tunnel_cpu));
@@ -320,21 +322,29 @@ int Run(const Options& options, const fs::path& work) {
           "");
     }
   };
-  if (options.single_only) {
-    fmt::print("\n== bench_tunnel --single ==\n");
+  if (options.only == "single") {
+    fmt::print("\n== bench_tunnel --only single ==\n");
     Row("figure", "ours", "baseline", "ratio", "target", "result");
     single_rows();
     Row("  CPU s per GB, all processes of the path", CpuPerGb(single_tunnel), CpuPerGb(single_ssh),
         CpuRatio(single_tunnel, single_ssh), "(info)", "");
     return run.ok ? 0 : 1;
   }
-  const auto slow_tunnel = run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes,
-                                         sizes.single_limit, tunnel_slow_cpu);
-  const auto slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes,
-                                      sizes.single_limit, ssh_slow_cpu);
-  const auto slow_plain =
-      run.Downloads("plain +50 ms, 1 stream", plain_relay.port(), 1, sizes.single_bytes, sizes.single_limit);
+  StreamsResult slow_tunnel, slow_ssh, slow_plain;
+  if (options.only.empty()) {
+    slow_tunnel = run.Downloads("tunnel +50 ms, 1 stream", session_delayed.port(), 1, sizes.single_bytes,
+                                sizes.single_limit, tunnel_slow_cpu);
+    slow_ssh = run.Downloads("ssh -L +50 ms, 1 stream", ssh_delayed.port(), 1, sizes.single_bytes, sizes.single_limit,
+                             ssh_slow_cpu);
+    slow_plain = run.Downloads("plain +50 ms, 1 stream", plain_relay.port(), 1, sizes.single_bytes, sizes.single_limit);
+  }
 
+  auto parallel_rows = [&](std::string_view label, const StreamsResult& t, const StreamsResult& s) {
+    Row(fmt::format("{} streams{}, {:.1f} s: aggregate", sizes.streams, label, t.seconds), Mbps(t.AggregateRate()), Mbps(s.AggregateRate()),
+        Ratio(t.AggregateRate(), s.AggregateRate()), "(none)", t.error.empty() ? "" : "FAILED");
+    Row("  Jain's fairness index", fmt::format("{:.3f}", t.Jain()), fmt::format("{:.3f}", s.Jain()), "", "", "");
+    Row("  min/max per stream, MB/s", StreamsSpread(t), StreamsSpread(s), "", "", "");
+  };
   // ---- 3: parallel streams, a fixed window, each stream asking for more than it can get in it
   const std::uint64_t each = 1ull << 30;
   const auto par_tunnel = run.Downloads("tunnel, parallel", session.port(), sizes.streams, each, sizes.parallel_window);
@@ -344,6 +354,14 @@ int Run(const Options& options, const fs::path& work) {
       run.Downloads("tunnel +50 ms, parallel", session_delayed.port(), sizes.streams, each, sizes.parallel_window);
   const auto spar_ssh =
       run.Downloads("ssh -L +50 ms, parallel", ssh_delayed.port(), sizes.streams, each, sizes.parallel_window);
+
+  if (options.only == "parallel") {
+    fmt::print("\n== bench_tunnel --only parallel ==\n");
+    Row("figure", "ours", "baseline", "ratio", "target", "result");
+    parallel_rows("", par_tunnel, par_ssh);
+    parallel_rows(", +50 ms", spar_tunnel, spar_ssh);
+    return run.ok ? 0 : 1;
+  }
 
   // ---- 4: set-up time, sequential connections
   fmt::print("  running: set-ups\n");
@@ -401,12 +419,6 @@ int Run(const Options& options, const fs::path& work) {
   Row(fmt::format("  seconds (limit {} s)", sizes.single_limit.count() / 1000),
       fmt::format("{:.1f}/{:.1f}", single_tunnel.seconds, slow_tunnel.seconds),
       fmt::format("{:.1f}/{:.1f}", single_ssh.seconds, slow_ssh.seconds), "", "", "");
-  auto parallel_rows = [&](std::string_view label, const StreamsResult& t, const StreamsResult& s) {
-    Row(fmt::format("{} streams{}, {:.1f} s: aggregate", sizes.streams, label, t.seconds), Mbps(t.AggregateRate()), Mbps(s.AggregateRate()),
-        Ratio(t.AggregateRate(), s.AggregateRate()), "(none)", t.error.empty() ? "" : "FAILED");
-    Row("  Jain's fairness index", fmt::format("{:.3f}", t.Jain()), fmt::format("{:.3f}", s.Jain()), "", "", "");
-    Row("  min/max per stream, MB/s", StreamsSpread(t), StreamsSpread(s), "", "", "");
-  };
   parallel_rows("", par_tunnel, par_ssh);
   Row("  plain TCP aggregate (baseline column)", Mbps(par_tunnel.AggregateRate()), Mbps(par_plain.AggregateRate()),
       Ratio(par_tunnel.AggregateRate(), par_plain.AggregateRate()), "", "");
@@ -479,8 +491,9 @@ int main(int argc, char** argv) {
       options.window_seconds = std::atoi(argv[++i]);
     } else if (arg == "--rounds" && i + 1 < argc) {
       options.rounds = std::atoi(argv[++i]);
-    } else if (arg == "--single") {
-      options.single_only = true;
+    } else if (arg == "--only" && i + 1 < argc && (std::string_view(argv[i + 1]) == "single" ||
+                                                   std::string_view(argv[i + 1]) == "parallel")) {
+      options.only = argv[++i];
     } else if (arg == "--keep") {
       options.keep = true;
     } else {

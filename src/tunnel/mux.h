@@ -72,7 +72,7 @@ struct MuxOptions {
   std::uint32_t max_frame_size = 64 * 1024;
   /// Largest buffer per stream for bytes read from its local side; a stream starts with a small one
   /// and grows it only while data flows, so idle streams stay small.
-  std::size_t stream_buffer_size = 512 * 1024;
+  std::size_t stream_buffer_size = 128 * 1024;
   /// Request and response bodies of non-spliced calls are collected up to this size.
   std::size_t max_body_size = 1024 * 1024;
   /// A spliced stream with no bytes either way for this long is ended (0: never).
