@@ -64,7 +64,10 @@ class RelayService::Impl {
     transport::ServerOptions server;
     server.listen = options_.listen;
     server.tls = {options_.gateway_cert.string(), options_.gateway_key.string(), options_.ca_cert.string()};
-    server.client_certs = transport::ClientCertPolicy::kRequired;
+    // Optional, not required: a device enrolling has no certificate yet (RelayEnrollment). Every
+    // other route checks for one (CheckDevice); one that is presented must still verify against the
+    // home's CA, or the handshake fails.
+    server.client_certs = transport::ClientCertPolicy::kOptional;
     server.max_body_bytes = options_.max_body_bytes;
     server.worker_threads = options_.worker_threads;
     server.name = "relay";
@@ -125,9 +128,8 @@ class RelayService::Impl {
     if (request.method == "GET" && (request.target == "/v1/tickets" || request.target == "/v1/time")) {
       return PassThrough(request);
     }
-    if (request.target == "/v1/enroll") {
-      return Refusal(Reject::kNotFound, "enroll with the home itself (home.url of the home); the gateway relays "
-                                        "batches and ticket queries of enrolled devices");
+    if (request.method == "POST" && request.target == "/v1/enroll") {
+      return RelayEnrollment(request);
     }
     return Refusal(Reject::kNotFound, fmt::format("no endpoint {} {} at the gateway", request.method, request.target));
   }
@@ -211,6 +213,61 @@ class RelayService::Impl {
     response.body = protocol::EncodeRelayHeld(
         {.gateway = Name(), .relay_id = id, .message = "the gateway holds the batch and forwards it to the home"});
     return response;
+  }
+
+  /// A device of this gateway's own customer and site enrolls through it: the request (token, CSR,
+  /// public keys; the device's private keys never leave it) goes to the home over the gateway's own
+  /// paths and certificate, and the home's signed answer comes back as it came. The home checks the
+  /// token and, seeing the gateway's certificate, that the gateway is enrolled, not revoked and of the
+  /// device's site; the agent checks that the certificate is for it and from the CA it pinned. A
+  /// gateway never enrolls through another.
+  transport::HttpResponse RelayEnrollment(const transport::HttpRequest& request) {
+    std::string why;
+    auto enroll = protocol::DecodeEnrollRequest(request.body, &why);
+    if (!enroll) {
+      return Refusal(static_cast<Reject>(enroll.error().value()), why);
+    }
+    const std::string key = enroll->device.Key();
+    if (enroll->gateway) {
+      ++refused_;
+      Log()->warn("refused enrollment of gateway {} from {}: gateways enroll with the home itself", key,
+                  request.remote);
+      return Refusal(Reject::kIdentityMismatch, "a gateway enrolls with the home itself, not through a gateway");
+    }
+    if (enroll->device.customer != options_.gateway.customer || enroll->device.site != options_.gateway.site) {
+      ++refused_;
+      Log()->warn("refused enrollment of {} from {}: this gateway relays only for {}/{}", key, request.remote,
+                  options_.gateway.customer, options_.gateway.site);
+      return Refusal(Reject::kIdentityMismatch,
+                     fmt::format("gateway {} relays only for devices of {}/{}", Name(), options_.gateway.customer,
+                                 options_.gateway.site));
+    }
+    transport::HttpClient client(MakeTls());
+    transport::ClientRequest forward{.method = "POST",
+                                     .content_type = "application/json",
+                                     .body = request.body,
+                                     .timeout = std::max(options_.wait, std::chrono::milliseconds(5000))};
+    auto routes = MakeRoutes();
+    auto answer = routes->Send([&](const transport::ProxySettings& path, const std::string& endpoint,
+                                   std::string* detail) {
+      forward.url = endpoint + "/v1/enroll";
+      forward.proxy = path;
+      auto result = client.Send(forward);
+      if (!result) {
+        *detail = client.LastErrorDetail();
+      }
+      return result;
+    });
+    if (!answer) {
+      Log()->warn("cannot pass the enrollment of {} to the home: {}", key, routes->LastFailure());
+      return Refusal(Reject::kInternal, "the gateway cannot reach the home now; try again later");
+    }
+    if (answer->status == 200) {
+      Log()->info("relayed the enrollment of {} from {}", key, request.remote);
+    } else {
+      Log()->warn("the home refused the enrollment of {} from {} (HTTP {})", key, request.remote, answer->status);
+    }
+    return AsDeviceResponse(*answer);
   }
 
   transport::HttpResponse PassThrough(const transport::HttpRequest& request) {

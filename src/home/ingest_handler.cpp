@@ -68,24 +68,11 @@ std::optional<std::pair<Reject, std::string>> IngestHandler::ResolveDevicePeer(
   // Relayed: only a gateway may speak for a device, only for one of its own customer and site, and
   // the device's certificate must be one this home issued. The device's own checks (enrolled, not
   // revoked, signature) follow as for a direct batch.
-  auto gateway = request.peer ? crypto::PeerFromCertificatePem(request.peer->pem)
-                              : Result<crypto::CertifiedPeer>(crypto::Errc::kNoIdentity);
-  if (!gateway || gateway->kind != crypto::PeerKind::kGateway) {
-    return std::make_pair(Reject::kIdentityMismatch,
-                          std::string("only a gateway certificate may relay for a device"));
+  protocol::DeviceIdentity gateway;
+  if (auto refusal = CheckRelayingGateway(request, &gateway)) {
+    return refusal;
   }
-  const std::string gateway_name = gateway->identity.Key();
-  auto record = store_.FindDevice(gateway->identity.customer, gateway->identity.site, gateway->identity.serial);
-  if (!record) {
-    Log()->error("store lookup failed for gateway {}: {}", gateway_name, record.error().message());
-    return std::make_pair(Reject::kInternal, std::string());
-  }
-  if (!record->has_value() || (*record)->kind != store::EnrollmentKind::kGateway) {
-    return std::make_pair(Reject::kDeviceUnknown, fmt::format("gateway {} is not enrolled", gateway_name));
-  }
-  if ((*record)->status == store::DeviceStatus::kRevoked) {
-    return std::make_pair(Reject::kDeviceRevoked, fmt::format("gateway {} is revoked", gateway_name));
-  }
+  const std::string gateway_name = gateway.Key();
   auto pem = crypto::Base64Decode(relayed->second);
   const std::string device_pem = pem ? std::string(pem->begin(), pem->end()) : std::string();
   if (!pem || !crypto::VerifyCertificateChain(device_pem, keys_.ca_cert_pem)) {
@@ -97,7 +84,7 @@ std::optional<std::pair<Reject, std::string>> IngestHandler::ResolveDevicePeer(
     return std::make_pair(Reject::kIdentityMismatch,
                           fmt::format("gateway {} relayed a certificate that names no device", gateway_name));
   }
-  if (identity->customer != gateway->identity.customer || identity->site != gateway->identity.site) {
+  if (identity->customer != gateway.customer || identity->site != gateway.site) {
     return std::make_pair(Reject::kIdentityMismatch,
                           fmt::format("gateway {} may not relay for {}, a device of another site", gateway_name,
                                       identity->Key()));
@@ -115,6 +102,30 @@ std::optional<std::pair<Reject, std::string>> IngestHandler::ResolveDevicePeer(
     }
     out->relay_received_at_ms = ms;
   }
+  return std::nullopt;
+}
+
+std::optional<std::pair<Reject, std::string>> IngestHandler::CheckRelayingGateway(
+    const transport::HttpRequest& request, protocol::DeviceIdentity* gateway) const {
+  auto peer = request.peer ? crypto::PeerFromCertificatePem(request.peer->pem)
+                           : Result<crypto::CertifiedPeer>(crypto::Errc::kNoIdentity);
+  if (!peer || peer->kind != crypto::PeerKind::kGateway) {
+    return std::make_pair(Reject::kIdentityMismatch,
+                          std::string("only a gateway certificate may relay for a device"));
+  }
+  const std::string gateway_name = peer->identity.Key();
+  auto record = store_.FindDevice(peer->identity.customer, peer->identity.site, peer->identity.serial);
+  if (!record) {
+    Log()->error("store lookup failed for gateway {}: {}", gateway_name, record.error().message());
+    return std::make_pair(Reject::kInternal, std::string());
+  }
+  if (!record->has_value() || (*record)->kind != store::EnrollmentKind::kGateway) {
+    return std::make_pair(Reject::kDeviceUnknown, fmt::format("gateway {} is not enrolled", gateway_name));
+  }
+  if ((*record)->status == store::DeviceStatus::kRevoked) {
+    return std::make_pair(Reject::kDeviceRevoked, fmt::format("gateway {} is revoked", gateway_name));
+  }
+  *gateway = peer->identity;
   return std::nullopt;
 }
 
@@ -341,6 +352,23 @@ transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest
   if (!signing_key || signing_key->size() != crypto::kSigningPublicKeyBytes) {
     return refuse(Reject::kMalformedBody, "signing_public_key must be a base64 Ed25519 public key");
   }
+  // Through a gateway (its certificate is the TLS peer): an enrolled, unrevoked gateway, and only for
+  // a device of its own customer and site. The token is checked below as for any enrollment.
+  std::string via;
+  if (request.peer) {
+    if (auto peer = crypto::PeerFromCertificatePem(request.peer->pem); peer && peer->kind == crypto::PeerKind::kGateway) {
+      protocol::DeviceIdentity gateway;
+      if (auto refusal = CheckRelayingGateway(request, &gateway)) {
+        return refuse(refusal->first, refusal->second);
+      }
+      if (enroll->gateway || enroll->device.customer != gateway.customer || enroll->device.site != gateway.site) {
+        return refuse(Reject::kIdentityMismatch,
+                      fmt::format("gateway {} may not relay the enrollment of {} {}", gateway.Key(),
+                                  enroll->gateway ? "gateway" : "device", enroll->device.Key()));
+      }
+      via = fmt::format(" via gateway {}", gateway.Key());
+    }
+  }
   // The certificate carries the identity the token was issued for, never what the CSR claims; the store
   // then checks the token against that identity, and an issued certificate is only returned on success.
   // A gateway's certificate says it is a gateway and also serves its device-facing port under the
@@ -379,7 +407,7 @@ transport::HttpResponse IngestHandler::HandleEnroll(const transport::HttpRequest
                                           : ""));
   }
   ++counters_.enrollments;
-  Log()->info("enrolled {} {} (model '{}'), certificate {} valid until {}", what, enroll->device.Key(),
+  Log()->info("enrolled {} {}{} (model '{}'), certificate {} valid until {}", what, enroll->device.Key(), via,
               enroll->device.model, issued->fingerprint_sha256_hex.substr(0, 16),
               FormatRfc3339(std::chrono::system_clock::from_time_t(issued->not_after_unix)));
   return SignedJson(protocol::EncodeEnrollResponse({issued->pem, enroll->device}));

@@ -80,6 +80,10 @@ class IngestHandler {
   /// A refusal (reason, detail) when the request names its device wrongly, else fills `out`.
   std::optional<std::pair<protocol::Reject, std::string>> ResolveDevicePeer(const transport::HttpRequest& request,
                                                                            DevicePeer* out) const;
+  /// For a request a gateway passes on: a refusal unless the TLS peer is an enrolled, unrevoked
+  /// gateway; else its identity in `gateway`.
+  std::optional<std::pair<protocol::Reject, std::string>> CheckRelayingGateway(const transport::HttpRequest& request,
+                                                                              protocol::DeviceIdentity* gateway) const;
   transport::HttpResponse HandleBatch(const transport::HttpRequest& request);
   transport::HttpResponse HandleEnroll(const transport::HttpRequest& request);
   transport::HttpResponse HandleDeviceTickets(const transport::HttpRequest& request);

@@ -6,6 +6,7 @@
 // certificate cannot relay at the home: only gateway certificates can.
 #include "crypto/keys.h"
 #include "crypto/pki.h"
+#include "protocol/codec.h"
 #include "support/harness.h"
 #include "transport/http_client.h"
 
@@ -227,6 +228,107 @@ TEST(GatewayRelay, ForeignDeviceCertificatesAndDeviceRelaysAreRefused) {
   EXPECT_NE(relayed->body.find("identity_mismatch"), std::string::npos) << relayed->body;
   EXPECT_NE(relayed->body.find("only a gateway"), std::string::npos) << relayed->body;
   EXPECT_EQ(home.Stat("alerts"), 0);
+
+  relay.Stop();
+  home.Stop();
+}
+
+// A device that reaches nothing but its gateway enrolls through it (its keys made on the device, the
+// token checked by the home), then sends through it. A device of another site, and a gateway, cannot
+// enroll through it; without a certificate nothing but enrollment gets past it.
+TEST(GatewayRelay, DevicesEnrollThroughTheGatewayOfTheirOwnSiteOnly) {
+  TempDir dir;
+  MailSink mail(dir / "mail");
+  TestHome home(dir / "home", mail.port());
+  home.Start();
+  RelayProcess relay(dir / "gateway", home);
+  relay.Enroll(home);
+  relay.Start();
+
+  auto point_at_gateway = [&](TestAgent& agent) {
+    std::string config = agent.ConfigText();
+    const auto at = config.find(home.ingest_url());
+    ASSERT_NE(at, std::string::npos);
+    config.replace(at, home.ingest_url().size(), relay.url());
+    agent.SetConfig(config);
+  };
+  TestAgent agent(dir / "agent", home, "SN-3003");
+  point_at_gateway(agent);
+  auto enrolled = agent.Enroll(home.EnrollToken(agent.identity()));
+  ASSERT_EQ(enrolled.exit_code, 0) << enrolled.output << relay.LogText();
+  EXPECT_NE(enrolled.output.find("enrolled device ACME/berlin-1/SN-3003"), std::string::npos) << enrolled.output;
+  EXPECT_NE(relay.LogText().find("relayed the enrollment of ACME/berlin-1/SN-3003"), std::string::npos)
+      << relay.LogText();
+  EXPECT_NE(ReadFile(home.log_file()).find("enrolled device ACME/berlin-1/SN-3003 via gateway ACME/berlin-1/gw-1"),
+            std::string::npos)
+      << ReadFile(home.log_file());
+  agent.Start();
+  RaiseAlerts(agent, 0, 1);
+  ASSERT_TRUE(Eventually([&] { return Count(agent.AgentLogText(), "ticket LL-") >= 1; }, std::chrono::seconds(30)))
+      << agent.AgentLogText() << relay.LogText();
+  EXPECT_EQ(home.Stat("alerts"), 1);
+  agent.Stop();
+
+  // A device of another site: refused at the gateway; its token is not used up at the home.
+  TestAgent other(dir / "other", home, "SN-9");
+  std::string other_config = other.ConfigText();
+  other_config.replace(other_config.find("berlin-1"), 8, "paris-7");
+  other.SetConfig(other_config);
+  const std::string other_token = home.EnrollToken({"ACME", "paris-7", "SN-9", "VSP G900"});
+  point_at_gateway(other);
+  auto refused = other.Enroll(other_token);
+  EXPECT_NE(refused.exit_code, 0) << refused.output;
+  EXPECT_NE(refused.output.find("relays only for devices of ACME/berlin-1"), std::string::npos) << refused.output;
+  EXPECT_EQ(ReadFile(home.log_file()).find("SN-9"), std::string::npos) << ReadFile(home.log_file());
+
+  // The home checks the same on its own: the gateway's certificate may not pass on a device of
+  // another site, even with that device's valid token.
+  const crypto::PkiPaths home_pki(home.pki_dir());
+  const fs::path gateway_pki = dir / "gateway" / "pki";
+  ASSERT_TRUE(fs::exists(gateway_pki / "gateway.crt"));
+  transport::HttpClient as_relay(
+      {home_pki.ca_cert.string(), (gateway_pki / "gateway.crt").string(), (gateway_pki / "gateway.key").string()});
+  const std::string device_key = crypto::GeneratePrivateKeyPem();
+  const protocol::DeviceIdentity paris{"ACME", "paris-7", "SN-9", "VSP G900"};
+  protocol::EnrollRequest foreign_site{.token = other_token,
+                                       .device = paris,
+                                       .csr_pem = *crypto::MakeCsr(device_key, paris),
+                                       .signing_public_key = crypto::Base64Encode(crypto::GenerateSigningKeyPair().public_key)};
+  auto home_refused = as_relay.Send({.url = home.ingest_url() + "/v1/enroll", .content_type = "application/json",
+                                     .body = protocol::EncodeEnrollRequest(foreign_site),
+                                     .timeout = std::chrono::seconds(5)});
+  ASSERT_TRUE(home_refused);
+  EXPECT_EQ(home_refused->status, 403) << home_refused->body;
+  EXPECT_NE(home_refused->body.find("may not relay the enrollment of device ACME/paris-7/SN-9"), std::string::npos)
+      << home_refused->body;
+
+  // A gateway does not enroll through another gateway.
+  transport::HttpClient anonymous({home_pki.ca_cert.string()});
+  protocol::EnrollRequest as_gateway{.token = "llt_x",
+                                     .device = {.customer = "ACME", .site = "berlin-1", .serial = "gw-2"},
+                                     .csr_pem = "x",
+                                     .signing_public_key = "x",
+                                     .gateway = true};
+  auto gateway_refused = anonymous.Send({.url = relay.url() + "/v1/enroll", .content_type = "application/json",
+                                         .body = protocol::EncodeEnrollRequest(as_gateway),
+                                         .timeout = std::chrono::seconds(5)});
+  ASSERT_TRUE(gateway_refused);
+  EXPECT_EQ(gateway_refused->status, 403) << gateway_refused->body;
+  EXPECT_NE(gateway_refused->body.find("enrolls with the home itself"), std::string::npos) << gateway_refused->body;
+
+  // Without a certificate, batches and ticket queries are refused (enrollment needs none).
+  for (const char* target : {"/v1/batches", "/v1/tickets"}) {
+    const bool post = std::string_view(target) == "/v1/batches";
+    auto answer = anonymous.Send({.method = post ? "POST" : "GET",
+                                  .url = relay.url() + target,
+                                  .content_type = post ? "application/octet-stream" : "",
+                                  .body = post ? "sealed" : "",
+                                  .timeout = std::chrono::seconds(5)});
+    ASSERT_TRUE(answer) << target;
+    EXPECT_EQ(answer->status, 401) << target << " " << answer->body;
+    EXPECT_NE(answer->body.find("client_certificate_required"), std::string::npos) << answer->body;
+  }
+  EXPECT_EQ(home.Stat("alerts"), 1);
 
   relay.Stop();
   home.Stop();
