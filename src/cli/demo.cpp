@@ -479,6 +479,7 @@ from = "lifeline-policy@acme.example"
         fs::copy_file(public_file, device.dir / "pki" / public_file.filename());
       }
       WriteText(device.log_file, "");
+      // The agents know only the site's gateway: they enroll and send through it.
       WriteText(device.config, fmt::format(R"(# Written by `lifeline demo`.
 [device]
 customer = "ACME Corp"
@@ -525,7 +526,7 @@ max_percent = 98
 code = "AGENT-DISK-FULL"
 severity = "warning"
 {5})",
-                                           device.serial, device.model, ingest_address_, device.dir.string(),
+                                           device.serial, device.model, gateway_devices_, device.dir.string(),
                                            device.log_file.string(), kAgentRules, device.syslog_port));
       const protocol::DeviceIdentity identity{"ACME Corp", "Berlin DC1", device.serial, device.model};
       const std::string token = crypto::GenerateToken("llt");
@@ -541,11 +542,6 @@ severity = "warning"
         std::cerr << "lifeline demo: enrolling " << device.serial << " failed; see " << log.string() << "\n";
         return false;
       }
-      // Enrolled with the home; from now on the agent sends through the site's gateway.
-      std::string text = ReadText(device.config);
-      const std::string home_line = fmt::format("url = \"https://{}\"", ingest_address_);
-      text.replace(text.find(home_line), home_line.size(), fmt::format("url = \"https://{}\"", gateway_devices_));
-      WriteText(device.config, text);
       // The small resident agent devices run, when it is installed beside this binary.
       const auto small_agent = SelfExecutable().parent_path() / "lifeline-agent";
       auto agent = Subprocess::Spawn(
@@ -740,7 +736,7 @@ ca_file = "{6}"
         "  mail sink (SMTP)   127.0.0.1:{1}   emails land in {0}/mail/ as .eml files\n"
         "  home               agents on {2}, admin API on {3}; log {0}/logs/home.log\n",
         dir_.string(), mail_port_, ingest_address_, admin_address_);
-    std::cout << fmt::format("  gateway gw-berlin  agents send through {}; tunnel to the home; log {}/logs/gateway.log\n",
+    std::cout << fmt::format("  gateway gw-berlin  agents enroll and send through {}; tunnel to the home; log {}/logs/gateway.log\n",
                              gateway_devices_, dir_.string());
     for (const auto& d : devices_) {
       std::cout << fmt::format("  agent {}     ({}) follows {}; log {}/logs/agent-{}.log\n", d.serial, d.model,
