@@ -39,6 +39,21 @@ transport::HttpResponse Refusal(Reject reason, std::string_view message) {
 }
 
 /// What the home said about one exchange, as the device should see it.
+/// Sends `request` to `target` at the home over the gateway's paths (direct, proxies, endpoints in
+/// order, as the agent does); `request.url` and `request.proxy` are set for each attempt.
+Result<transport::ClientResponse> SendHome(transport::HttpClient& client, agent::ConnectionPaths& routes,
+                                           transport::ClientRequest& request, std::string_view target) {
+  return routes.Send([&](const transport::ProxySettings& path, const std::string& endpoint, std::string* detail) {
+    request.url = endpoint + std::string(target);
+    request.proxy = path;
+    auto result = client.Send(request);
+    if (!result) {
+      *detail = client.LastErrorDetail();
+    }
+    return result;
+  });
+}
+
 transport::HttpResponse AsDeviceResponse(const transport::ClientResponse& answer) {
   transport::HttpResponse response;
   response.status = answer.status;
@@ -248,16 +263,7 @@ class RelayService::Impl {
                                      .body = request.body,
                                      .timeout = std::max(options_.wait, std::chrono::milliseconds(5000))};
     auto routes = MakeRoutes();
-    auto answer = routes->Send([&](const transport::ProxySettings& path, const std::string& endpoint,
-                                   std::string* detail) {
-      forward.url = endpoint + "/v1/enroll";
-      forward.proxy = path;
-      auto result = client.Send(forward);
-      if (!result) {
-        *detail = client.LastErrorDetail();
-      }
-      return result;
-    });
+    auto answer = SendHome(client, *routes, forward, "/v1/enroll");
     if (!answer) {
       Log()->warn("cannot pass the enrollment of {} to the home: {}", key, routes->LastFailure());
       return Refusal(Reject::kInternal, "the gateway cannot reach the home now; try again later");
@@ -285,16 +291,7 @@ class RelayService::Impl {
                                    crypto::Base64Encode(crypto::AsBytes(request.peer->pem)));
     }
     auto routes = MakeRoutes();
-    auto answer = routes->Send([&](const transport::ProxySettings& path, const std::string& endpoint,
-                                   std::string* detail) {
-      forward.url = endpoint + request.target;
-      forward.proxy = path;
-      auto result = client.Send(forward);
-      if (!result) {
-        *detail = client.LastErrorDetail();
-      }
-      return result;
-    });
+    auto answer = SendHome(client, *routes, forward, request.target);
     if (!answer) {
       Log()->warn("cannot pass {} for {} to the home: {}", request.target,
                   device.identity.serial.empty() ? request.remote : device.identity.Key(), routes->LastFailure());
@@ -431,16 +428,7 @@ class RelayService::Impl {
     request.headers.emplace_back(std::string(protocol::kRelayedCertificateHeader),
                                  crypto::Base64Encode(crypto::AsBytes(batch.device_cert_pem)));
     request.headers.emplace_back(std::string(protocol::kRelayReceivedAtHeader), std::to_string(batch.received_at_ms));
-    auto answer = routes.Send([&](const transport::ProxySettings& path, const std::string& endpoint,
-                                  std::string* detail) {
-      request.url = endpoint + "/v1/batches";
-      request.proxy = path;
-      auto result = client.Send(request);
-      if (!result) {
-        *detail = client.LastErrorDetail();
-      }
-      return result;
-    });
+    auto answer = SendHome(client, routes, request, "/v1/batches");
     if (!answer || transport::IsRetryableStatus(answer->status)) {
       return Outcome::kUnreachable;
     }
