@@ -104,6 +104,15 @@ wait = "2s"
   std::optional<cli::Subprocess> process_;
 };
 
+// The agent's home.url becomes the gateway's device-facing URL.
+void PointAtGateway(TestAgent& agent, const TestHome& home, const RelayProcess& relay) {
+  std::string config = agent.ConfigText();
+  const auto at = config.find(home.ingest_url());
+  ASSERT_NE(at, std::string::npos);
+  config.replace(at, home.ingest_url().size(), relay.url());
+  agent.SetConfig(config);
+}
+
 void RaiseAlerts(TestAgent& agent, int first, int count) {
   for (int i = first; i < first + count; ++i) {
     agent.AppendLine(fmt::format("CRIT SIM={:06X} relayed failure {}", 0xB00000 + i, i));
@@ -123,11 +132,7 @@ TEST(GatewayRelay, AlertsThroughTheGatewayArriveOnceAcrossHomeOutageAndGatewayRe
   TestAgent agent(dir / "agent", home, "SN-3001");
   auto enrolled = agent.Enroll(home.EnrollToken(agent.identity()));
   ASSERT_EQ(enrolled.exit_code, 0) << enrolled.output;
-  std::string config = agent.ConfigText();
-  const auto at = config.find(home.ingest_url());
-  ASSERT_NE(at, std::string::npos);
-  config.replace(at, home.ingest_url().size(), relay.url());
-  agent.SetConfig(config);
+  PointAtGateway(agent, home, relay);
   agent.Start();
 
   // Home up: tickets, and the ticket numbers back at the agent.
@@ -245,15 +250,8 @@ TEST(GatewayRelay, DevicesEnrollThroughTheGatewayOfTheirOwnSiteOnly) {
   relay.Enroll(home);
   relay.Start();
 
-  auto point_at_gateway = [&](TestAgent& agent) {
-    std::string config = agent.ConfigText();
-    const auto at = config.find(home.ingest_url());
-    ASSERT_NE(at, std::string::npos);
-    config.replace(at, home.ingest_url().size(), relay.url());
-    agent.SetConfig(config);
-  };
   TestAgent agent(dir / "agent", home, "SN-3003");
-  point_at_gateway(agent);
+  PointAtGateway(agent, home, relay);
   auto enrolled = agent.Enroll(home.EnrollToken(agent.identity()));
   ASSERT_EQ(enrolled.exit_code, 0) << enrolled.output << relay.LogText();
   EXPECT_NE(enrolled.output.find("enrolled device ACME/berlin-1/SN-3003"), std::string::npos) << enrolled.output;
@@ -275,7 +273,7 @@ TEST(GatewayRelay, DevicesEnrollThroughTheGatewayOfTheirOwnSiteOnly) {
   other_config.replace(other_config.find("berlin-1"), 8, "paris-7");
   other.SetConfig(other_config);
   const std::string other_token = home.EnrollToken({"ACME", "paris-7", "SN-9", "VSP G900"});
-  point_at_gateway(other);
+  PointAtGateway(other, home, relay);
   auto refused = other.Enroll(other_token);
   EXPECT_NE(refused.exit_code, 0) << refused.output;
   EXPECT_NE(refused.output.find("relays only for devices of ACME/berlin-1"), std::string::npos) << refused.output;
