@@ -23,6 +23,6 @@ struct SpliceResult {
 /// writes (each one a wake-up of the process at the other end). Both streams must use the same
 /// single-threaded executor (or strand).
 void Splice(std::shared_ptr<ByteStream> a, std::shared_ptr<ByteStream> b, std::function<void(SpliceResult)> done,
-            std::size_t initial_buffer_bytes = 64 * 1024, std::size_t max_buffer_bytes = 256 * 1024);
+            std::size_t initial_buffer_bytes = 16 * 1024, std::size_t max_buffer_bytes = 256 * 1024);
 
 }  // namespace lifeline::tunnel
