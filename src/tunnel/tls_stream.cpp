@@ -81,6 +81,8 @@ constexpr std::size_t kDirectReadStart = 32 * 1024;
 constexpr std::size_t kDirectReadSize = 256 * 1024;
 // What a corked stream holds at most before it sends anyway (TlsStream::Cork).
 constexpr std::size_t kCorkLimit = 256 * 1024;
+// A send buffer larger than this is given back once everything is sent.
+constexpr std::size_t kKeptSendBuffer = 256 * 1024;
 
 int DirectBioWrite(BIO* bio, const char* data, int length) {
   static_cast<DirectIo*>(BIO_get_data(bio))->out.append(data, static_cast<std::size_t>(length));
@@ -211,12 +213,17 @@ void SendDirect(const std::shared_ptr<TlsDirect>& direct) {
   direct->send_pending = true;
   direct->sending.swap(direct->io.out);
   direct->io.out.clear();
-  asio::async_write(*direct->socket, asio::buffer(direct->sending), TransferAllAtOnce(), [direct](ErrorCode ec, std::size_t) {
+  asio::async_write(*direct->socket, asio::buffer(direct->sending), TransferAllAtOnce(),
+                    [direct](ErrorCode ec, std::size_t) {
     direct->send_pending = false;
     direct->sending.clear();
     if (!ec && !direct->io.out.empty()) {
       SendDirect(direct);
       return;
+    }
+    if (direct->sending.capacity() > kKeptSendBuffer) {
+      // A burst is over: an idle carrier does not keep its largest write's buffer.
+      std::string().swap(direct->sending);
     }
     if (direct->on_sent) {
       auto on_sent = std::move(direct->on_sent);
