@@ -1,4 +1,5 @@
 #include "gateway/admin_server.h"
+#include "gateway/loopback_peer.h"
 
 #include "common/log.h"
 #include "crypto/errors.h"
@@ -284,6 +285,13 @@ void AdminServer::Stop(std::chrono::milliseconds grace) {
   }
 }
 
+std::string AdminServer::LocalActor(const std::string& remote) const {
+  // The token says someone who can read admin.token asked; the kernel says which user's process it
+  // was (loopback_peer.h). Both are on this host: the interface listens on loopback only.
+  const auto uid = LoopbackPeerUid(remote, LocalPort());
+  return uid ? "local:" + UserName(*uid) : std::string("local");
+}
+
 HttpResponse AdminServer::Handle(const HttpRequest& request) const {
   constexpr std::string_view kBearer = "Bearer ";
   const auto auth = request.headers.find("authorization");
@@ -305,7 +313,7 @@ HttpResponse AdminServer::Handle(const HttpRequest& request) const {
                              .query = question == std::string_view::npos
                                           ? std::string()
                                           : std::string(target.substr(question + 1)),
-                             .actor = "local"};
+                             .actor = LocalActor(request.remote)};
 
   AdminHandler handler;
   std::string matched_prefix;

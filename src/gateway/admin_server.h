@@ -34,7 +34,7 @@ struct AdminRequest {
   /// The path segments after the route's prefix, percent-decoded: {"SN1", "history"} for
   /// "/v1/devices/SN1/history" under "/v1/devices".
   std::vector<std::string> rest;
-  std::string actor;  // who is asking: the admin token's name ("local" for admin.token)
+  std::string actor;  // who is asking: "local:<user>", the user whose process connected (AdminServer)
 };
 
 /// Runs on one of the server's worker threads; may block; must be thread-safe.
@@ -87,6 +87,8 @@ class AdminServer {
  private:
   AdminServer(std::string token_hash);
   transport::HttpResponse Handle(const transport::HttpRequest& request) const;
+  /// "local:alice": the user whose process connected from `remote`; "local" if the kernel does not say.
+  std::string LocalActor(const std::string& remote) const;
 
   struct RouteEntry {
     std::string method;

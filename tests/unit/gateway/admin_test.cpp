@@ -2,6 +2,7 @@
 #include "gateway/admin_devices.h"
 #include "gateway/admin_server.h"
 #include "gateway/gateway_config.h"
+#include "gateway/loopback_peer.h"
 
 #include "support/temp_dir.h"
 #include "../transport/test_pki.h"
@@ -10,6 +11,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace lifeline::gateway {
 namespace {
@@ -125,7 +127,8 @@ TEST_F(AdminTest, DevicesCrudThroughCallGatewayAdmin) {
   ASSERT_EQ(status, 200);
   ASSERT_EQ(body.at("history").as_array().size(), 2u);
   EXPECT_EQ(body.at("history").at(0).at("action"), "edit");
-  EXPECT_EQ(body.at("history").at(0).at("actor"), "local");
+  // The user whose process called (this test's), as the kernel's socket table says.
+  EXPECT_EQ(body.at("history").at(0).at("actor").as_string(), "local:" + UserName(::getuid()));
   EXPECT_EQ(body.at("history").at(0).at("before").at("apps").at("https"), 443);
   EXPECT_EQ(body.at("history").at(0).at("after").at("apps").at("ssh"), 2222);
 
@@ -182,7 +185,7 @@ TEST_F(AdminTest, RoutesFromOtherPartsAndLongestPrefix) {
   });
   auto [status, body] = Call("GET", "/v1/sessions");
   ASSERT_EQ(status, 200);
-  EXPECT_EQ(body.at("actor"), "local");
+  EXPECT_EQ(body.at("actor").as_string(), "local:" + UserName(::getuid()));
   std::tie(status, body) = Call("POST", "/v1/sessions/kill/s%2F1", "{}");
   ASSERT_EQ(status, 200);
   EXPECT_EQ(body.at("killed"), "s/1");
