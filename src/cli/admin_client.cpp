@@ -21,7 +21,49 @@ void AddAdminOptions(CLI::App* command, AdminConnection& connection) {
       ->envname("LIFELINE_CA");
   command->add_option("--token-file", connection.token_file,
                       "File holding an admin token (or set LIFELINE_ADMIN_TOKEN); see `lifeline home admin-token`");
+  command->add_option("--proxy", connection.proxy,
+                      "HTTP CONNECT or SOCKS5 proxy on the way to the home: http://[user@]host:port or "
+                      "socks5://[user@]host:port (the password from LIFELINE_PROXY_PASSWORD); default direct")
+      ->envname("LIFELINE_PROXY");
   command->add_flag("--json", connection.json, "Print the API's JSON");
+}
+
+std::optional<transport::ProxySettings> AdminProxy(const AdminConnection& connection, std::string* problem) {
+  transport::ProxySettings proxy;
+  if (connection.proxy.empty()) {
+    return proxy;
+  }
+  std::string_view rest = connection.proxy;
+  if (rest.starts_with("http://")) {
+    proxy.kind = transport::ProxyKind::kHttp;
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("socks5://")) {
+    proxy.kind = transport::ProxyKind::kSocks5;
+    rest.remove_prefix(9);
+  } else {
+    *problem = fmt::format("--proxy '{}' must start with http:// or socks5://", connection.proxy);
+    return std::nullopt;
+  }
+  while (rest.ends_with('/')) {
+    rest.remove_suffix(1);
+  }
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    proxy.username = std::string(rest.substr(0, at));
+    rest.remove_prefix(at + 1);
+    if (proxy.username.find(':') != std::string::npos) {
+      *problem = "--proxy takes a user name only; give the password in LIFELINE_PROXY_PASSWORD";
+      return std::nullopt;
+    }
+    if (const char* password = std::getenv("LIFELINE_PROXY_PASSWORD")) {
+      proxy.password = password;
+    }
+  }
+  proxy.address = std::string(rest);
+  if (!transport::IsValidProxyAddress(proxy.address)) {
+    *problem = fmt::format("--proxy '{}': the proxy must be host:port (IPv6 in brackets)", connection.proxy);
+    return std::nullopt;
+  }
+  return proxy;
 }
 
 std::string JsonText(const json::object& object, std::string_view key) {
@@ -79,14 +121,21 @@ int AdminCall(const AdminConnection& connection, std::string_view program, std::
     return kExitUsage;
   }
   const std::string token = *loaded;
+  auto proxy = AdminProxy(connection, &problem);
+  if (!proxy) {
+    std::cerr << program << ": " << problem << "\n";
+    return kExitUsage;
+  }
   transport::HttpClient client(transport::ClientTls{.ca_file = connection.ca_file});
+  client.SetProxy(*proxy);
   auto response = client.Send({.method = std::string(method),
                                .url = connection.home_url + path,
                                .content_type = body.empty() ? "" : "application/json",
                                .body = body,
                                .headers = {{"Authorization", "Bearer " + token}}});
   if (!response) {
-    std::cerr << fmt::format("{}: cannot reach {}: {} ({})\n", program, connection.home_url,
+    std::cerr << fmt::format("{}: cannot reach {}{}: {} ({})\n", program, connection.home_url,
+                             proxy->kind == transport::ProxyKind::kNone ? "" : " through " + proxy->Describe(),
                              response.error().message(), client.LastErrorDetail());
     return kExitFailure;
   }

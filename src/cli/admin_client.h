@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 
+#include "transport/http_client.h"
+
 #include <functional>
 #include <optional>
 #include <string>
@@ -16,11 +18,16 @@ struct AdminConnection {
   std::string home_url;
   std::string ca_file;
   std::string token_file;
+  std::string proxy;  // --proxy: "" (direct), http://[user@]host:port or socks5://[user@]host:port
   bool json = false;
 };
 
-/// Adds --home, --ca, --token-file and --json to `command`, with the defaults of a local home.
+/// Adds --home, --ca, --token-file, --proxy and --json to `command`, with the defaults of a local home.
 void AddAdminOptions(CLI::App* command, AdminConnection& connection);
+
+/// The path to the home that --proxy names (direct when empty); the proxy's password comes from
+/// LIFELINE_PROXY_PASSWORD, never the command line. nullopt and `problem` for a malformed one.
+std::optional<transport::ProxySettings> AdminProxy(const AdminConnection& connection, std::string* problem);
 
 /// Sends one request ("GET"/"POST", a path with its query, a JSON body or "") and, on a 2xx answer,
 /// prints it with `print` (or the raw JSON with --json). Returns the process exit code; failures are

@@ -124,8 +124,10 @@ struct SessionState {
   int status = 0;
   json::object record;
 };
-SessionState FetchSession(const AdminConnection& connection, const std::string& token, const std::string& id) {
+SessionState FetchSession(const AdminConnection& connection, const transport::ProxySettings& proxy,
+                          const std::string& token, const std::string& id) {
   transport::HttpClient client(transport::ClientTls{.ca_file = connection.ca_file});
+  client.SetProxy(proxy);
   auto response = client.Send({.method = "GET",
                                .url = connection.home_url + "/v1/sessions/" + id,
                                .headers = {{"Authorization", "Bearer " + token}}});
@@ -158,8 +160,8 @@ enum class Waited { kOpen, kEnded, kInterrupted };
 // ends. Ctrl-C (SIGINT/SIGTERM, blocked here and taken synchronously) stops waiting. The signals stay
 // blocked on return; the caller unblocks them once its own handler is in place, so a signal that came
 // meanwhile is not lost.
-Waited WaitForApproval(const ConnectOptions& options, const std::string& token, const std::string& id,
-                       json::object* session, std::string* outcome) {
+Waited WaitForApproval(const ConnectOptions& options, const transport::ProxySettings& proxy, const std::string& token,
+                       const std::string& id, json::object* session, std::string* outcome) {
   std::cout << fmt::format("waiting for approval of session {} (expires at {})\n", id,
                            TimeOfMs(JsonText(*session, "approval_expires_ms")))
             << std::flush;
@@ -176,7 +178,7 @@ Waited WaitForApproval(const ConnectOptions& options, const std::string& token, 
     if (WaitForStopSignal(std::chrono::milliseconds(500))) {
       return Waited::kInterrupted;
     }
-    auto state = FetchSession(options.connection, token, id);
+    auto state = FetchSession(options.connection, proxy, token, id);
     if (state.status == 200) {
       const std::string now = JsonText(state.record, "outcome");
       if (now == "open") {
@@ -246,6 +248,11 @@ int RunConnect(const ConnectOptions& options) {
     std::cerr << kProgram << ": " << problem << "\n";
     return kExitUsage;
   }
+  const auto proxy = AdminProxy(options.connection, &problem);
+  if (!proxy) {
+    std::cerr << kProgram << ": " << problem << "\n";
+    return kExitUsage;
+  }
   // 1. Ask the home for the session; the device's gateway decides.
   json::object session;
   json::object ask{{"device", options.device}, {"app", options.app}, {"reason", options.reason}};
@@ -273,7 +280,7 @@ int RunConnect(const ConnectOptions& options) {
   };
   if (JsonText(session, "outcome") == kPendingApproval) {
     std::string outcome;
-    switch (WaitForApproval(options, *token, id, &session, &outcome)) {
+    switch (WaitForApproval(options, *proxy, *token, id, &session, &outcome)) {
       case Waited::kOpen:
         std::cout << fmt::format("session {} approved\n", id) << std::flush;
         break;
@@ -296,6 +303,7 @@ int RunConnect(const ConnectOptions& options) {
   tunnel::DialOptions dial;
   dial.endpoint = sessions_url + JsonText(session, "stream_path");
   dial.ca_file = options.connection.ca_file;
+  dial.proxy = *proxy;  // each local connection's WebSocket goes the same way as the API calls
   dial.headers = {{"Authorization", "Bearer " + *token}};
 
   // 2. The local port.

@@ -249,5 +249,42 @@ TEST_F(RemoteSessionTest, TunnelInsideWebSocketThroughSocks5) {
   EXPECT_NE(gateway_->LogText().find("via SOCKS5 proxy " + socks->address()), std::string::npos) << gateway_->LogText();
 }
 
+// The engineer's side through the vendor's proxy: `lifeline connect --proxy` sends its API calls and
+// every connection's WebSocket through squid (with basic authentication, the password from
+// LIFELINE_PROXY_PASSWORD). Pointed at a proxy that is not there, it fails saying so: the proxy is
+// really on the path.
+TEST_F(RemoteSessionTest, EngineerConnectsThroughAnHttpProxy) {
+  auto squid = StartSquid(dir_ / "squid");
+  StartGateway();
+  ::setenv("LIFELINE_PROXY_PASSWORD", "letmein", 1);
+  TestSession ssh(dir_ / "ssh-session", *home_, "array-1", "ssh", "SR-1 via proxy",
+                  {"--proxy", fmt::format("http://carol@{}", squid->address())});
+  TestSession dead(dir_ / "dead-session", *home_, "array-1", "ssh", "SR-2 via no proxy",
+                   {"--proxy", fmt::format("http://carol@127.0.0.1:{}", UnusedLoopbackPort())});
+  ::unsetenv("LIFELINE_PROXY_PASSWORD");
+  ASSERT_TRUE(ssh.WaitOpen()) << ssh.Output();
+  auto result = sshd_->Ssh(ssh.local_port(), "echo engineer-via-squid");
+  EXPECT_NE(result.output.find("engineer-via-squid"), std::string::npos) << result.output << ssh.Output();
+  EXPECT_EQ(ssh.Terminate(), 0) << ssh.Output();
+  // squid logs each tunnel when it closes: the API's and the session's WebSocket's.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        const std::string log = ReadFile(dir_ / "squid" / "access.log");
+        return log.find(fmt::format("CONNECT 127.0.0.1:{}", home_->sessions_port())) != std::string::npos &&
+               log.find("CONNECT " + home_->admin_url().substr(8)) != std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << ReadFile(dir_ / "squid" / "access.log");
+
+  EXPECT_FALSE(dead.WaitOpen()) << dead.Output();
+  EXPECT_NE(dead.Output().find("through HTTP proxy 127.0.0.1:"), std::string::npos) << dead.Output();
+
+  auto malformed = RunLifeline({"connect", "--home", home_->admin_url(), "--ca", (home_->pki_dir() / "ca.crt").string(),
+                                "--token-file", (dir_ / "ssh-session" / "token").string(), "--device", "array-1",
+                                "--app", "ssh", "--reason", "x", "--proxy", "http://carol:letmein@127.0.0.1:3128"});
+  EXPECT_NE(malformed.exit_code, 0);
+  EXPECT_NE(malformed.output.find("LIFELINE_PROXY_PASSWORD"), std::string::npos) << malformed.output;
+}
+
 }  // namespace
 }  // namespace lifeline::testing
