@@ -1,6 +1,8 @@
 #pragma once
-// `lifeline audit verify --db PATH | --export FILE.jsonl --public-key FILE` and
-// `lifeline audit export --db PATH --format jsonl|csv [--out FILE]` (policy/audit_verify.h).
+// `lifeline audit verify --db PATH | --config policy.toml | --export FILE.jsonl --public-key FILE` and
+// `lifeline audit export --db PATH | --config policy.toml --format jsonl|csv [--out FILE]`
+// (policy/audit_verify.h). --config reads the store policy.toml names: the SQLite audit.db in
+// data_dir, or the PostgreSQL database of store.postgresql.url.
 #include <CLI/CLI.hpp>
 
 #include <string>
@@ -9,6 +11,7 @@ namespace lifeline::cli {
 
 struct AuditOptions {
   std::string db;
+  std::string config_file;
   std::string export_file;
   std::string public_key;
   std::string format = "jsonl";

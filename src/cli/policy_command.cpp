@@ -113,9 +113,18 @@ std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view pr
     *exit_code = kExitUsage;
     return std::nullopt;
   }
-  auto store = policy::OpenPolicyStore(*config);
+  auto databases = policy::OpenPolicyDatabases(*config);
+  if (!databases) {
+    std::cerr << program << ": cannot open the store "
+              << (config->store_backend == "postgresql" ? std::string("(store.postgresql.url)")
+                                                        : config->StorePath().string())
+              << ": " << databases.error().message() << " (see the log above)\n";
+    *exit_code = kExitFailure;
+    return std::nullopt;
+  }
+  auto store = policy::OpenPolicyStore(*databases);
   if (!store) {
-    std::cerr << program << ": cannot open the store " << config->StorePath().string() << ": "
+    std::cerr << program << ": cannot open the store " << (*databases).store->description() << ": "
               << store.error().message() << "\n";
     *exit_code = kExitFailure;
     return std::nullopt;
@@ -124,12 +133,14 @@ std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view pr
   local.users = std::make_unique<policy::PolicyUsers>(*local.store, SystemClock::Instance(),
                                                       policy::MakeUsersOptions(local.config));
   // Changes made here are admin actions like those made over the API: records in the same audit log
-  // (its appends are transactions on the file, so a running service and this process may both write).
+  // (its appends are transactions on the database, so a running service and this process may both
+  // write).
   // No timer thread: the service, or the next count-due append, signs the checkpoint.
   if (!audited) {
     return local;
   }
   auto audit_options = policy::AuditLogOptions(local.config);
+  audit_options.db = databases->audit;
   audit_options.checkpoint_timer = false;
   auto audit = policy::AuditLog::Open(std::move(audit_options));
   if (!audit) {

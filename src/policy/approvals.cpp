@@ -5,7 +5,8 @@
 #include "policy/audit_log.h"
 #include "policy/change_feed.h"
 #include "policy/policy_rules.h"
-#include "store/sqlite/database.h"
+#include "policy/policy_database.h"
+#include "store/sql/database.h"
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
@@ -22,8 +23,8 @@ namespace {
 
 std::shared_ptr<spdlog::logger> Log() { return log::Get("policy"); }
 
-// Idempotent, on its own connection: the table lives in the users store's file but outside its
-// numbered schema steps (as policy_versions does).
+// Idempotent: the table lives in the users store's database but outside its numbered schema steps
+// (as policy_versions does).
 constexpr std::string_view kTable = R"sql(
 CREATE TABLE IF NOT EXISTS approval_requests (
   id              TEXT PRIMARY KEY,
@@ -51,12 +52,39 @@ CREATE INDEX IF NOT EXISTS approval_requests_state ON approval_requests(state, e
 CREATE INDEX IF NOT EXISTS approval_requests_decisions ON approval_requests(gateway, decision_seq);
 CREATE INDEX IF NOT EXISTS approval_requests_received ON approval_requests(received_ms);
 )sql";
+constexpr std::string_view kPostgresTable = R"sql(
+CREATE TABLE IF NOT EXISTS approval_requests (
+  id              TEXT PRIMARY KEY,
+  gateway         TEXT NOT NULL,
+  engineer        TEXT NOT NULL,
+  device          TEXT NOT NULL,
+  model           TEXT NOT NULL,
+  activity        TEXT NOT NULL,
+  application     TEXT NOT NULL,
+  reason          TEXT NOT NULL,
+  service_request TEXT NOT NULL,
+  rule_id         BIGINT NOT NULL,
+  timeout_s       BIGINT NOT NULL,
+  requested_ms    BIGINT NOT NULL,
+  received_ms     BIGINT NOT NULL,
+  expires_ms      BIGINT NOT NULL,
+  state           TEXT NOT NULL,
+  decided_by      TEXT NOT NULL DEFAULT '',
+  decided_ms      BIGINT,
+  comment         TEXT NOT NULL DEFAULT '',
+  decision_seq    BIGINT UNIQUE,
+  emailed_ms      BIGINT
+);
+CREATE INDEX IF NOT EXISTS approval_requests_state ON approval_requests(state, expires_ms);
+CREATE INDEX IF NOT EXISTS approval_requests_decisions ON approval_requests(gateway, decision_seq);
+CREATE INDEX IF NOT EXISTS approval_requests_received ON approval_requests(received_ms);
+)sql";
 
 constexpr std::string_view kColumns =
     "id, gateway, engineer, device, model, activity, application, reason, service_request, rule_id, timeout_s, "
     "requested_ms, received_ms, expires_ms, state, decided_by, decided_ms, comment, decision_seq";
 
-ApprovalRequest ReadRow(const store::sqlite::Statement& s) {
+ApprovalRequest ReadRow(const store::sql::Row& s) {
   ApprovalRequest r;
   r.id = s.Text(0);
   r.gateway = s.Text(1);
@@ -74,13 +102,9 @@ ApprovalRequest ReadRow(const store::sqlite::Statement& s) {
   r.expires_ms = s.Int(13);
   r.state = ParseRequestState(s.Text(14)).value_or(RequestState::kPending);
   r.decided_by = s.Text(15);
-  if (!s.IsNull(16)) {
-    r.decided_ms = s.Int(16);
-  }
+  r.decided_ms = s.OptionalInt(16);
   r.comment = s.Text(17);
-  if (!s.IsNull(18)) {
-    r.decision_seq = s.Int(18);
-  }
+  r.decision_seq = s.OptionalInt(18);
   return r;
 }
 
@@ -259,7 +283,7 @@ std::optional<NewApprovalRequest> DecodeNewRequest(std::string_view body, std::s
 
 // ---- Approvals ---------------------------------------------------------------------------------------
 
-Approvals::Approvals(std::unique_ptr<store::sqlite::Database> db, ApprovalsOptions options, AuditLog& audit,
+Approvals::Approvals(std::shared_ptr<store::sql::Database> db, ApprovalsOptions options, AuditLog& audit,
                      ChangeFeed& feed, std::unique_ptr<transport::Mailer> mailer)
     : db_(std::move(db)),
       options_(std::move(options)),
@@ -272,14 +296,15 @@ Approvals::~Approvals() { Stop(); }
 
 Result<std::unique_ptr<Approvals>> Approvals::Open(ApprovalsOptions options, AuditLog& audit, ChangeFeed& feed,
                                                    std::unique_ptr<transport::Mailer> mailer) {
-  auto db = store::sqlite::Database::Open(options.db_path, {.private_file = true});
+  std::shared_ptr<store::sql::Database> db = options.db;
   if (!db) {
-    Log()->error("cannot open {}: {}", options.db_path.string(), db.error().message());
-    return db.error();
+    auto opened = OpenPolicySqlite(options.db_path);
+    if (!opened) {
+      return opened.error();
+    }
+    db = std::move(*opened);
   }
-  if (auto created = (*db)->Exec(kTable); !created) {
-    Log()->error("{}: cannot create the approval_requests table: {} ({})", options.db_path.string(),
-                 created.error().message(), (*db)->LastErrorMessage());
+  if (auto created = EnsureTables(*db, kTable, kPostgresTable, "approval_requests table"); !created) {
     return created.error();
   }
   if (!options.notify.empty() && mailer == nullptr) {
@@ -289,7 +314,7 @@ Result<std::unique_ptr<Approvals>> Approvals::Open(ApprovalsOptions options, Aud
     Log()->warn("approvals.notify is empty: nobody is emailed about approval requests (they show in "
                 "`lifeline policy requests list`)");
   }
-  std::unique_ptr<Approvals> approvals(new Approvals(std::move(*db), std::move(options), audit, feed, std::move(mailer)));
+  std::unique_ptr<Approvals> approvals(new Approvals(std::move(db), std::move(options), audit, feed, std::move(mailer)));
   approvals->StartThreads();
   return approvals;
 }
@@ -332,57 +357,55 @@ std::int64_t Approvals::emails_sent() const {
 
 Result<Approvals::AddOutcome> Approvals::Add(const std::string& gateway, const NewApprovalRequest& n) {
   AddOutcome outcome;
-  {
-    std::lock_guard lock(db_mutex_);
-    auto stored = db_->Transaction([&]() -> VoidResult {
-      auto find = db_->Prepare(fmt::format("SELECT {} FROM approval_requests WHERE id = ?", kColumns));
-      if (!find) {
-        return find.error();
-      }
-      find->BindAll(n.id);
-      auto row = find->Step();
-      if (!row) {
-        return row.error();
-      }
-      if (*row) {
-        outcome.request = ReadRow(*find);
-        outcome.status = outcome.request.gateway == gateway ? AddStatus::kExisting : AddStatus::kIdTaken;
-        return {};
-      }
-      ApprovalRequest& r = outcome.request;
-      r.id = n.id;
-      r.gateway = gateway;
-      r.engineer = n.engineer;
-      r.device = n.device;
-      r.model = n.model;
-      r.activity = n.activity;
-      r.application = n.application;
-      r.reason = n.reason;
-      r.service_request = n.service_request;
-      r.rule_id = n.rule_id;
-      r.timeout_s = n.timeout_s;
-      r.requested_ms = n.requested_ms;
-      r.received_ms = clock_.NowUnixMillis();
-      // The policy manager's receipt time, not the gateway's: the deadline is this service's to keep.
-      r.expires_ms = r.received_ms + n.timeout_s * 1000;
-      r.state = RequestState::kPending;
-      auto insert = db_->Prepare(
-          "INSERT INTO approval_requests (id, gateway, engineer, device, model, activity, application, reason, "
-          "service_request, rule_id, timeout_s, requested_ms, received_ms, expires_ms, state) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')");
-      if (!insert) {
-        return insert.error();
-      }
-      insert->BindAll(r.id, r.gateway, r.engineer, r.device, r.model, r.activity, r.application, r.reason,
-                      r.service_request, r.rule_id, r.timeout_s, r.requested_ms, r.received_ms, r.expires_ms);
-      outcome.status = AddStatus::kCreated;
-      return insert->Run();
-    });
-    if (!stored) {
-      Log()->error("cannot store approval request {} of {}: {} ({})", n.id, gateway, stored.error().message(),
-                   db_->LastErrorMessage());
-      return stored.error();
+  auto stored = db_->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    // Under the lock a retry of the same request from a gateway talking to two policy managers finds
+    // the first one's row instead of meeting its primary key.
+    if (auto locked = LockForWrite(s, lock_key::kApprovals); !locked) {
+      return locked;
     }
+    auto found = FindOn(s, n.id);
+    if (!found) {
+      return found.error();
+    }
+    if (*found) {
+      outcome.request = std::move(**found);
+      outcome.status = outcome.request.gateway == gateway ? AddStatus::kExisting : AddStatus::kIdTaken;
+      return {};
+    }
+    ApprovalRequest& r = outcome.request;
+    r = ApprovalRequest{};
+    r.id = n.id;
+    r.gateway = gateway;
+    r.engineer = n.engineer;
+    r.device = n.device;
+    r.model = n.model;
+    r.activity = n.activity;
+    r.application = n.application;
+    r.reason = n.reason;
+    r.service_request = n.service_request;
+    r.rule_id = n.rule_id;
+    r.timeout_s = n.timeout_s;
+    r.requested_ms = n.requested_ms;
+    r.received_ms = clock_.NowUnixMillis();
+    // The policy manager's receipt time, not the gateway's: the deadline is this service's to keep.
+    r.expires_ms = r.received_ms + n.timeout_s * 1000;
+    r.state = RequestState::kPending;
+    outcome.status = AddStatus::kCreated;
+    if (auto inserted = s.Exec(
+            "INSERT INTO approval_requests (id, gateway, engineer, device, model, activity, application, reason, "
+            "service_request, rule_id, timeout_s, requested_ms, received_ms, expires_ms, state) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending')",
+            r.id, r.gateway, r.engineer, r.device, r.model, r.activity, r.application, r.reason,
+            r.service_request, r.rule_id, r.timeout_s, r.requested_ms, r.received_ms, r.expires_ms);
+        !inserted) {
+      return inserted.error();
+    }
+    return {};
+  });
+  if (!stored) {
+    Log()->error("cannot store approval request {} of {}: {} ({})", n.id, gateway, stored.error().message(),
+                 store::sql::LastErrorDetail());
+    return stored.error();
   }
   if (outcome.status != AddStatus::kCreated) {
     return outcome;
@@ -425,63 +448,65 @@ Result<Approvals::DecideOutcome> Approvals::Decide(std::string_view id, bool app
                                                    std::string_view comment) {
   DecideOutcome outcome;
   bool expired_here = false;
-  {
-    std::lock_guard lock(db_mutex_);
-    auto done = db_->Transaction([&]() -> VoidResult {
-      auto found = FindLocked(id);
-      if (!found) {
-        return found.error();
-      }
-      if (!*found) {
-        outcome.status = DecideStatus::kNotFound;
-        return {};
-      }
-      ApprovalRequest& r = outcome.request;
-      r = std::move(**found);
-      if (EqualsIgnoringCase(r.engineer, approver)) {
-        outcome.status = DecideStatus::kOwnRequest;
-        return {};
-      }
-      if (r.state != RequestState::kPending) {
-        outcome.status = DecideStatus::kNotPending;
-        return {};
-      }
-      const std::int64_t now = clock_.NowUnixMillis();
-      auto seq = db_->Prepare("SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM approval_requests");
-      if (!seq) {
-        return seq.error();
-      }
-      if (auto stepped = seq->Step(); !stepped) {
-        return stepped.error();
-      }
-      r.decision_seq = seq->Int(0);
-      r.decided_ms = now;
-      if (now >= r.expires_ms) {
-        // Past its deadline: the expiry thread has not reached it yet, but it is no longer open.
-        r.state = RequestState::kExpired;
-        r.decided_by.clear();
-        r.comment.clear();
-        outcome.status = DecideStatus::kNotPending;
-        expired_here = true;
-      } else {
-        r.state = approve ? RequestState::kApproved : RequestState::kDenied;
-        r.decided_by = std::string(approver);
-        r.comment = std::string(comment);
-        outcome.status = DecideStatus::kDecided;
-      }
-      auto update = db_->Prepare(
-          "UPDATE approval_requests SET state = ?, decided_by = ?, decided_ms = ?, comment = ?, decision_seq = ? "
-          "WHERE id = ? AND state = 'pending'");
-      if (!update) {
-        return update.error();
-      }
-      update->BindAll(std::string(WireName(r.state)), r.decided_by, *r.decided_ms, r.comment, *r.decision_seq, r.id);
-      return update->Run();
-    });
-    if (!done) {
-      Log()->error("cannot decide approval request {}: {} ({})", id, done.error().message(), db_->LastErrorMessage());
-      return done.error();
+  auto done = db_->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    // The lock orders decisions (and expiries) across policy managers sharing one database: each
+    // takes the next decision sequence number after the other's commit.
+    if (auto locked = LockForWrite(s, lock_key::kApprovals); !locked) {
+      return locked;
     }
+    outcome = DecideOutcome{};
+    expired_here = false;
+    auto found = FindOn(s, id);
+    if (!found) {
+      return found.error();
+    }
+    if (!*found) {
+      outcome.status = DecideStatus::kNotFound;
+      return {};
+    }
+    ApprovalRequest& r = outcome.request;
+    r = std::move(**found);
+    if (EqualsIgnoringCase(r.engineer, approver)) {
+      outcome.status = DecideStatus::kOwnRequest;
+      return {};
+    }
+    if (r.state != RequestState::kPending) {
+      outcome.status = DecideStatus::kNotPending;
+      return {};
+    }
+    const std::int64_t now = clock_.NowUnixMillis();
+    auto seq = s.QueryRow("SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM approval_requests");
+    if (!seq) {
+      return seq.error();
+    }
+    r.decision_seq = *seq ? (*seq)->Int(0) : 1;
+    r.decided_ms = now;
+    if (now >= r.expires_ms) {
+      // Past its deadline: the expiry thread has not reached it yet, but it is no longer open.
+      r.state = RequestState::kExpired;
+      r.decided_by.clear();
+      r.comment.clear();
+      outcome.status = DecideStatus::kNotPending;
+      expired_here = true;
+    } else {
+      r.state = approve ? RequestState::kApproved : RequestState::kDenied;
+      r.decided_by = std::string(approver);
+      r.comment = std::string(comment);
+      outcome.status = DecideStatus::kDecided;
+    }
+    if (auto updated = s.Exec(
+            "UPDATE approval_requests SET state = $1, decided_by = $2, decided_ms = $3, comment = $4, "
+            "decision_seq = $5 WHERE id = $6 AND state = 'pending'",
+            std::string(WireName(r.state)), r.decided_by, *r.decided_ms, r.comment, *r.decision_seq, r.id);
+        !updated) {
+      return updated.error();
+    }
+    return {};
+  });
+  if (!done) {
+    Log()->error("cannot decide approval request {}: {} ({})", id, done.error().message(),
+                 store::sql::LastErrorDetail());
+    return done.error();
   }
   if (outcome.status == DecideStatus::kDecided || expired_here) {
     AuditDecision(outcome.request);
@@ -524,60 +549,47 @@ void Approvals::AuditDecision(const ApprovalRequest& r) {
 
 Result<std::size_t> Approvals::ExpireDue() {
   std::vector<ApprovalRequest> expired;
-  {
-    std::lock_guard lock(db_mutex_);
-    const std::int64_t now = clock_.NowUnixMillis();
-    auto done = db_->Transaction([&]() -> VoidResult {
-      auto due = db_->Prepare(fmt::format(
-          "SELECT {} FROM approval_requests WHERE state = 'pending' AND expires_ms <= ? ORDER BY expires_ms, id",
-          kColumns));
-      if (!due) {
-        return due.error();
-      }
-      due->BindAll(now);
-      for (;;) {
-        auto row = due->Step();
-        if (!row) {
-          return row.error();
-        }
-        if (!*row) {
-          break;
-        }
-        expired.push_back(ReadRow(*due));
-      }
-      if (expired.empty()) {
-        return {};
-      }
-      auto seq = db_->Prepare("SELECT COALESCE(MAX(decision_seq), 0) FROM approval_requests");
-      if (!seq) {
-        return seq.error();
-      }
-      if (auto stepped = seq->Step(); !stepped) {
-        return stepped.error();
-      }
-      std::int64_t next = seq->Int(0);
-      auto update = db_->Prepare(
-          "UPDATE approval_requests SET state = 'expired', decided_ms = ?, decision_seq = ? "
-          "WHERE id = ? AND state = 'pending'");
-      if (!update) {
-        return update.error();
-      }
-      for (auto& r : expired) {
-        r.state = RequestState::kExpired;
-        r.decided_ms = now;
-        r.decision_seq = ++next;
-        update->Reset();
-        update->BindAll(now, next, r.id);
-        if (auto ran = update->Run(); !ran) {
-          return ran;
-        }
-      }
-      return {};
-    });
-    if (!done) {
-      Log()->error("cannot expire approval requests: {} ({})", done.error().message(), db_->LastErrorMessage());
-      return done.error();
+  const std::int64_t now = clock_.NowUnixMillis();
+  auto done = db_->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    if (auto locked = LockForWrite(s, lock_key::kApprovals); !locked) {
+      return locked;
     }
+    expired.clear();
+    auto due = s.Query(fmt::format("SELECT {} FROM approval_requests WHERE state = 'pending' AND expires_ms <= $1 "
+                                   "ORDER BY expires_ms, id",
+                                   kColumns),
+                       now);
+    if (!due) {
+      return due.error();
+    }
+    for (const auto& row : *due) {
+      expired.push_back(ReadRow(row));
+    }
+    if (expired.empty()) {
+      return {};
+    }
+    auto seq = s.QueryRow("SELECT COALESCE(MAX(decision_seq), 0) FROM approval_requests");
+    if (!seq) {
+      return seq.error();
+    }
+    std::int64_t next = *seq ? (*seq)->Int(0) : 0;
+    for (auto& r : expired) {
+      r.state = RequestState::kExpired;
+      r.decided_ms = now;
+      r.decision_seq = ++next;
+      if (auto updated = s.Exec(
+              "UPDATE approval_requests SET state = 'expired', decided_ms = $1, decision_seq = $2 "
+              "WHERE id = $3 AND state = 'pending'",
+              now, next, r.id);
+          !updated) {
+        return updated.error();
+      }
+    }
+    return {};
+  });
+  if (!done) {
+    Log()->error("cannot expire approval requests: {} ({})", done.error().message(), store::sql::LastErrorDetail());
+    return done.error();
   }
   for (const auto& r : expired) {
     AuditDecision(r);
@@ -589,19 +601,16 @@ Result<std::size_t> Approvals::ExpireDue() {
 }
 
 Result<std::optional<std::int64_t>> Approvals::NextExpiry() {
-  std::lock_guard lock(db_mutex_);
-  auto stmt = db_->Prepare("SELECT MIN(expires_ms) FROM approval_requests WHERE state = 'pending'");
-  if (!stmt) {
-    return stmt.error();
-  }
-  auto row = stmt->Step();
+  auto row = db_->WithSession([](store::sql::Session& s) {
+    return s.QueryRow("SELECT MIN(expires_ms) FROM approval_requests WHERE state = 'pending'");
+  });
   if (!row) {
     return row.error();
   }
-  if (!*row || stmt->IsNull(0)) {
+  if (!*row || (*row)->IsNull(0)) {
     return std::optional<std::int64_t>();
   }
-  return std::optional<std::int64_t>(stmt->Int(0));
+  return std::optional<std::int64_t>((*row)->Int(0));
 }
 
 void Approvals::ExpiryLoop() {
@@ -630,33 +639,28 @@ void Approvals::ExpiryLoop() {
 }
 
 Result<std::vector<std::string>> Approvals::PendingNotEmailed() {
-  std::lock_guard lock(db_mutex_);
-  auto stmt = db_->Prepare(
-      "SELECT id FROM approval_requests WHERE state = 'pending' AND emailed_ms IS NULL ORDER BY received_ms");
-  if (!stmt) {
-    return stmt.error();
+  auto rows = db_->WithSession([](store::sql::Session& s) {
+    return s.Query(
+        "SELECT id FROM approval_requests WHERE state = 'pending' AND emailed_ms IS NULL ORDER BY received_ms");
+  });
+  if (!rows) {
+    return rows.error();
   }
   std::vector<std::string> ids;
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      return ids;
-    }
-    ids.push_back(stmt->Text(0));
+  for (const auto& row : *rows) {
+    ids.push_back(row.Text(0));
   }
+  return ids;
 }
 
 VoidResult Approvals::MarkEmailed(const std::string& id, std::int64_t at_ms) {
-  std::lock_guard lock(db_mutex_);
-  auto stmt = db_->Prepare("UPDATE approval_requests SET emailed_ms = ? WHERE id = ?");
-  if (!stmt) {
-    return stmt.error();
+  auto updated = db_->WithSession([&](store::sql::Session& s) {
+    return s.Exec("UPDATE approval_requests SET emailed_ms = $1 WHERE id = $2", at_ms, id);
+  });
+  if (!updated) {
+    return updated.error();
   }
-  stmt->BindAll(at_ms, id);
-  return stmt->Run();
+  return {};
 }
 
 void Approvals::QueueEmail(const std::string& id) {
@@ -725,73 +729,57 @@ void Approvals::MailLoop() {
 }
 
 Result<std::optional<ApprovalRequest>> Approvals::Find(std::string_view id) {
-  std::lock_guard lock(db_mutex_);
-  return FindLocked(id);
+  return db_->WithSession([&](store::sql::Session& s) { return FindOn(s, id); });
 }
 
-Result<std::optional<ApprovalRequest>> Approvals::FindLocked(std::string_view id) {
-  auto stmt = db_->Prepare(fmt::format("SELECT {} FROM approval_requests WHERE id = ?", kColumns));
-  if (!stmt) {
-    return stmt.error();
-  }
-  stmt->BindAll(std::string(id));
-  auto row = stmt->Step();
+Result<std::optional<ApprovalRequest>> Approvals::FindOn(store::sql::Session& session, std::string_view id) {
+  auto row = session.QueryRow(fmt::format("SELECT {} FROM approval_requests WHERE id = $1", kColumns), id);
   if (!row) {
     return row.error();
   }
   if (!*row) {
     return std::optional<ApprovalRequest>();
   }
-  return std::optional<ApprovalRequest>(ReadRow(*stmt));
+  return std::optional<ApprovalRequest>(ReadRow(**row));
 }
 
 Result<std::vector<ApprovalRequest>> Approvals::List(std::optional<RequestState> state, std::size_t limit) {
-  std::lock_guard lock(db_mutex_);
-  auto stmt = db_->Prepare(fmt::format("SELECT {} FROM approval_requests {} ORDER BY received_ms DESC, id LIMIT ?",
-                                       kColumns, state ? "WHERE state = ?" : ""));
-  if (!stmt) {
-    return stmt.error();
-  }
-  if (state) {
-    stmt->BindAll(std::string(WireName(*state)), static_cast<std::int64_t>(limit));
-  } else {
-    stmt->BindAll(static_cast<std::int64_t>(limit));
+  auto rows = db_->WithSession([&](store::sql::Session& s) {
+    if (state) {
+      return s.Query(fmt::format("SELECT {} FROM approval_requests WHERE state = $1 "
+                                 "ORDER BY received_ms DESC, id LIMIT $2",
+                                 kColumns),
+                     std::string(WireName(*state)), static_cast<std::int64_t>(limit));
+    }
+    return s.Query(fmt::format("SELECT {} FROM approval_requests ORDER BY received_ms DESC, id LIMIT $1", kColumns),
+                   static_cast<std::int64_t>(limit));
+  });
+  if (!rows) {
+    return rows.error();
   }
   std::vector<ApprovalRequest> out;
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      return out;
-    }
-    out.push_back(ReadRow(*stmt));
+  for (const auto& row : *rows) {
+    out.push_back(ReadRow(row));
   }
+  return out;
 }
 
 Result<std::vector<DecisionEvent>> Approvals::Decisions(const std::string& gateway, std::int64_t cursor,
                                                         std::size_t limit) {
-  std::lock_guard lock(db_mutex_);
-  auto stmt = db_->Prepare(
-      "SELECT id, state, decided_by, comment, decided_ms, decision_seq FROM approval_requests "
-      "WHERE gateway = ? AND decision_seq > ? ORDER BY decision_seq LIMIT ?");
-  if (!stmt) {
-    return stmt.error();
+  auto rows = db_->WithSession([&](store::sql::Session& s) {
+    return s.Query(
+        "SELECT id, state, decided_by, comment, decided_ms, decision_seq FROM approval_requests "
+        "WHERE gateway = $1 AND decision_seq > $2 ORDER BY decision_seq LIMIT $3",
+        gateway, cursor, static_cast<std::int64_t>(limit));
+  });
+  if (!rows) {
+    return rows.error();
   }
-  stmt->BindAll(gateway, cursor, static_cast<std::int64_t>(limit));
   std::vector<DecisionEvent> out;
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      return out;
-    }
-    out.push_back(DecisionEvent{stmt->Text(0), stmt->Text(1), stmt->Text(2), stmt->Text(3), stmt->Int(4),
-                                stmt->Int(5)});
+  for (const auto& r : *rows) {
+    out.push_back(DecisionEvent{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Int(4), r.Int(5)});
   }
+  return out;
 }
 
 DecisionSource Approvals::MakeDecisionSource() {

@@ -14,8 +14,10 @@
 // the next decision sequence number (1, 2, 3, ... over all gateways); the watch reports a gateway's
 // decisions above its cursor in that order (DecisionSource).
 //
-// Storage: table `approval_requests` in the policy manager's SQLite file (data_dir/policy.db), created
-// with CREATE TABLE IF NOT EXISTS on its own connection, like policy_versions (policy_sets.h).
+// Storage: table `approval_requests` in the policy manager's store (policy_database.h: SQLite
+// data_dir/policy.db, or the PostgreSQL database), created with CREATE TABLE IF NOT EXISTS like
+// policy_versions (policy_sets.h). Every change is one transaction under lock_key::kApprovals, so
+// policy managers sharing one PostgreSQL database hand out each decision sequence number once.
 #include "common/clock.h"
 #include "common/result.h"
 #include "policy/gateway_api.h"
@@ -35,8 +37,9 @@
 #include <thread>
 #include <vector>
 
-namespace lifeline::store::sqlite {
+namespace lifeline::store::sql {
 class Database;
+class Session;
 }
 
 namespace lifeline::policy {
@@ -95,7 +98,8 @@ struct NewApprovalRequest {
 std::optional<NewApprovalRequest> DecodeNewRequest(std::string_view body, std::string* problem);
 
 struct ApprovalsOptions {
-  std::filesystem::path db_path;         // the policy manager's SQLite file
+  std::filesystem::path db_path;         // the policy manager's SQLite file, when `db` is not given
+  std::shared_ptr<store::sql::Database> db;  // the store's database (either backend)
   std::vector<std::string> notify;       // [approvals] notify: who gets an email per request
   std::string api_url;                   // [approvals] url: named in the email's commands ("" none)
   std::chrono::seconds mail_retry_min{10};  // first retry of a failed email; doubles up to max
@@ -164,9 +168,10 @@ class Approvals {
   std::int64_t emails_sent() const;
 
  private:
-  /// Find with db_mutex_ held (also inside a transaction).
-  [[nodiscard]] Result<std::optional<ApprovalRequest>> FindLocked(std::string_view id);
-  Approvals(std::unique_ptr<store::sqlite::Database> db, ApprovalsOptions options, AuditLog& audit,
+  /// Find on `session` (also inside a transaction).
+  [[nodiscard]] static Result<std::optional<ApprovalRequest>> FindOn(store::sql::Session& session,
+                                                                    std::string_view id);
+  Approvals(std::shared_ptr<store::sql::Database> db, ApprovalsOptions options, AuditLog& audit,
             ChangeFeed& feed, std::unique_ptr<transport::Mailer> mailer);
   void StartThreads();
   void ExpiryLoop();
@@ -181,13 +186,12 @@ class Approvals {
   transport::HttpResponse HandleDecide(const transport::HttpRequest& request, std::string_view caller);
   transport::HttpResponse HandleGatewayPost(const transport::HttpRequest& request, const GatewayAccess& access);
 
-  std::unique_ptr<store::sqlite::Database> db_;
+  std::shared_ptr<store::sql::Database> db_;
   ApprovalsOptions options_;
   const Clock& clock_;
   AuditLog& audit_;
   ChangeFeed& feed_;
   std::unique_ptr<transport::Mailer> mailer_;
-  std::mutex db_mutex_;  // the connection; each change is one transaction under it
 
   // The threads' shared state: a stop flag, a wake-up for the expiry thread (a new, possibly earlier
   // deadline) and the emails waiting for their next attempt.

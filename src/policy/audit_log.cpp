@@ -16,7 +16,8 @@
 #include "common/utf8.h"
 #include "crypto/errors.h"
 #include "policy/audit_export.h"
-#include "store/sqlite/database.h"
+#include "policy/policy_database.h"
+#include "store/sql/database.h"
 
 namespace lifeline::policy {
 namespace {
@@ -66,6 +67,50 @@ CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_
 CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
   BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 )sql";
+// The same on PostgreSQL (BIGINT: INTEGER is 32 bits there). Triggers have no IF NOT EXISTS before
+// PostgreSQL 14, hence the catalog check; TRUNCATE is refused as well.
+constexpr std::string_view kPostgresSchema = R"sql(
+CREATE TABLE IF NOT EXISTS audit_records (
+  sequence BIGINT PRIMARY KEY,
+  time_ms BIGINT NOT NULL,
+  received_ms BIGINT NOT NULL,
+  record_id TEXT NOT NULL UNIQUE,
+  source TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  sequence BIGINT PRIMARY KEY,
+  hash TEXT NOT NULL,
+  time_ms BIGINT NOT NULL,
+  signature TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '% rows are append-only', TG_TABLE_NAME;
+END
+$$;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_records_append_only') THEN
+    CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
+      FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+    CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records
+      FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_checkpoints_append_only') THEN
+    CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
+      FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+    CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
+      FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+  END IF;
+END
+$$;
+)sql";
 
 void AppendField(std::string& out, std::string_view field) {
   out += std::to_string(field.size());
@@ -112,7 +157,7 @@ VoidResult Normalize(AuditRecord& record) {
   return {};
 }
 
-AuditRecord RecordFromRow(const store::sqlite::Statement& row) {
+AuditRecord RecordFromRow(const store::sql::Row& row) {
   AuditRecord r;
   r.sequence = row.Int(0);
   r.time_ms = row.Int(1);
@@ -175,8 +220,7 @@ std::string ComputeAuditHash(const AuditRecord& record) {
 
 struct AuditLog::Impl {
   Options options;
-  std::mutex mutex;  // one connection; every use holds it
-  std::unique_ptr<store::sqlite::Database> db;
+  std::shared_ptr<store::sql::Database> db;
   std::unique_ptr<SyslogForwarder> syslog;
   std::mutex timer_mutex;
   std::condition_variable timer_wake;
@@ -221,18 +265,20 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(Options options) {
                   key.error().message());
     return key.error();
   }
-  // 0600 from the start: nobody else reads the audit trail.
-  auto db = store::sqlite::Database::Open(options.db_path, {.private_file = true});
+  std::shared_ptr<store::sql::Database> db = options.db;
   if (!db) {
-    return db.error();
+    // 0600 from the start: nobody else reads the audit trail.
+    auto opened = OpenPolicySqlite(options.db_path);
+    if (!opened) {
+      return opened.error();
+    }
+    db = std::move(*opened);
   }
-  if (auto made = (*db)->Exec(kSchema); !made) {
-    logger->error("cannot create the audit tables in {}: {}", options.db_path.string(),
-                  (*db)->LastErrorMessage());
+  if (auto made = EnsureTables(*db, kSchema, kPostgresSchema, "audit tables"); !made) {
     return made.error();
   }
   auto impl = std::make_unique<Impl>();
-  impl->db = std::move(*db);
+  impl->db = std::move(db);
   if (options.syslog) {
     impl->syslog = std::make_unique<SyslogForwarder>(*options.syslog);
   }
@@ -267,19 +313,15 @@ struct Head {
   std::string hash = std::string(kAuditGenesisHash);
 };
 
-Result<Head> ReadHead(store::sqlite::Database& db) {
-  auto stmt = db.Prepare("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1");
-  if (!stmt) {
-    return stmt.error();
-  }
-  auto row = stmt->Step();
+Result<Head> ReadHead(store::sql::Session& s) {
+  auto row = s.QueryRow("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1");
   if (!row) {
     return row.error();
   }
   Head head;
   if (*row) {
-    head.sequence = stmt->Int(0);
-    head.hash = stmt->Text(1);
+    head.sequence = (*row)->Int(0);
+    head.hash = (*row)->Text(1);
   }
   return head;
 }
@@ -289,59 +331,51 @@ struct LastCheckpoint {
   std::int64_t time_ms = 0;
 };
 
-Result<LastCheckpoint> ReadLastCheckpoint(store::sqlite::Database& db) {
-  auto stmt = db.Prepare("SELECT sequence, time_ms FROM audit_checkpoints ORDER BY sequence DESC LIMIT 1");
-  if (!stmt) {
-    return stmt.error();
-  }
-  auto row = stmt->Step();
+Result<LastCheckpoint> ReadLastCheckpoint(store::sql::Session& s) {
+  auto row = s.QueryRow("SELECT sequence, time_ms FROM audit_checkpoints ORDER BY sequence DESC LIMIT 1");
   if (!row) {
     return row.error();
   }
   LastCheckpoint last;
   if (*row) {
-    last.sequence = stmt->Int(0);
-    last.time_ms = stmt->Int(1);
+    last.sequence = (*row)->Int(0);
+    last.time_ms = (*row)->Int(1);
   }
   return last;
 }
 
-Result<std::optional<AuditRecord>> FindByRecordId(store::sqlite::Database& db, const std::string& id) {
-  auto stmt = db.Prepare(fmt::format("SELECT {} FROM audit_records WHERE record_id = ?1", kRecordColumns));
-  if (!stmt) {
-    return stmt.error();
-  }
-  stmt->Bind(1, id);
-  auto row = stmt->Step();
+Result<std::optional<AuditRecord>> FindByRecordId(store::sql::Session& s, const std::string& id) {
+  auto row = s.QueryRow(fmt::format("SELECT {} FROM audit_records WHERE record_id = $1", kRecordColumns), id);
   if (!row) {
     return row.error();
   }
   if (!*row) {
     return std::optional<AuditRecord>();
   }
-  return std::optional<AuditRecord>(RecordFromRow(*stmt));
+  return std::optional<AuditRecord>(RecordFromRow(**row));
 }
 
-VoidResult InsertRecord(store::sqlite::Database& db, const AuditRecord& r) {
-  auto stmt = db.Prepare(fmt::format(
-      "INSERT INTO audit_records ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", kRecordColumns));
-  if (!stmt) {
-    return stmt.error();
+VoidResult InsertRecord(store::sql::Session& s, const AuditRecord& r) {
+  auto inserted = s.Exec(
+      fmt::format("INSERT INTO audit_records ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                  kRecordColumns),
+      r.sequence, r.time_ms, r.received_ms, r.record_id, r.source, r.kind, r.actor, r.subject, r.details,
+      r.prev_hash, r.hash);
+  if (!inserted) {
+    return inserted.error();
   }
-  stmt->BindAll(r.sequence, r.time_ms, r.received_ms, r.record_id, r.source, r.kind, r.actor, r.subject,
-                r.details, r.prev_hash, r.hash);
-  return stmt->Run();
+  return {};
 }
 
-VoidResult InsertCheckpoint(store::sqlite::Database& db, const AuditCheckpoint& c) {
-  auto stmt = db.Prepare(
-      "INSERT INTO audit_checkpoints (sequence, hash, time_ms, signature) VALUES (?1, ?2, ?3, ?4) "
-      "ON CONFLICT (sequence) DO NOTHING");
-  if (!stmt) {
-    return stmt.error();
+VoidResult InsertCheckpoint(store::sql::Session& s, const AuditCheckpoint& c) {
+  auto inserted = s.Exec(
+      "INSERT INTO audit_checkpoints (sequence, hash, time_ms, signature) VALUES ($1, $2, $3, $4) "
+      "ON CONFLICT (sequence) DO NOTHING",
+      c.sequence, c.hash, c.time_ms, c.signature);
+  if (!inserted) {
+    return inserted.error();
   }
-  stmt->BindAll(c.sequence, c.hash, c.time_ms, c.signature);
-  return stmt->Run();
+  return {};
 }
 
 AuditCheckpoint SignCheckpoint(const Head& head, std::int64_t now_ms, const crypto::SigningKeyPair& key) {
@@ -392,17 +426,21 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
   const std::int64_t now_ms = impl_->options.clock->NowUnixMillis();
   std::vector<Appended> answers;
   std::vector<AuditRecord> written;
-  std::lock_guard lock(impl_->mutex);
   auto& db = *impl_->db;
-  auto done = db.Transaction([&]() -> VoidResult {
+  auto done = db.Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
     answers.clear();
     written.clear();
-    auto head = ReadHead(db);
+    // The chain's next sequence and prev_hash come from the head read below: another AuditLog on
+    // the same PostgreSQL database must not read the same head before this one commits.
+    if (auto locked = LockForWrite(s, lock_key::kAuditChain); !locked) {
+      return locked;
+    }
+    auto head = ReadHead(s);
     if (!head) {
       return head.error();
     }
     for (auto record : records) {
-      auto existing = FindByRecordId(db, record.record_id);
+      auto existing = FindByRecordId(s, record.record_id);
       if (!existing) {
         return existing.error();
       }
@@ -426,7 +464,7 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
       record.received_ms = now_ms;
       record.prev_hash = head->hash;
       record.hash = ComputeAuditHash(record);
-      if (auto inserted = InsertRecord(db, record); !inserted) {
+      if (auto inserted = InsertRecord(s, record); !inserted) {
         return inserted.error();
       }
       head->sequence = record.sequence;
@@ -437,7 +475,7 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
     if (written.empty()) {
       return {};
     }
-    auto last = ReadLastCheckpoint(db);
+    auto last = ReadLastCheckpoint(s);
     if (!last) {
       return last.error();
     }
@@ -446,12 +484,12 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
                          now_ms - last->time_ms >=
                              std::chrono::duration_cast<std::chrono::milliseconds>(impl_->options.checkpoint_every).count();
     if (by_count || by_time) {
-      return InsertCheckpoint(db, SignCheckpoint(*head, now_ms, key_));
+      return InsertCheckpoint(s, SignCheckpoint(*head, now_ms, key_));
     }
     return {};
   });
   if (!done) {
-    log::Get("policy")->error("audit append failed: {} ({})", done.error().message(), db.LastErrorMessage());
+    log::Get("policy")->error("audit append failed: {} ({})", done.error().message(), store::sql::LastErrorDetail());
     return done.error();
   }
   if (impl_->syslog) {
@@ -462,63 +500,52 @@ Result<std::vector<AuditLog::Appended>> AuditLog::AppendMany(std::vector<AuditRe
   return answers;
 }
 
-Result<std::vector<AuditRecord>> SelectAuditRecords(store::sqlite::Database& db, std::int64_t first,
+Result<std::vector<AuditRecord>> SelectAuditRecords(store::sql::Database& db, std::int64_t first,
                                                     std::int64_t last, std::size_t limit) {
-  auto stmt = db.Prepare(fmt::format(
-      "SELECT {} FROM audit_records WHERE sequence >= ?1 AND (?2 = 0 OR sequence <= ?2) "
-      "ORDER BY sequence LIMIT ?3",
-      kRecordColumns));
-  if (!stmt) {
-    return stmt.error();
+  // No limit: -1 on SQLite, NULL on PostgreSQL (which refuses a negative LIMIT).
+  std::optional<std::int64_t> bound = static_cast<std::int64_t>(limit);
+  if (limit == 0) {
+    bound = db.backend() == store::sql::Backend::kSqlite ? std::optional<std::int64_t>(-1) : std::nullopt;
   }
-  stmt->BindAll(first, last, limit == 0 ? std::int64_t{-1} : static_cast<std::int64_t>(limit));
+  auto rows = db.WithSession([&](store::sql::Session& s) {
+    return s.Query(fmt::format("SELECT {} FROM audit_records WHERE sequence >= $1 AND ($2 = 0 OR sequence <= $2) "
+                               "ORDER BY sequence LIMIT $3",
+                               kRecordColumns),
+                   first, last, bound);
+  });
+  if (!rows) {
+    return rows.error();
+  }
   std::vector<AuditRecord> records;
-  while (true) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      break;
-    }
-    records.push_back(RecordFromRow(*stmt));
+  records.reserve(rows->size());
+  for (const auto& row : *rows) {
+    records.push_back(RecordFromRow(row));
   }
   return records;
 }
 
-Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sqlite::Database& db) {
-  auto stmt = db.Prepare("SELECT sequence, hash, time_ms, signature FROM audit_checkpoints ORDER BY sequence");
-  if (!stmt) {
-    return stmt.error();
+Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sql::Database& db) {
+  auto rows = db.WithSession([](store::sql::Session& s) {
+    return s.Query("SELECT sequence, hash, time_ms, signature FROM audit_checkpoints ORDER BY sequence");
+  });
+  if (!rows) {
+    return rows.error();
   }
   std::vector<AuditCheckpoint> checkpoints;
-  while (true) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      break;
-    }
-    checkpoints.push_back({.sequence = stmt->Int(0), .hash = stmt->Text(1), .time_ms = stmt->Int(2),
-                           .signature = stmt->Text(3)});
+  for (const auto& r : *rows) {
+    checkpoints.push_back({.sequence = r.Int(0), .hash = r.Text(1), .time_ms = r.Int(2), .signature = r.Text(3)});
   }
   return checkpoints;
 }
 
 Result<std::vector<AuditRecord>> AuditLog::Read(std::int64_t first, std::int64_t last, std::size_t limit) {
-  std::lock_guard lock(impl_->mutex);
   return SelectAuditRecords(*impl_->db, first, last, limit);
 }
 
-Result<std::vector<AuditCheckpoint>> AuditLog::Checkpoints() {
-  std::lock_guard lock(impl_->mutex);
-  return SelectAuditCheckpoints(*impl_->db);
-}
+Result<std::vector<AuditCheckpoint>> AuditLog::Checkpoints() { return SelectAuditCheckpoints(*impl_->db); }
 
 Result<std::int64_t> AuditLog::LastSequence() {
-  std::lock_guard lock(impl_->mutex);
-  auto head = ReadHead(*impl_->db);
+  auto head = impl_->db->WithSession([](store::sql::Session& s) { return ReadHead(s); });
   if (!head) {
     return head.error();
   }
@@ -527,11 +554,12 @@ Result<std::int64_t> AuditLog::LastSequence() {
 
 Result<std::int64_t> AuditLog::Checkpoint() {
   const std::int64_t now_ms = impl_->options.clock->NowUnixMillis();
-  std::lock_guard lock(impl_->mutex);
-  auto& db = *impl_->db;
   std::int64_t sequence = 0;
-  auto done = db.Transaction([&]() -> VoidResult {
-    auto head = ReadHead(db);
+  auto done = impl_->db->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    if (auto locked = LockForWrite(s, lock_key::kAuditChain); !locked) {
+      return locked;
+    }
+    auto head = ReadHead(s);
     if (!head) {
       return head.error();
     }
@@ -539,7 +567,7 @@ Result<std::int64_t> AuditLog::Checkpoint() {
     if (head->sequence == 0) {
       return {};
     }
-    return InsertCheckpoint(db, SignCheckpoint(*head, now_ms, key_));
+    return InsertCheckpoint(s, SignCheckpoint(*head, now_ms, key_));
   });
   if (!done) {
     return done.error();
@@ -551,21 +579,22 @@ VoidResult AuditLog::CheckpointIfDue() {
   const std::int64_t now_ms = impl_->options.clock->NowUnixMillis();
   const std::int64_t every_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(impl_->options.checkpoint_every).count();
-  std::lock_guard lock(impl_->mutex);
-  auto& db = *impl_->db;
-  return db.Transaction([&]() -> VoidResult {
-    auto head = ReadHead(db);
+  return impl_->db->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    if (auto locked = LockForWrite(s, lock_key::kAuditChain); !locked) {
+      return locked;
+    }
+    auto head = ReadHead(s);
     if (!head) {
       return head.error();
     }
-    auto last = ReadLastCheckpoint(db);
+    auto last = ReadLastCheckpoint(s);
     if (!last) {
       return last.error();
     }
     if (head->sequence == last->sequence || now_ms - last->time_ms < every_ms) {
       return {};
     }
-    return InsertCheckpoint(db, SignCheckpoint(*head, now_ms, key_));
+    return InsertCheckpoint(s, SignCheckpoint(*head, now_ms, key_));
   });
 }
 

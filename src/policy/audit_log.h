@@ -22,8 +22,9 @@
 #include "common/result.h"
 #include "crypto/keys.h"
 
-namespace lifeline::store::sqlite {
+namespace lifeline::store::sql {
 class Database;
+class Session;
 }
 
 namespace lifeline::policy {
@@ -108,16 +109,20 @@ class SyslogForwarder;
 
 /// The records with first <= sequence <= last (last 0 = to the end) of an audit store, in sequence
 /// order, at most `limit` (0 = all), read as stored. AuditLog::Read uses it, and so does `audit
-/// verify`, which opens a store read-only without taking it over.
-[[nodiscard]] Result<std::vector<AuditRecord>> SelectAuditRecords(store::sqlite::Database& db, std::int64_t first = 1,
+/// verify`, which opens a store (read-only on SQLite) without taking it over.
+[[nodiscard]] Result<std::vector<AuditRecord>> SelectAuditRecords(store::sql::Database& db, std::int64_t first = 1,
                                                                   std::int64_t last = 0, std::size_t limit = 0);
 /// Every checkpoint of an audit store, in sequence order.
-[[nodiscard]] Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sqlite::Database& db);
+[[nodiscard]] Result<std::vector<AuditCheckpoint>> SelectAuditCheckpoints(store::sql::Database& db);
 
 class AuditLog {
  public:
   struct Options {
-    std::filesystem::path db_path;           // created 0600 if missing; may hold other tables too
+    std::filesystem::path db_path;           // SQLite, when `db` is not given: created 0600 if missing
+    /// The database of either backend (policy_database.h); may hold other tables too. On PostgreSQL
+    /// several AuditLogs (processes) may append to one database: each append and checkpoint runs
+    /// under lock_key::kAuditChain, so the chain stays one chain.
+    std::shared_ptr<store::sql::Database> db;
     std::filesystem::path signing_key_path;  // Ed25519 secret key, created 0600 (and <path>.pub) if missing
     std::int64_t checkpoint_every_records = 1000;
     std::chrono::seconds checkpoint_every{60};

@@ -8,7 +8,8 @@
 #include <unordered_map>
 
 #include "policy/audit_export.h"
-#include "store/sqlite/database.h"
+#include "store/sql/database.h"
+#include "store/sqlite/sql_session.h"
 
 namespace lifeline::policy {
 namespace {
@@ -231,8 +232,15 @@ AuditVerifyReport VerifyAudit(const std::vector<AuditRecord>& records,
   return report;
 }
 
+Result<std::shared_ptr<store::sql::Database>> OpenAuditStoreReadOnly(const std::filesystem::path& db_path) {
+  if (!std::filesystem::exists(db_path)) {
+    return Fail(std::make_error_code(std::errc::no_such_file_or_directory));
+  }
+  return store::sqlite::OpenSqlDatabase(db_path, {.read_only = true});
+}
+
 Result<std::vector<AuditRecord>> ReadAuditRecords(const std::filesystem::path& db_path) {
-  auto db = store::sqlite::Database::Open(db_path, {.read_only = true});
+  auto db = OpenAuditStoreReadOnly(db_path);
   if (!db) {
     return db.error();
   }
@@ -240,7 +248,7 @@ Result<std::vector<AuditRecord>> ReadAuditRecords(const std::filesystem::path& d
 }
 
 Result<std::vector<AuditCheckpoint>> ReadAuditCheckpoints(const std::filesystem::path& db_path) {
-  auto db = store::sqlite::Database::Open(db_path, {.read_only = true});
+  auto db = OpenAuditStoreReadOnly(db_path);
   if (!db) {
     return db.error();
   }
@@ -248,20 +256,29 @@ Result<std::vector<AuditCheckpoint>> ReadAuditCheckpoints(const std::filesystem:
 }
 
 Result<AuditVerifyReport> VerifyAuditStore(
-    const std::filesystem::path& db_path,
-    std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key) {
-  if (!std::filesystem::exists(db_path)) {
-    return Fail(std::make_error_code(std::errc::no_such_file_or_directory));
-  }
-  auto records = ReadAuditRecords(db_path);
-  if (!records) {
-    return records.error();
-  }
-  auto checkpoints = ReadAuditCheckpoints(db_path);
+    store::sql::Database& db, std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key) {
+  // One snapshot would be nicer, but appends only add rows after the head: records read first and
+  // checkpoints second can only show checkpoints past the records read, which verify reports as
+  // such. Read the checkpoints first, then the records, so every checkpoint read has its records.
+  auto checkpoints = SelectAuditCheckpoints(db);
   if (!checkpoints) {
     return checkpoints.error();
   }
+  auto records = SelectAuditRecords(db);
+  if (!records) {
+    return records.error();
+  }
   return VerifyAudit(*records, *checkpoints, public_key);
+}
+
+Result<AuditVerifyReport> VerifyAuditStore(
+    const std::filesystem::path& db_path,
+    std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key) {
+  auto db = OpenAuditStoreReadOnly(db_path);
+  if (!db) {
+    return db.error();
+  }
+  return VerifyAuditStore(**db, public_key);
 }
 
 Result<AuditVerifyReport> VerifyAuditExport(

@@ -50,7 +50,7 @@ AuditVerifyReport VerifyAudit(const std::vector<AuditRecord>& records,
                               const std::vector<AuditCheckpoint>& checkpoints,
                               std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key);
 
-/// Reads the log's tables read-only and verifies them.
+/// Reads the log's tables (SQLite file, opened read-only) and verifies them.
 [[nodiscard]] Result<AuditVerifyReport> VerifyAuditStore(
     const std::filesystem::path& db_path,
     std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key);
@@ -58,6 +58,10 @@ AuditVerifyReport VerifyAudit(const std::vector<AuditRecord>& records,
 [[nodiscard]] Result<AuditVerifyReport> VerifyAuditExport(
     const std::filesystem::path& jsonl_path,
     std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key);
+
+/// The same on an open database of either backend (policy_database.h), beside running writers.
+[[nodiscard]] Result<AuditVerifyReport> VerifyAuditStore(
+    store::sql::Database& db, std::span<const std::uint8_t, crypto::kSigningPublicKeyBytes> public_key);
 
 /// The stored log in sequence order (read-only), for export and verification.
 [[nodiscard]] Result<std::vector<AuditRecord>> ReadAuditRecords(const std::filesystem::path& db_path);

@@ -54,6 +54,11 @@ void Validate(const PolicyConfig& config, const std::string& origin) {
       fail("gateways.sites", fmt::format("'{}' is not customer/site", site));
     }
   }
+  if (config.store_backend == "postgresql" && config.store_postgresql_url.empty()) {
+    fail("store.postgresql.url",
+         "required when store.backend = \"postgresql\" (or set store.postgresql.url_file / "
+         "store.postgresql.url_env)");
+  }
   if (config.data_dir.empty()) {
     fail("policy.data_dir", "must not be empty");
   }
@@ -120,8 +125,20 @@ config::Schema PolicyConfig::MakeSchema() {
       .StringList("gateways.sites", &gateway_sites,
                   "\"customer/site\" pairs whose gateways may use the gateway API (e.g. [\"acme/dc1\"]); empty: "
                   "every gateway whose certificate verifies against tls.client_ca_file")
-      .Choice("store.backend", &store_backend, {"sqlite"}, "where users, tokens and policies live")
-      .String("store.path", &store_path, "the SQLite file (default data_dir/policy.db)")
+      .Choice("store.backend", &store_backend, {"sqlite", "postgresql"},
+              "where users, tokens, policies, approval requests and the audit log live: SQLite files in "
+              "data_dir, or a PostgreSQL database that several policy managers can share")
+      .String("store.path", &store_path,
+              "the SQLite file (store.backend = \"sqlite\"; default data_dir/policy.db; the audit log stays "
+              "in data_dir/audit.db)")
+      .Secret("store.postgresql.url", &store_postgresql_url,
+              "libpq connection string or URI (store.backend = \"postgresql\"), e.g. "
+              "\"postgresql://lifeline@db.example/lifeline_policy?sslmode=verify-full\" or "
+              "\"host=/run/postgresql dbname=lifeline_policy\"; a database of its own (not the home's); holds "
+              "the password, so prefer _file or _env")
+      .Int("store.postgresql.pool_size", &store_postgresql_pool_size, 1, 64,
+           "most PostgreSQL connections this policy manager opens (request handlers, the expiry and "
+           "checkpoint threads share them)")
       .Int("login.min_password_length", &min_password_length, 8, 1024, "shortest password accepted")
       .Int("login.max_failures_per_user", &max_failures_per_user, 1, 1000,
            "wrong passwords for one user name within login.failure_window before it is locked")

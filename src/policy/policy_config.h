@@ -31,10 +31,12 @@ struct PolicyConfig {
   // [gateways]
   std::vector<std::string> gateway_sites;  // "customer/site" allowed on /v1/gateway/; empty: any the CA certifies
 
-  // [store] Only SQLite today. PostgreSQL joins as another `backend` value and another
-  // OpenPolicyStore branch (policy_store.h): nothing above the PolicyStore interface changes.
+  // [store] (policy_database.h): "sqlite" (data_dir/policy.db and data_dir/audit.db) or
+  // "postgresql" (one database for everything, which several policy managers may share).
   std::string store_backend = "sqlite";
-  std::string store_path;  // default data_dir/policy.db
+  std::string store_path;  // SQLite: default data_dir/policy.db
+  std::string store_postgresql_url;  // libpq connection string or URI; a secret (inline, _file or _env)
+  std::int64_t store_postgresql_pool_size = 4;
 
   // [login]
   std::int64_t min_password_length = 12;

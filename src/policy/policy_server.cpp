@@ -268,14 +268,18 @@ AuditLog::Options AuditLogOptions(const PolicyConfig& config, const Clock& clock
   return {.db_path = data_dir / "audit.db", .signing_key_path = data_dir / "audit-sign.key", .clock = &clock};
 }
 
-Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config) {
-  // store.backend is validated by the config schema; "sqlite" is the only value today.
-  return OpenSqlitePolicyStore(config.StorePath());
+Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyDatabases& databases) {
+  return OpenSqlPolicyStore(databases.store);
 }
 
 Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& config, const Clock& clock) {
   std::unique_ptr<PolicyService> service(new PolicyService());
-  auto store = OpenPolicyStore(config);
+  // store.backend: SQLite files in data_dir, or one PostgreSQL database for everything.
+  auto databases = OpenPolicyDatabases(config);
+  if (!databases) {
+    return databases.error();
+  }
+  auto store = OpenPolicyStore(*databases);
   if (!store) {
     return store.error();
   }
@@ -284,10 +288,11 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   service->server_ = std::make_unique<PolicyServer>(*service->users_);
 
   // Every login, failed login, lockout and change of users or tokens is an audit record.
-  const std::filesystem::path data_dir(config.data_dir);
-  auto audit = AuditLog::Open(AuditLogOptions(config, clock));
+  auto audit_options = AuditLogOptions(config, clock);
+  audit_options.db = databases->audit;
+  auto audit = AuditLog::Open(std::move(audit_options));
   if (!audit) {
-    Log()->error("cannot open the audit log in {}: {}", data_dir.string(), audit.error().message());
+    Log()->error("cannot open the audit log in {}: {}", databases->audit->description(), audit.error().message());
     return audit.error();
   }
   service->audit_ = std::move(*audit);
@@ -312,8 +317,8 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
                             return transport::HttpResponse{200, csv ? "text/csv" : "application/jsonl", out.str(), {}};
                           });
 
-  // Policy sets live in the users store's file (their own table; see policy_sets.h).
-  auto policies = PolicySets::Open(config.StorePath(), clock);
+  // Policy sets live in the users store's database (their own table; see policy_sets.h).
+  auto policies = PolicySets::Open(databases->store, clock);
   if (!policies) {
     return policies.error();
   }
@@ -340,7 +345,7 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   if (!config.approvals_notify.empty()) {
     mailer = std::make_unique<transport::SmtpMailer>(config.Smtp());
   }
-  auto approvals = Approvals::Open({.db_path = config.StorePath(),
+  auto approvals = Approvals::Open({.db = databases->store,
                                     .notify = config.approvals_notify,
                                     .api_url = config.approvals_url,
                                     .clock = &clock},
@@ -371,7 +376,7 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
     return started.error();
   }
   Log()->info("policy manager listening on https://{} (store {})", service->server_->LocalAddress(),
-              config.StorePath().string());
+              databases->store->description());
   // listen.http: for a reverse proxy or a browser on this machine (issue 6). The config already
   // refused anything but loopback; HttpsServer refuses it again.
   if (!config.http_listen.empty()) {

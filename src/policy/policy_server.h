@@ -15,6 +15,7 @@
 #include "policy/change_feed.h"
 #include "policy/gateway_api.h"
 #include "policy/policy_config.h"
+#include "policy/policy_database.h"
 #include "policy/policy_sets.h"
 #include "policy/policy_store.h"
 #include "policy/policy_users.h"
@@ -144,7 +145,7 @@ AuditLog::Options AuditLogOptions(const PolicyConfig& config, const Clock& clock
 /// A sink that appends each security event (logins, lockouts, user and token changes) to `audit` as
 /// a `login` or `admin_action` record. `audit` must outlive the sink.
 SecurityEventSink AuditSecurityEvents(AuditLog& audit);
-/// Opens the store policy.toml names (store.backend); the one place a PostgreSQL backend joins.
-[[nodiscard]] Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyConfig& config);
+/// The users and tokens store on the databases policy.toml names (OpenPolicyDatabases).
+[[nodiscard]] Result<std::unique_ptr<PolicyStore>> OpenPolicyStore(const PolicyDatabases& databases);
 
 }  // namespace lifeline::policy

@@ -5,7 +5,8 @@
 #include "policy/change_feed.h"
 #include "policy/policy_json.h"
 #include "policy/policy_server.h"
-#include "store/sqlite/database.h"
+#include "policy/policy_database.h"
+#include "store/sql/database.h"
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
@@ -19,8 +20,8 @@ namespace {
 
 std::shared_ptr<spdlog::logger> Log() { return log::Get("policy"); }
 
-// Idempotent: the table lives in the users store's file but outside its numbered schema steps, so
-// either may be opened first and neither needs to know the other's version.
+// Idempotent: the table lives in the users store's database but outside its numbered schema steps,
+// so either may be opened first and neither needs to know the other's version.
 constexpr std::string_view kTable = R"sql(
 CREATE TABLE IF NOT EXISTS policy_versions (
   version    INTEGER PRIMARY KEY,
@@ -32,6 +33,21 @@ CREATE TABLE IF NOT EXISTS policy_versions (
   policy     TEXT NOT NULL
 );
 )sql";
+constexpr std::string_view kPostgresTable = R"sql(
+CREATE TABLE IF NOT EXISTS policy_versions (
+  version    BIGINT PRIMARY KEY,
+  changed_ms BIGINT NOT NULL,
+  changed_by TEXT NOT NULL,
+  groups     BIGINT NOT NULL,
+  rules      BIGINT NOT NULL,
+  grants     BIGINT NOT NULL,
+  policy     TEXT NOT NULL
+);
+)sql";
+
+constexpr std::string_view kNewestVersion =
+    "SELECT version, changed_ms, changed_by, groups, rules, grants, policy FROM policy_versions "
+    "ORDER BY version DESC LIMIT 1";
 
 HttpResponse Json(const json::value& value, int status = 200) {
   HttpResponse response;
@@ -57,58 +73,64 @@ std::shared_ptr<const StoredPolicy> EmptyPolicy() {
 
 }  // namespace
 
-PolicySets::PolicySets(std::unique_ptr<store::sqlite::Database> db, const Clock& clock)
+PolicySets::PolicySets(std::shared_ptr<store::sql::Database> db, const Clock& clock)
     : db_(std::move(db)), clock_(clock), current_(EmptyPolicy()) {}
 
 PolicySets::~PolicySets() = default;
 
 Result<std::unique_ptr<PolicySets>> PolicySets::Open(const std::filesystem::path& db_path, const Clock& clock) {
-  auto db = store::sqlite::Database::Open(db_path, {.private_file = true});
+  auto db = OpenPolicySqlite(db_path);
   if (!db) {
-    Log()->error("cannot open {}: {}", db_path.string(), db.error().message());
     return db.error();
   }
-  if (auto created = (*db)->Exec(kTable); !created) {
-    Log()->error("{}: cannot create the policy_versions table: {} ({})", db_path.string(),
-                 created.error().message(), (*db)->LastErrorMessage());
+  return Open(std::move(*db), clock);
+}
+
+Result<std::unique_ptr<PolicySets>> PolicySets::Open(std::shared_ptr<store::sql::Database> db, const Clock& clock) {
+  if (auto created = EnsureTables(*db, kTable, kPostgresTable, "policy_versions table"); !created) {
     return created.error();
   }
-  std::unique_ptr<PolicySets> sets(new PolicySets(std::move(*db), clock));
+  std::unique_ptr<PolicySets> sets(new PolicySets(std::move(db), clock));
   if (auto loaded = sets->Load(); !loaded) {
     return loaded.error();
   }
   return sets;
 }
 
-VoidResult PolicySets::Load() {
-  std::lock_guard lock(mutex_);
-  auto stmt = db_->Prepare(
-      "SELECT version, changed_ms, changed_by, groups, rules, grants, policy FROM policy_versions "
-      "ORDER BY version DESC LIMIT 1");
-  if (!stmt) {
-    return stmt.error();
-  }
-  auto row = stmt->Step();
+Result<std::shared_ptr<StoredPolicy>> PolicySets::ReadNewest(store::sql::Session& session) const {
+  auto row = session.QueryRow(kNewestVersion);
   if (!row) {
     return row.error();
   }
   if (!*row) {
-    return {};  // nothing stored yet: version 0, the empty set
+    return std::shared_ptr<StoredPolicy>();  // nothing stored yet: version 0, the empty set
   }
+  const auto& r = **row;
   auto stored = std::make_shared<StoredPolicy>();
-  stored->info = {stmt->Int(0), stmt->Int(1), stmt->Text(2), static_cast<std::size_t>(stmt->Int(3)),
-                  static_cast<std::size_t>(stmt->Int(4)), static_cast<std::size_t>(stmt->Int(5))};
+  stored->info = {r.Int(0), r.Int(1), r.Text(2), static_cast<std::size_t>(r.Int(3)),
+                  static_cast<std::size_t>(r.Int(4)), static_cast<std::size_t>(r.Int(5))};
   std::string why;
-  auto set = DecodePolicySet(stmt->Text(6), &why);
+  auto set = DecodePolicySet(r.Text(6), &why);
   if (!set) {
-    // Only this code writes the table; a row it cannot read means the file was damaged or edited.
-    Log()->error("{}: policy version {} does not decode: {}", db_->path().string(), stored->info.version, why);
+    // Only this code writes the table; a row it cannot read means the database was damaged or edited.
+    Log()->error("{}: policy version {} does not decode: {}", db_->description(), stored->info.version, why);
     return set.error();
   }
   stored->set = std::move(*set);
   stored->json = EncodePolicySet(stored->set);
-  std::lock_guard current_lock(current_mutex_);
-  current_ = std::move(stored);
+  return stored;
+}
+
+VoidResult PolicySets::Load() {
+  std::lock_guard lock(mutex_);
+  auto newest = db_->WithSession([&](store::sql::Session& s) { return ReadNewest(s); });
+  if (!newest) {
+    return newest.error();
+  }
+  if (*newest) {
+    std::lock_guard current_lock(current_mutex_);
+    current_ = std::move(*newest);
+  }
   return {};
 }
 
@@ -123,74 +145,86 @@ Result<PutPolicyOutcome> PolicySets::Put(PolicySet set, std::optional<std::int64
   for (const auto& problem : Validate(set)) {
     outcome.problems.push_back(problem.message);
   }
+  const std::vector<std::string> problems = std::move(outcome.problems);
   std::lock_guard lock(mutex_);
-  const std::int64_t current = CurrentVersion();
-  // The version check comes first: a set written against an old version is refused as a conflict
-  // even when it is also invalid, since fixing it would still overwrite someone else's change.
-  if (expected_version && *expected_version != current) {
-    outcome.status = PutPolicyOutcome::Status::kVersionConflict;
-    outcome.version = current;
-    outcome.problems.clear();
-    return outcome;
-  }
-  if (!outcome.problems.empty()) {
-    outcome.status = PutPolicyOutcome::Status::kInvalid;
-    outcome.version = current;
-    return outcome;
-  }
-  auto stored = std::make_shared<StoredPolicy>();
-  stored->info = {current + 1, clock_.NowUnixMillis(), std::string(actor),
-                  set.groups.size(),  set.rules.size(),     set.grants.size()};
-  set.version = static_cast<std::uint64_t>(current + 1);
-  stored->set = std::move(set);
-  stored->json = EncodePolicySet(stored->set);
-  auto written = db_->Transaction([&]() -> VoidResult {
-    auto stmt = db_->Prepare(
-        "INSERT INTO policy_versions (version, changed_ms, changed_by, groups, rules, grants, policy) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)");
-    if (!stmt) {
-      return stmt.error();
+  std::shared_ptr<StoredPolicy> stored;
+  std::shared_ptr<StoredPolicy> seen;  // the stored head when another process wrote it meanwhile
+  auto written = db_->Transaction(store::sql::TxMode::kWrite, [&](store::sql::Session& s) -> VoidResult {
+    // Another policy manager on the same PostgreSQL database may have stored versions since this one
+    // loaded its own: the head is read under the lock, so the check and the insert see the same one.
+    if (auto locked = LockForWrite(s, lock_key::kPolicyVersions); !locked) {
+      return locked;
     }
+    auto newest = ReadNewest(s);
+    if (!newest) {
+      return newest.error();
+    }
+    seen = *newest;
+    const std::int64_t current = seen ? seen->info.version : 0;
+    stored.reset();
+    outcome = PutPolicyOutcome{};
+    // The version check comes first: a set written against an old version is refused as a conflict
+    // even when it is also invalid, since fixing it would still overwrite someone else's change.
+    if (expected_version && *expected_version != current) {
+      outcome.status = PutPolicyOutcome::Status::kVersionConflict;
+      outcome.version = current;
+      return {};
+    }
+    if (!problems.empty()) {
+      outcome.status = PutPolicyOutcome::Status::kInvalid;
+      outcome.version = current;
+      outcome.problems = problems;
+      return {};
+    }
+    stored = std::make_shared<StoredPolicy>();
+    stored->info = {current + 1, clock_.NowUnixMillis(), std::string(actor),
+                    set.groups.size(),  set.rules.size(),     set.grants.size()};
+    stored->set = set;
+    stored->set.version = static_cast<std::uint64_t>(current + 1);
+    stored->json = EncodePolicySet(stored->set);
     const auto& i = stored->info;
-    stmt->BindAll(i.version, i.changed_ms, i.changed_by, static_cast<std::int64_t>(i.groups),
-                  static_cast<std::int64_t>(i.rules), static_cast<std::int64_t>(i.grants), stored->json);
-    return stmt->Run();
+    if (auto inserted = s.Exec(
+            "INSERT INTO policy_versions (version, changed_ms, changed_by, groups, rules, grants, policy) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            i.version, i.changed_ms, i.changed_by, static_cast<std::int64_t>(i.groups),
+            static_cast<std::int64_t>(i.rules), static_cast<std::int64_t>(i.grants), stored->json);
+        !inserted) {
+      return inserted.error();
+    }
+    outcome.version = i.version;
+    outcome.stored = i;
+    return {};
   });
   if (!written) {
-    Log()->error("cannot store policy version {}: {} ({})", stored->info.version, written.error().message(),
-                 db_->LastErrorMessage());
+    Log()->error("cannot store a policy version in {}: {} ({})", db_->description(), written.error().message(),
+                 store::sql::LastErrorDetail());
     return written.error();
   }
-  outcome.version = stored->info.version;
-  outcome.stored = stored->info;
-  {
-    std::lock_guard current_lock(current_mutex_);
+  std::lock_guard current_lock(current_mutex_);
+  if (stored) {
     current_ = std::move(stored);
+  } else if (seen && seen->info.version > current_->info.version) {
+    current_ = std::move(seen);  // stored by another process: this one serves it from now on
   }
   return outcome;
 }
 
 Result<std::vector<PolicyVersionInfo>> PolicySets::History(std::size_t limit) const {
-  std::lock_guard lock(mutex_);
-  auto stmt = db_->Prepare(
-      "SELECT version, changed_ms, changed_by, groups, rules, grants FROM policy_versions "
-      "ORDER BY version DESC LIMIT ?");
-  if (!stmt) {
-    return stmt.error();
+  auto rows = db_->WithSession([&](store::sql::Session& s) {
+    return s.Query(
+        "SELECT version, changed_ms, changed_by, groups, rules, grants FROM policy_versions "
+        "ORDER BY version DESC LIMIT $1",
+        static_cast<std::int64_t>(limit));
+  });
+  if (!rows) {
+    return rows.error();
   }
-  stmt->Bind(1, static_cast<std::int64_t>(limit));
   std::vector<PolicyVersionInfo> out;
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row) {
-      return row.error();
-    }
-    if (!*row) {
-      return out;
-    }
-    out.push_back({stmt->Int(0), stmt->Int(1), stmt->Text(2), static_cast<std::size_t>(stmt->Int(3)),
-                   static_cast<std::size_t>(stmt->Int(4)), static_cast<std::size_t>(stmt->Int(5))});
+  for (const auto& r : *rows) {
+    out.push_back({r.Int(0), r.Int(1), r.Text(2), static_cast<std::size_t>(r.Int(3)),
+                   static_cast<std::size_t>(r.Int(4)), static_cast<std::size_t>(r.Int(5))});
   }
+  return out;
 }
 
 void RegisterPolicyRoutes(PolicyServer& server, PolicySets& sets, AuditLog& audit, ChangeFeed& feed) {

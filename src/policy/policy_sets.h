@@ -7,10 +7,12 @@
 //   GET /v1/policies/history  (auditor)  {"versions": [{"version", "changed_ms", "changed_by",
 //                                        "groups", "rules", "grants"}, ...]} newest first
 //
-// Storage: table `policy_versions` in the policy manager's SQLite file (data_dir/policy.db, beside
-// users and tokens), created with CREATE TABLE IF NOT EXISTS on its own connection, so it needs no
-// step in the users store's schema versions. Each row is one version: the set's JSON with its
-// `version` field equal to the row's version.
+// Storage: table `policy_versions` in the policy manager's store (policy_database.h: SQLite
+// data_dir/policy.db beside users and tokens, or the PostgreSQL database), created with CREATE TABLE
+// IF NOT EXISTS, so it needs no step in the users store's schema versions. Each row is one version:
+// the set's JSON with its `version` field equal to the row's version. A Put reads the stored head
+// under lock_key::kPolicyVersions, so two policy managers sharing one PostgreSQL database never
+// store the same version twice: the second gets the version conflict.
 #include "common/clock.h"
 #include "common/result.h"
 #include "policy/policy_rules.h"
@@ -24,8 +26,9 @@
 #include <string_view>
 #include <vector>
 
-namespace lifeline::store::sqlite {
+namespace lifeline::store::sql {
 class Database;
+class Session;
 }
 
 namespace lifeline::policy {
@@ -59,8 +62,11 @@ struct PutPolicyOutcome {
 
 class PolicySets {
  public:
-  /// Opens `db_path` (created 0600 if missing) and its policy_versions table.
+  /// Opens `db_path` (SQLite, created 0600 if missing) and its policy_versions table.
   [[nodiscard]] static Result<std::unique_ptr<PolicySets>> Open(const std::filesystem::path& db_path,
+                                                                const Clock& clock = SystemClock::Instance());
+  /// The same on an open database of either backend.
+  [[nodiscard]] static Result<std::unique_ptr<PolicySets>> Open(std::shared_ptr<store::sql::Database> db,
                                                                 const Clock& clock = SystemClock::Instance());
   ~PolicySets();
   PolicySets(const PolicySets&) = delete;
@@ -79,12 +85,14 @@ class PolicySets {
   [[nodiscard]] Result<std::vector<PolicyVersionInfo>> History(std::size_t limit = 1000) const;
 
  private:
-  PolicySets(std::unique_ptr<store::sqlite::Database> db, const Clock& clock);
+  PolicySets(std::shared_ptr<store::sql::Database> db, const Clock& clock);
   [[nodiscard]] VoidResult Load();
+  /// The newest stored version, read on `session`; nullptr when none is stored.
+  [[nodiscard]] Result<std::shared_ptr<StoredPolicy>> ReadNewest(store::sql::Session& session) const;
 
-  std::unique_ptr<store::sqlite::Database> db_;
+  std::shared_ptr<store::sql::Database> db_;
   const Clock& clock_;
-  mutable std::mutex mutex_;  // the connection, and writers (one Put at a time)
+  mutable std::mutex mutex_;  // writers in this process (one Put at a time)
   mutable std::mutex current_mutex_;
   std::shared_ptr<const StoredPolicy> current_;
 };

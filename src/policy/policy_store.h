@@ -1,7 +1,7 @@
 #pragma once
 // The policy manager's store of users, API and session tokens, and login failures. PolicyStore is the
-// seam (STYLE: small abstract classes): the SQLite implementation is the only one today; a PostgreSQL
-// one implements the same class and OpenPolicyStore picks it from policy.toml's store.backend.
+// seam (STYLE: small abstract classes); its implementation is written once on the SQL seam
+// (store/sql) and runs on SQLite or PostgreSQL (policy_database.h, policy.toml's store.backend).
 // Passwords arrive here already hashed (Argon2id strings) and tokens as SHA-256 hex: nothing stored
 // here is usable as a credential.
 #include "common/result.h"
@@ -14,6 +14,10 @@
 #include <string_view>
 #include <system_error>
 #include <vector>
+
+namespace lifeline::store::sql {
+class Database;
+}
 
 namespace lifeline::policy {
 
@@ -107,6 +111,9 @@ class PolicyStore {
   [[nodiscard]] virtual Result<std::optional<std::int64_t>> LockedUntil(ThrottleSubject subject,
                                                                         std::string_view key) = 0;
 };
+
+/// The store on `db` (either backend), its schema brought to the current version first.
+[[nodiscard]] Result<std::unique_ptr<PolicyStore>> OpenSqlPolicyStore(std::shared_ptr<store::sql::Database> db);
 
 /// Opens (creating, mode 0600, in a 0700 directory if it has to make one) the SQLite store at `path`
 /// and brings its schema to the current version.

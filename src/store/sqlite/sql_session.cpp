@@ -355,8 +355,8 @@ class SqliteSession final : public sql::Session {
 };
 
 /// Opens a connection to the home's file, failing with the seam's error and SQLite's reason.
-Result<std::unique_ptr<Database>> OpenFile(const std::filesystem::path& path) {
-  auto db = Database::Open(path);
+Result<std::unique_ptr<Database>> OpenFile(const std::filesystem::path& path, const Database::Options& options) {
+  auto db = Database::Open(path, options);
   if (!db) {
     sql::SetLastErrorDetail(fmt::format("sqlite: cannot open {}: {}", path.string(), db.error().message()));
     return Fail(make_error_code(Errc::kConnectionFailed));
@@ -386,9 +386,13 @@ void StopMemoryAccounting() {
 }  // namespace
 
 Result<std::shared_ptr<sql::Database>> OpenSqlDatabase(const std::filesystem::path& path) {
+  return OpenSqlDatabase(path, Database::Options{});
+}
+
+Result<std::shared_ptr<sql::Database>> OpenSqlDatabase(const std::filesystem::path& path, Database::Options options) {
   StopMemoryAccounting();
   // The writer's connection first, so a bad path fails here rather than at the first request.
-  auto writer = OpenFile(path);
+  auto writer = OpenFile(path, options);
   if (!writer) {
     return writer.error();
   }
@@ -397,8 +401,8 @@ Result<std::shared_ptr<sql::Database>> OpenSqlDatabase(const std::filesystem::pa
   if (!session) {
     return session.error();
   }
-  auto reconnect = [path, checkpointer]() -> Result<std::unique_ptr<sql::Session>> {
-    auto db = OpenFile(path);
+  auto reconnect = [path, options, checkpointer]() -> Result<std::unique_ptr<sql::Session>> {
+    auto db = OpenFile(path, options);
     if (!db) {
       return db.error();
     }

@@ -1,0 +1,100 @@
+#include "policy/policy_database.h"
+
+#include "common/log.h"
+#include "policy/policy_config.h"
+#include "store/postgres/session.h"
+#include "store/sqlite/sql_session.h"
+
+namespace lifeline::policy {
+namespace sql = store::sql;
+
+namespace {
+std::shared_ptr<spdlog::logger> Log() { return log::Get("policy"); }
+}  // namespace
+
+Result<std::shared_ptr<sql::Database>> OpenPolicySqlite(const std::filesystem::path& path) {
+  auto db = store::sqlite::OpenSqlDatabase(path, {.private_file = true});
+  if (!db) {
+    Log()->error("cannot open {}: {}", path.string(), sql::LastErrorDetail());
+    return db.error();
+  }
+  return db;
+}
+
+namespace {
+
+Result<std::shared_ptr<sql::Database>> OpenPostgres(const PolicyConfig& config) {
+  auto db = store::postgres::Open({.conninfo = config.store_postgresql_url,
+                                   .pool_size = static_cast<int>(config.store_postgresql_pool_size),
+                                   .application_name = "lifeline-policy"});
+  if (!db) {
+    // libpq's message names host, port, user and database, never the password.
+    Log()->error("cannot connect to the PostgreSQL database of store.postgresql.url: {}", sql::LastErrorDetail());
+    return db.error();
+  }
+  return db;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<sql::Database>> OpenPolicyAuditForReading(const PolicyConfig& config) {
+  if (config.store_backend == "postgresql") {
+    return OpenPostgres(config);
+  }
+  const auto path = std::filesystem::path(config.data_dir) / "audit.db";
+  if (!std::filesystem::exists(path)) {
+    return Fail(std::make_error_code(std::errc::no_such_file_or_directory));
+  }
+  auto db = store::sqlite::OpenSqlDatabase(path, {.read_only = true});
+  if (!db) {
+    Log()->error("cannot open {}: {}", path.string(), sql::LastErrorDetail());
+  }
+  return db;
+}
+
+Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config) {
+  if (config.store_backend == "postgresql") {
+    auto db = OpenPostgres(config);
+    if (!db) {
+      return db.error();
+    }
+    Log()->info("policy store: {}", (*db)->description());
+    return PolicyDatabases{*db, *db};
+  }
+  auto store = OpenPolicySqlite(config.StorePath());
+  if (!store) {
+    return store.error();
+  }
+  auto audit = OpenPolicySqlite(std::filesystem::path(config.data_dir) / "audit.db");
+  if (!audit) {
+    return audit.error();
+  }
+  return PolicyDatabases{std::move(*store), std::move(*audit)};
+}
+
+VoidResult LockForWrite(sql::Session& session, std::int64_t key) {
+  if (session.backend() != sql::Backend::kPostgres) {
+    return {};
+  }
+  if (auto locked = session.Query("SELECT pg_advisory_xact_lock($1)", key); !locked) {
+    return locked.error();
+  }
+  return {};
+}
+
+VoidResult EnsureTables(sql::Database& db, std::string_view sqlite_ddl, std::string_view postgres_ddl,
+                        std::string_view what) {
+  auto made = db.Transaction(sql::TxMode::kWrite, [&](sql::Session& s) -> VoidResult {
+    if (auto locked = LockForWrite(s, lock_key::kSchema); !locked) {
+      return locked;
+    }
+    return s.ExecScript(db.backend() == sql::Backend::kSqlite ? sqlite_ddl : postgres_ddl);
+  });
+  if (!made) {
+    Log()->error("{}: cannot create the {}: {} ({})", db.description(), what, made.error().message(),
+                 sql::LastErrorDetail());
+  }
+  return made;
+}
+
+}  // namespace lifeline::policy
