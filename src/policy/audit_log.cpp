@@ -245,6 +245,16 @@ AuditLog::~AuditLog() {
 Result<std::unique_ptr<AuditLog>> AuditLog::Open(Options options) {
   auto logger = log::Get("policy");
   if (!std::filesystem::exists(options.signing_key_path)) {
+    // data_dir may not exist yet: on PostgreSQL no database file made it.
+    if (const auto dir = options.signing_key_path.parent_path(); !dir.empty() && !std::filesystem::exists(dir)) {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) {
+        logger->error("cannot create {}: {}", dir.string(), ec.message());
+        return ec;
+      }
+      ::chmod(dir.c_str(), 0700);
+    }
     const auto key = crypto::GenerateSigningKeyPair();
     if (auto written = crypto::WriteSecretKeyFile(options.signing_key_path, key);
         !written && written.error() != crypto::Errc::kAlreadyExists) {

@@ -5,6 +5,9 @@
 #include "store/postgres/session.h"
 #include "store/sqlite/sql_session.h"
 
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
 namespace lifeline::policy {
 namespace sql = store::sql;
 
@@ -23,13 +26,42 @@ Result<std::shared_ptr<sql::Database>> OpenPolicySqlite(const std::filesystem::p
 
 namespace {
 
+/// "database 'x' on host:port as 'user'" from the connection string's own fields, for the log line of
+/// a connection that failed; never its password.
+std::string DescribeConninfo(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);
+    return "(store.postgresql.url does not parse as a connection string)";
+  }
+  std::string host, port, dbname, user;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    const std::string_view key = o->keyword;
+    const std::string value = o->val != nullptr ? o->val : "";
+    if (key == "host") {
+      host = value;
+    } else if (key == "port") {
+      port = value;
+    } else if (key == "dbname") {
+      dbname = value;
+    } else if (key == "user") {
+      user = value;
+    }
+  }
+  PQconninfoFree(options);
+  return fmt::format("database '{}' on {}:{} as '{}'", dbname.empty() ? "(default)" : dbname,
+                     host.empty() ? "(default)" : host, port.empty() ? "(default)" : port,
+                     user.empty() ? "(default)" : user);
+}
+
 Result<std::shared_ptr<sql::Database>> OpenPostgres(const PolicyConfig& config) {
   auto db = store::postgres::Open({.conninfo = config.store_postgresql_url,
                                    .pool_size = static_cast<int>(config.store_postgresql_pool_size),
                                    .application_name = "lifeline-policy"});
   if (!db) {
-    // libpq's message names host, port, user and database, never the password.
-    Log()->error("cannot connect to the PostgreSQL database of store.postgresql.url: {}", sql::LastErrorDetail());
+    Log()->error("cannot connect to the PostgreSQL database of store.postgresql.url ({}): {}",
+                 DescribeConninfo(config.store_postgresql_url), sql::LastErrorDetail());
     return db.error();
   }
   return db;
