@@ -356,6 +356,10 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
   service->approvals_ = std::move(*approvals);
   service->approvals_->Register(*service->server_, service->gateway_api_->access());
   service->SetDecisionSource(service->approvals_->MakeDecisionSource());
+  if (databases->store->backend() == store::sql::Backend::kPostgres) {
+    service->peer_changes_ =
+        std::make_unique<PeerChanges>(databases->store, *service->policies_, service->feed_);
+  }
 
   transport::ServerOptions options;
   options.listen = config.https_listen;
@@ -395,6 +399,9 @@ Result<std::unique_ptr<PolicyService>> PolicyService::Start(const PolicyConfig& 
 PolicyService::~PolicyService() { Stop(); }
 
 void PolicyService::Stop() {
+  if (peer_changes_) {
+    peer_changes_->Stop();
+  }
   // Long polls return at once; otherwise Stop would wait out each watch's grace.
   feed_.Stop();
   // No request expires or is emailed once stopping; a handler still running may store one.

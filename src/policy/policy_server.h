@@ -14,6 +14,7 @@
 #include "policy/audit_log.h"
 #include "policy/change_feed.h"
 #include "policy/gateway_api.h"
+#include "policy/peer_changes.h"
 #include "policy/policy_config.h"
 #include "policy/policy_database.h"
 #include "policy/policy_sets.h"
@@ -136,6 +137,9 @@ class PolicyService {
   std::unique_ptr<PolicyUsers> users_;
   std::unique_ptr<Approvals> approvals_;  // its handlers run on server_: destroyed after it stops
   std::unique_ptr<PolicyServer> server_;
+  // PostgreSQL only: the other policy managers' policy changes and decisions wake this one's
+  // watches. Declared last: stopped first, before what it reads and wakes goes away.
+  std::unique_ptr<PeerChanges> peer_changes_;
 };
 
 /// UsersOptions from policy.toml's [login] and [sessions].

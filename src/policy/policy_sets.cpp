@@ -134,6 +134,30 @@ VoidResult PolicySets::Load() {
   return {};
 }
 
+Result<bool> PolicySets::Refresh() {
+  auto head = db_->WithSession(
+      [](store::sql::Session& s) { return s.QueryRow("SELECT COALESCE(MAX(version), 0) FROM policy_versions"); });
+  if (!head) {
+    return Fail(head.error());
+  }
+  if ((*head ? (**head).Int(0) : 0) <= CurrentVersion()) {
+    return false;
+  }
+  std::lock_guard lock(mutex_);
+  auto newest = db_->WithSession([&](store::sql::Session& s) { return ReadNewest(s); });
+  if (!newest) {
+    return Fail(newest.error());
+  }
+  std::lock_guard current_lock(current_mutex_);
+  if (!*newest || (*newest)->info.version <= current_->info.version) {
+    return false;  // a Put of this process got there first
+  }
+  Log()->info("policy version {} stored by '{}' through another policy manager", (*newest)->info.version,
+              (*newest)->info.changed_by);
+  current_ = std::move(*newest);
+  return true;
+}
+
 std::shared_ptr<const StoredPolicy> PolicySets::Current() const {
   std::lock_guard lock(current_mutex_);
   return current_;

@@ -81,6 +81,10 @@ class PolicySets {
   [[nodiscard]] Result<PutPolicyOutcome> Put(PolicySet set, std::optional<std::int64_t> expected_version,
                                              std::string_view actor);
 
+  /// Loads the newest stored version when it is newer than Current() (stored by another policy
+  /// manager on the same database); returns whether it was.
+  [[nodiscard]] Result<bool> Refresh();
+
   /// Every stored version, newest first, at most `limit`.
   [[nodiscard]] Result<std::vector<PolicyVersionInfo>> History(std::size_t limit = 1000) const;
 

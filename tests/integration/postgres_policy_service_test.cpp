@@ -137,6 +137,33 @@ TEST_F(PostgresPolicyService, TwoProcessesShareUsersTokensAndOneAuditChain) {
   EXPECT_EQ(Call(first, "GET", "/v1/whoami", auditor_token).status, 200);
   EXPECT_EQ(Call(second, "GET", "/v1/whoami", auditor_token).status, 200);
 
+  // A policy stored through one is served by the other within its peer poll (about a second).
+  auto admin = RunLifeline({"policy", "tokens", "create", "policy-admin", "--role", "admin", "--config",
+                            config().string()});
+  ASSERT_EQ(admin.exit_code, 0) << admin.output;
+  ASSERT_TRUE(std::regex_search(admin.output, m, std::regex("llpol_[A-Za-z0-9_-]{43}"))) << admin.output;
+  const std::string admin_token = m[0];
+  auto put = Call(second, "PUT", "/v1/policies", admin_token,
+                  R"({"groups": [], "rules": [{"id": 9, "activity": "connect_home", "scope": {"kind": "site"},
+                      "action": "always_allow"}], "grants": []})");
+  ASSERT_EQ(put.status, 200) << json::serialize(put.body);
+  EXPECT_EQ(put.body.at("version").as_int64(), 1);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto got = Call(first, "GET", "/v1/policies", admin_token);
+        return got.status == 200 && got.body.at("version").as_int64() == 1;
+      },
+      std::chrono::seconds(10)));
+  // The version check sees the other's change at once: version 2 stored through the first makes a
+  // set written against version 1 a conflict on the second.
+  const std::string v1_set = R"({"version": 1, "groups": [], "rules": [], "grants": []})";
+  auto next = Call(first, "PUT", "/v1/policies", admin_token, v1_set);
+  ASSERT_EQ(next.status, 200) << json::serialize(next.body);
+  EXPECT_EQ(next.body.at("version").as_int64(), 2);
+  auto stale = Call(second, "PUT", "/v1/policies", admin_token, v1_set);
+  EXPECT_EQ(stale.status, 409) << json::serialize(stale.body);
+  EXPECT_EQ(stale.body.at("version").as_int64(), 2) << json::serialize(stale.body);
+
   // Revoked with the CLI while both run: refused by both at once.
   auto revoked = RunLifeline({"policy", "tokens", "revoke", "audit-reader", "--config", config().string()});
   ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
@@ -150,7 +177,7 @@ TEST_F(PostgresPolicyService, TwoProcessesShareUsersTokensAndOneAuditChain) {
   ASSERT_EQ(tokens.exit_code, 0) << tokens.output;
   EXPECT_NE(tokens.output.find("audit-reader"), std::string::npos) << tokens.output;
 
-  // One chain with every record: user add, token create and revoke, and six logins.
+  // One chain with every record: user add, token creates and revoke, six logins, two policy changes.
   const std::string public_key = (dir_ / "data" / "audit-sign.key.pub").string();
   auto verified = RunLifeline({"audit", "verify", "--config", config().string(), "--public-key", public_key});
   EXPECT_EQ(verified.exit_code, 0) << verified.output;

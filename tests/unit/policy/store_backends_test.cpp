@@ -9,6 +9,7 @@
 #include "policy/audit_log.h"
 #include "policy/audit_verify.h"
 #include "policy/change_feed.h"
+#include "policy/peer_changes.h"
 #include "policy/policy_database.h"
 #include "policy/policy_json.h"
 #include "policy/policy_sets.h"
@@ -225,6 +226,55 @@ TEST_P(StoreBackendsTest, PolicyVersionsRefuseAStaleVersionAcrossInstances) {
   EXPECT_EQ((*history)[0].version, 3);
   EXPECT_EQ((*history)[1].changed_by, "bob");
   EXPECT_EQ((*history)[2].rules, sample->rules.size());
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) {
+      return true;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+// What another policy manager stores reaches this one's memory and wakes its watches.
+TEST_P(StoreBackendsTest, PeerChangesBringInAnotherInstancesPolicyAndDecisions) {
+  lifeline::testing::FakeClock clock{std::chrono::system_clock::time_point(std::chrono::milliseconds(kNow))};
+  auto here_db = OpenDb();
+  auto here = PolicySets::Open(here_db, clock);
+  auto there_db = OpenDb();
+  auto there = PolicySets::Open(there_db, clock);
+  ASSERT_TRUE(here && there);
+  auto audit = OpenAudit(GetParam() == sql::Backend::kSqlite ? OpenDb("audit.db") : there_db);
+  ASSERT_TRUE(audit);
+  ChangeFeed there_feed;
+  auto approvals = Approvals::Open({.db = there_db, .clock = &clock}, *audit, there_feed, nullptr);
+  ASSERT_TRUE(approvals);
+  (*approvals)->Stop();
+
+  ChangeFeed feed;
+  PeerChanges peers(here_db, **here, feed, 50ms);
+  std::this_thread::sleep_for(150ms);  // its first look sets where it starts from
+  const auto before = feed.Generation();
+  auto put = (*there)->Put(PolicySet{}, 0, "bob");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->version, 1);
+  EXPECT_TRUE(WaitFor([&] { return (*here)->CurrentVersion() == 1; }, 5s));
+  EXPECT_EQ((*here)->Current()->info.changed_by, "bob");
+  EXPECT_TRUE(WaitFor([&] { return feed.Generation() != before; }, 5s));
+
+  NewApprovalRequest request{.id = fmt::format("{:032x}", 7), .engineer = "alice", .device = "SN1",
+                             .activity = "remote_session", .application = "ssh", .timeout_s = 600};
+  ASSERT_TRUE((*approvals)->Add("acme/dc1/gw-1", request));
+  const auto after_policy = feed.Generation();
+  auto decided = (*approvals)->Decide(request.id, true, "bob", "");
+  ASSERT_TRUE(decided);
+  EXPECT_EQ(decided->status, Approvals::DecideStatus::kDecided);
+  EXPECT_TRUE(WaitFor([&] { return feed.Generation() != after_policy; }, 5s));
+  peers.Stop();
 }
 
 TEST_P(StoreBackendsTest, ApprovalRequestLifecycle) {
