@@ -113,7 +113,9 @@ std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view pr
     *exit_code = kExitUsage;
     return std::nullopt;
   }
-  auto databases = policy::OpenPolicyDatabases(*config);
+  // The audit log is opened below, and only for commands that change something; on SQLite a
+  // failure to open it is a warning there, as it always was.
+  auto databases = policy::OpenPolicyDatabases(*config, /*open_audit=*/false);
   if (!databases) {
     std::cerr << program << ": cannot open the store "
               << (config->store_backend == "postgresql" ? std::string("(store.postgresql.url)")
@@ -140,7 +142,7 @@ std::optional<Local> OpenLocal(const PolicyOptions& options, std::string_view pr
     return local;
   }
   auto audit_options = policy::AuditLogOptions(local.config);
-  audit_options.db = databases->audit;
+  audit_options.db = databases->audit;  // PostgreSQL: the store's pool; SQLite: null, data_dir/audit.db
   audit_options.checkpoint_timer = false;
   auto audit = policy::AuditLog::Open(std::move(audit_options));
   if (!audit) {

@@ -84,7 +84,7 @@ Result<std::shared_ptr<sql::Database>> OpenPolicyAuditForReading(const PolicyCon
   return db;
 }
 
-Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config) {
+Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config, bool open_audit) {
   if (config.store_backend == "postgresql") {
     auto db = OpenPostgres(config);
     if (!db) {
@@ -96,6 +96,9 @@ Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config) {
   auto store = OpenPolicySqlite(config.StorePath());
   if (!store) {
     return store.error();
+  }
+  if (!open_audit) {
+    return PolicyDatabases{std::move(*store), nullptr};
   }
   auto audit = OpenPolicySqlite(std::filesystem::path(config.data_dir) / "audit.db");
   if (!audit) {

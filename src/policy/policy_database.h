@@ -29,8 +29,10 @@ struct PolicyDatabases {
 
 /// Opens what `config` names. One log line on failure that names the database (the SQLite file, or
 /// "store.postgresql.url" and the server's reason without the connection string, which may hold a
-/// password).
-[[nodiscard]] Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config);
+/// password). Without `open_audit` the SQLite audit.db is left alone (`audit` stays null; on
+/// PostgreSQL it is the store's pool anyway): for CLI commands that do not write the audit log, or
+/// that open it themselves and only warn when they cannot.
+[[nodiscard]] Result<PolicyDatabases> OpenPolicyDatabases(const PolicyConfig& config, bool open_audit = true);
 
 /// The audit log's database for tools that only read it (`lifeline audit verify|export --config`):
 /// the SQLite file opened read-only (ENOENT when missing, never created), or the PostgreSQL database.

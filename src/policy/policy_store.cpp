@@ -31,7 +31,8 @@ const char* Describe(ServiceErrc code) {
 
 // Step i moves the schema from version i to i+1 (sql::Migrate; a SQLite file written before the
 // store moved onto the SQL seam kept its version in PRAGMA user_version, which Migrate adopts, so
-// such a file replays nothing). Append, never edit: a store written by an older lifeline replays
+// such a file replays nothing; the SQLite step still sets it, so an older lifeline reads a new file
+// as current). Append, never edit: a store written by an older lifeline replays
 // only the steps it lacks. PostgreSQL's INTEGER is 32 bits: times and ids are BIGINT there.
 constexpr store::sql::Migration kSchema[] = {
     {R"sql(
@@ -68,6 +69,7 @@ CREATE TABLE lockouts (
   until_ms INTEGER NOT NULL,
   PRIMARY KEY (subject, key)
 );
+PRAGMA user_version = 1;
 )sql",
      R"sql(
 CREATE TABLE users (

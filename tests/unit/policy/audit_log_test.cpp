@@ -1,6 +1,8 @@
 // The audit log: gapless sequence and hash chain, late records keeping their times, duplicate
 // deliveries ignored, signed checkpoints by count and by time, export round trips, verification of
-// each kind of tampering, file modes, and a syslog line received on a loopback UDP socket.
+// each kind of tampering, file modes, and a syslog line received on a loopback UDP socket. What the
+// store does runs on SQLite and on a real PostgreSQL server this binary starts (TEST_P, a fresh
+// database per test).
 #include "policy/audit_log.h"
 
 #include <gtest/gtest.h>
@@ -15,7 +17,10 @@
 
 #include "policy/audit_export.h"
 #include "policy/audit_verify.h"
+#include "store/postgres/session.h"
+#include "store/sql/database.h"
 #include "support/fake_clock.h"
+#include "support/postgres_server.h"
 #include "support/temp_dir.h"
 
 namespace lifeline::policy {
@@ -41,10 +46,30 @@ AuditRecord MakeRecord(std::string kind, std::string subject, std::string id = "
   return r;
 }
 
-class AuditLogTest : public ::testing::Test {
+const auto* const postgres_environment =
+    ::testing::AddGlobalTestEnvironment(new lifeline::testing::PostgresEnvironment);
+
+class AuditLogFixture {
  protected:
+  /// Each call opens the log afresh (a restart); on PostgreSQL on the test's one database.
   std::unique_ptr<AuditLog> Open(AuditLog::Options options = {}) {
     options.db_path = dir_ / "audit.db";
+    if (backend_ == store::sql::Backend::kPostgres) {
+      auto* server = lifeline::testing::SharedPostgres();
+      EXPECT_NE(server, nullptr) << "the test PostgreSQL server did not start (see above)";
+      if (server == nullptr) {
+        return nullptr;
+      }
+      if (conninfo_.empty()) {
+        conninfo_ = server->CreateDatabase();
+      }
+      auto db = store::postgres::Open({.conninfo = conninfo_, .pool_size = 4});
+      EXPECT_TRUE(db) << store::sql::LastErrorDetail();
+      if (!db) {
+        return nullptr;
+      }
+      options.db = std::move(*db);
+    }
     options.signing_key_path = dir_ / "audit-sign.key";
     options.clock = &clock_;
     options.checkpoint_timer = false;
@@ -78,9 +103,25 @@ class AuditLogTest : public ::testing::Test {
 
   TempDir dir_;
   FakeClock clock_{std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'000))};
+  store::sql::Backend backend_ = store::sql::Backend::kSqlite;
+  std::string conninfo_;
 };
 
-TEST_F(AuditLogTest, AppendAssignsGaplessSequenceAndChainsHashes) {
+/// On SQLite only: the file's mode, what sqlite3 edits show, the syslog copy.
+class AuditLogTest : public ::testing::Test, public AuditLogFixture {};
+
+class AuditLogOnBackendsTest : public ::testing::TestWithParam<store::sql::Backend>, public AuditLogFixture {
+ protected:
+  void SetUp() override { backend_ = GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, AuditLogOnBackendsTest,
+                         ::testing::Values(store::sql::Backend::kSqlite, store::sql::Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<store::sql::Backend>& info) {
+                           return std::string(info.param == store::sql::Backend::kSqlite ? "Sqlite" : "Postgres");
+                         });
+
+TEST_P(AuditLogOnBackendsTest, AppendAssignsGaplessSequenceAndChainsHashes) {
   auto log = Open(NoCheckpoints());
   for (int i = 0; i < 5; ++i) {
     auto appended = log->Append(MakeRecord("decision", "array-" + std::to_string(i)));
@@ -116,7 +157,7 @@ TEST_F(AuditLogTest, EncodingIsTheDocumentedOne) {
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-TEST_F(AuditLogTest, RefusesMalformedRecords) {
+TEST_P(AuditLogOnBackendsTest, RefusesMalformedRecords) {
   auto log = Open(NoCheckpoints());
   auto not_object = MakeRecord("decision", "x");
   not_object.details = "[1,2]";
@@ -130,7 +171,7 @@ TEST_F(AuditLogTest, RefusesMalformedRecords) {
   EXPECT_EQ(*log->LastSequence(), 0);
 }
 
-TEST_F(AuditLogTest, LateRecordsKeepTheirOriginalTimesAndDuplicatesAreIgnored) {
+TEST_P(AuditLogOnBackendsTest, LateRecordsKeepTheirOriginalTimesAndDuplicatesAreIgnored) {
   auto log = Open(NoCheckpoints());
   ASSERT_TRUE(log->Append(MakeRecord("login", "console")));
   // The gateway cached these an hour ago while the policy manager was down.
@@ -184,7 +225,7 @@ TEST_F(AuditLogTest, LateRecordsKeepTheirOriginalTimesAndDuplicatesAreIgnored) {
   EXPECT_EQ(repeat->sequence, 2);
 }
 
-TEST_F(AuditLogTest, SignsCheckpointsEveryNRecordsAndEveryTSeconds) {
+TEST_P(AuditLogOnBackendsTest, SignsCheckpointsEveryNRecordsAndEveryTSeconds) {
   AuditLog::Options options;
   options.checkpoint_every_records = 3;
   options.checkpoint_every = std::chrono::seconds(60);
@@ -235,7 +276,7 @@ TEST_F(AuditLogTest, FilesArePrivateAndTheKeyIsKeptAcrossRestarts) {
   EXPECT_EQ(appended->sequence, 2) << "the chain continues after a restart";
 }
 
-TEST_F(AuditLogTest, ConcurrentAppendsStayGapless) {
+TEST_P(AuditLogOnBackendsTest, ConcurrentAppendsStayGapless) {
   auto log = Open(NoCheckpoints());
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -253,7 +294,7 @@ TEST_F(AuditLogTest, ConcurrentAppendsStayGapless) {
   EXPECT_TRUE(Verify(records, {}, *log).Ok());
 }
 
-TEST_F(AuditLogTest, ExportsRoundTripAndCsvHasEveryRow) {
+TEST_P(AuditLogOnBackendsTest, ExportsRoundTripAndCsvHasEveryRow) {
   AuditLog::Options options;
   options.checkpoint_every_records = 2;
   auto log = Open(options);

@@ -1,9 +1,13 @@
-// Users, passwords, login throttling and tokens of the policy manager, on a real SQLite store and a
-// fake clock.
+// Users, passwords, login throttling and tokens of the policy manager, on a real store and a fake
+// clock: the logic on SQLite and on a real PostgreSQL server this binary starts (TEST_P; a fresh
+// database per test), what the SQLite file holds on SQLite alone.
 #include "policy/policy_config.h"
 #include "policy/policy_store.h"
 #include "policy/policy_users.h"
+#include "store/postgres/session.h"
+#include "store/sql/database.h"
 #include "support/fake_clock.h"
+#include "support/postgres_server.h"
 #include "support/temp_dir.h"
 
 #include <gtest/gtest.h>
@@ -35,10 +39,22 @@ UsersOptions TestOptions() {
   return options;
 }
 
-class PolicyUsersTest : public ::testing::Test {
+const auto* const postgres_environment =
+    ::testing::AddGlobalTestEnvironment(new lifeline::testing::PostgresEnvironment);
+
+class PolicyUsersFixture {
  protected:
-  void SetUp() override {
-    auto store = OpenSqlitePolicyStore(dir_ / "policy.db");
+  void OpenOn(store::sql::Backend backend) {
+    Result<std::unique_ptr<PolicyStore>> store = Fail(std::make_error_code(std::errc::invalid_argument));
+    if (backend == store::sql::Backend::kSqlite) {
+      store = OpenSqlitePolicyStore(dir_ / "policy.db");
+    } else {
+      auto* server = lifeline::testing::SharedPostgres();
+      ASSERT_NE(server, nullptr) << "the test PostgreSQL server did not start (see above)";
+      auto db = store::postgres::Open({.conninfo = server->CreateDatabase(), .pool_size = 2});
+      ASSERT_TRUE(db) << store::sql::LastErrorDetail();
+      store = OpenSqlPolicyStore(std::move(*db));
+    }
     ASSERT_TRUE(store) << store.error().message();
     store_ = std::move(*store);
     users_ = std::make_unique<PolicyUsers>(*store_, clock_, TestOptions());
@@ -54,6 +70,23 @@ class PolicyUsersTest : public ::testing::Test {
   std::unique_ptr<PolicyUsers> users_;
   std::vector<SecurityEvent> events_;
 };
+
+/// What only a SQLite file can show (its bytes, its mode).
+class PolicyUsersTest : public ::testing::Test, public PolicyUsersFixture {
+ protected:
+  void SetUp() override { OpenOn(store::sql::Backend::kSqlite); }
+};
+
+class PolicyUsersOnBackendsTest : public ::testing::TestWithParam<store::sql::Backend>, public PolicyUsersFixture {
+ protected:
+  void SetUp() override { OpenOn(GetParam()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, PolicyUsersOnBackendsTest,
+                         ::testing::Values(store::sql::Backend::kSqlite, store::sql::Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<store::sql::Backend>& info) {
+                           return std::string(info.param == store::sql::Backend::kSqlite ? "Sqlite" : "Postgres");
+                         });
 
 TEST_F(PolicyUsersTest, PasswordsAreArgon2idStringsAndNeverStoredInClear) {
   const std::string password = "correct horse battery staple";
@@ -88,7 +121,7 @@ TEST_F(PolicyUsersTest, HashPasswordDefaultsToArgon2idInteractive) {
   EXPECT_TRUE(hash->starts_with("$argon2id$v=19$m=65536,t=2,p=1$")) << *hash;
 }
 
-TEST_F(PolicyUsersTest, PasswordPolicyAndNames) {
+TEST_P(PolicyUsersOnBackendsTest, PasswordPolicyAndNames) {
   EXPECT_EQ(users_->AddUser("bob", Role::kAdmin, "short", "t").error(), ServiceErrc::kWeakPassword);
   EXPECT_EQ(users_->AddUser("bad name", Role::kAdmin, "long enough password", "t").error(),
             ServiceErrc::kInvalidArgument);
@@ -101,7 +134,7 @@ TEST_F(PolicyUsersTest, PasswordPolicyAndNames) {
   EXPECT_TRUE(HasEvent("password_changed"));
 }
 
-TEST_F(PolicyUsersTest, LockoutAfterRepeatedWrongPasswordsLiftsAfterLockoutTime) {
+TEST_P(PolicyUsersOnBackendsTest, LockoutAfterRepeatedWrongPasswordsLiftsAfterLockoutTime) {
   const std::string password = "the right password";
   ASSERT_TRUE(users_->AddUser("carol", Role::kApprover, password, "t"));
   for (int i = 0; i < 3; ++i) {
@@ -120,7 +153,7 @@ TEST_F(PolicyUsersTest, LockoutAfterRepeatedWrongPasswordsLiftsAfterLockoutTime)
   EXPECT_TRUE(HasEvent("login"));
 }
 
-TEST_F(PolicyUsersTest, FailuresOutsideTheWindowDoNotCount) {
+TEST_P(PolicyUsersOnBackendsTest, FailuresOutsideTheWindowDoNotCount) {
   ASSERT_TRUE(users_->AddUser("dave", Role::kAuditor, "the right password", "t"));
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(users_->Login("dave", "wrong", "").error(), ServiceErrc::kBadCredentials);
@@ -129,7 +162,7 @@ TEST_F(PolicyUsersTest, FailuresOutsideTheWindowDoNotCount) {
   EXPECT_TRUE(users_->Login("dave", "the right password", ""));
 }
 
-TEST_F(PolicyUsersTest, AddressIsLockedAcrossUserNames) {
+TEST_P(PolicyUsersOnBackendsTest, AddressIsLockedAcrossUserNames) {
   ASSERT_TRUE(users_->AddUser("erin", Role::kAuditor, "the right password", "t"));
   for (int i = 0; i < 5; ++i) {
     // Different (mostly unknown) names from one address: each name stays below its own limit.
@@ -141,7 +174,7 @@ TEST_F(PolicyUsersTest, AddressIsLockedAcrossUserNames) {
   EXPECT_TRUE(users_->Login("erin", "the right password", "[2001:db8::7]:6000"));
 }
 
-TEST_F(PolicyUsersTest, SessionTokensAuthenticateExpireAndFollowTheUser) {
+TEST_P(PolicyUsersOnBackendsTest, SessionTokensAuthenticateExpireAndFollowTheUser) {
   ASSERT_TRUE(users_->AddUser("fay", Role::kApprover, "the right password", "t"));
   auto login = users_->Login("fay", "the right password", "");
   ASSERT_TRUE(login);
@@ -161,7 +194,7 @@ TEST_F(PolicyUsersTest, SessionTokensAuthenticateExpireAndFollowTheUser) {
   EXPECT_FALSE(*users_->Authenticate("garbage"));
 }
 
-TEST_F(PolicyUsersTest, ApiTokensAreHashedNamedAndRevocable) {
+TEST_P(PolicyUsersOnBackendsTest, ApiTokensAreHashedNamedAndRevocable) {
   auto token = users_->CreateToken("gateway-1", Role::kAuditor, std::nullopt, "local-admin");
   ASSERT_TRUE(token);
   EXPECT_TRUE(token->token.starts_with("llpol_"));
@@ -189,7 +222,7 @@ TEST_F(PolicyUsersTest, ApiTokensAreHashedNamedAndRevocable) {
   EXPECT_TRUE((*listed)[0].revoked_ms);
 }
 
-TEST_F(PolicyUsersTest, ApiTokenExpiry) {
+TEST_P(PolicyUsersOnBackendsTest, ApiTokenExpiry) {
   auto token = users_->CreateToken("short-lived", Role::kApprover, seconds(120), "t");
   ASSERT_TRUE(token);
   EXPECT_TRUE(*users_->Authenticate(token->token));

@@ -172,8 +172,15 @@ TEST_P(StoreBackendsTest, UsersTokensFailuresAndLockouts) {
 
   // A second store on the same database (another process, or the CLI beside the service) sees it
   // all and finds the schema current.
-  auto other = OpenSqlPolicyStore(OpenDb());
+  auto other_db = OpenDb();
+  auto other = OpenSqlPolicyStore(other_db);
   ASSERT_TRUE(other);
+  if (GetParam() == sql::Backend::kSqlite) {
+    // An older lifeline, which reads only PRAGMA user_version, finds a new file current too.
+    auto user_version = other_db->WithSession([](sql::Session& s) { return s.QueryRow("PRAGMA user_version"); });
+    ASSERT_TRUE(user_version && *user_version);
+    EXPECT_EQ((*user_version)->Int(0), 1);
+  }
   auto seen = (*other)->FindUser("alice");
   ASSERT_TRUE(seen && *seen);
   EXPECT_EQ((*seen)->password_hash, "$argon2id$new");
