@@ -1,5 +1,5 @@
 #pragma once
-// Verification of an audit log, online (its SQLite store) or offline (a JSON-lines export), against
+// Verification of an audit log, online (its store: SQLite or PostgreSQL) or offline (a JSON-lines export), against
 // the public key the auditor trusts (never one read from the log). See docs/policy.md "Audit log".
 #include <array>
 #include <cstdint>

@@ -16,7 +16,7 @@ namespace lifeline::policy {
 
 struct PolicyConfig {
   // [policy]
-  std::string data_dir = "/var/lib/lifeline/policy";  // policy.db and, by default, the TLS files
+  std::string data_dir = "/var/lib/lifeline/policy";  // SQLite files, audit-sign.key, by default the TLS files
 
   // [listen]
   std::string https_listen;  // default 0.0.0.0:8443

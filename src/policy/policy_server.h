@@ -111,7 +111,8 @@ class PolicyService {
   PolicyServer& server() { return *server_; }
   PolicyUsers& users() { return *users_; }
   PolicyStore& store() { return *store_; }
-  /// The tamper-evident audit log (data_dir/audit.db, signed with data_dir/audit-sign.key).
+  /// The tamper-evident audit log (data_dir/audit.db or the PostgreSQL store, signed with
+  /// data_dir/audit-sign.key).
   AuditLog& audit() { return *audit_; }
   /// The versioned policy sets (GET/PUT /v1/policies).
   PolicySets& policies() { return *policies_; }
@@ -144,7 +145,8 @@ class PolicyService {
 
 /// UsersOptions from policy.toml's [login] and [sessions].
 UsersOptions MakeUsersOptions(const PolicyConfig& config);
-/// The audit log's files in data_dir (audit.db, audit-sign.key), as the service and the CLI open it.
+/// The audit log's files in data_dir (audit.db, audit-sign.key), as the service and the CLI open it;
+/// on PostgreSQL the caller sets `db` to the store's pool (PolicyDatabases::audit).
 AuditLog::Options AuditLogOptions(const PolicyConfig& config, const Clock& clock = SystemClock::Instance());
 /// A sink that appends each security event (logins, lockouts, user and token changes) to `audit` as
 /// a `login` or `admin_action` record. `audit` must outlive the sink.
