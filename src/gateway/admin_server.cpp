@@ -288,7 +288,7 @@ void AdminServer::Stop(std::chrono::milliseconds grace) {
 std::string AdminServer::LocalActor(const std::string& remote) const {
   // The token says someone who can read admin.token asked; the kernel says which user's process it
   // was (loopback_peer.h). Both are on this host: the interface listens on loopback only.
-  const auto uid = LoopbackPeerUid(remote, LocalPort());
+  const auto uid = LoopbackPeerUid(remote, LocalAddress());
   return uid ? "local:" + UserName(*uid) : std::string("local");
 }
 

@@ -1,8 +1,13 @@
 #include "gateway/loopback_peer.h"
 
 #include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cstring>
@@ -81,13 +86,72 @@ bool SameAddress(const Endpoint& a, const Endpoint& b) {
   return std::memcmp(six.address, kMapped, 12) == 0 && std::memcmp(six.address + 12, four.address, 4) == 0;
 }
 
-}  // namespace
-
-std::optional<uid_t> LoopbackPeerUid(std::string_view client, std::uint16_t server_port) {
-  const auto wanted = ParseClient(client);
-  if (!wanted) {
+// One SOCK_DIAG_BY_FAMILY request for exactly the client's socket (src = the client, dst = us): the
+// kernel answers with that socket's inet_diag_msg, or an error when there is none.
+std::optional<uid_t> AskNetlink(const Endpoint& client, const Endpoint& server) {
+  if (client.v6 != server.v6) {
+    return std::nullopt;  // a v4-mapped peer on a dual-stack socket: /proc has it
+  }
+  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) {
     return std::nullopt;
   }
+  struct {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } message{};
+  message.header.nlmsg_len = sizeof(message);
+  message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  message.header.nlmsg_flags = NLM_F_REQUEST;
+  message.request.sdiag_family = client.v6 ? AF_INET6 : AF_INET;
+  message.request.sdiag_protocol = IPPROTO_TCP;
+  message.request.idiag_states = ~0u;
+  message.request.id.idiag_sport = htons(client.port);
+  message.request.id.idiag_dport = htons(server.port);
+  std::memcpy(message.request.id.idiag_src, client.address, client.v6 ? 16 : 4);
+  std::memcpy(message.request.id.idiag_dst, server.address, server.v6 ? 16 : 4);
+  message.request.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  message.request.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  std::optional<uid_t> uid;
+  if (::sendto(fd, &message, sizeof(message), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) ==
+      static_cast<ssize_t>(sizeof(message))) {
+    alignas(nlmsghdr) char answer[8192];
+    // The kernel has answered by the time sendto returns; MSG_DONTWAIT keeps a surprise from blocking.
+    const ssize_t n = ::recv(fd, answer, sizeof(answer), MSG_DONTWAIT);
+    const auto* reply = reinterpret_cast<const nlmsghdr*>(answer);
+    if (n >= static_cast<ssize_t>(NLMSG_LENGTH(sizeof(inet_diag_msg))) && NLMSG_OK(reply, static_cast<unsigned>(n)) &&
+        reply->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+      const auto* socket_info = static_cast<const inet_diag_msg*>(NLMSG_DATA(reply));
+      uid = socket_info->idiag_uid;
+    }
+  }
+  ::close(fd);
+  return uid;
+}
+
+}  // namespace
+
+std::optional<uid_t> LoopbackPeerUid(std::string_view client, std::string_view server) {
+  const auto wanted = ParseClient(client);
+  const auto us = ParseClient(server);
+  if (!wanted || !us) {
+    return std::nullopt;
+  }
+  if (auto uid = AskNetlink(*wanted, *us)) {
+    return uid;
+  }
+  return LoopbackPeerUidFromProc(client, server);
+}
+
+std::optional<uid_t> LoopbackPeerUidFromProc(std::string_view client, std::string_view server) {
+  const auto wanted = ParseClient(client);
+  const auto us = ParseClient(server);
+  if (!wanted || !us) {
+    return std::nullopt;
+  }
+  const std::uint16_t server_port = us->port;
   for (const auto& [path, v6] : {std::pair{"/proc/net/tcp", false}, std::pair{"/proc/net/tcp6", true}}) {
     std::ifstream table(path);
     std::string line;

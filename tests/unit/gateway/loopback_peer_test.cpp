@@ -19,6 +19,7 @@ namespace {
 struct Connection {
   int listener = -1, client = -1, accepted = -1;
   std::string client_address;  // "127.0.0.1:P" or "[::1]:P"
+  std::string server_address;
   std::uint16_t server_port = 0;
   ~Connection() {
     for (int fd : {listener, client, accepted}) {
@@ -59,17 +60,21 @@ bool Connect(Connection& c, bool v6) {
   if (::getsockname(c.client, reinterpret_cast<sockaddr*>(&mine), &mine_length) != 0) {
     return false;
   }
+  c.server_address = v6 ? fmt::format("[::1]:{}", c.server_port) : fmt::format("127.0.0.1:{}", c.server_port);
   c.client_address = v6 ? fmt::format("[::1]:{}", ntohs(reinterpret_cast<sockaddr_in6*>(&mine)->sin6_port))
                         : fmt::format("127.0.0.1:{}", ntohs(reinterpret_cast<sockaddr_in*>(&mine)->sin_port));
   return c.accepted >= 0;
 }
 
+// Both ways of asking: netlink (with /proc behind it) and /proc alone.
 TEST(LoopbackPeer, FindsTheUidOfAnIpv4Client) {
   Connection c;
   ASSERT_TRUE(Connect(c, false));
-  const auto uid = LoopbackPeerUid(c.client_address, c.server_port);
-  ASSERT_TRUE(uid) << c.client_address;
-  EXPECT_EQ(*uid, ::getuid());
+  for (auto* lookup : {&LoopbackPeerUid, &LoopbackPeerUidFromProc}) {
+    const auto uid = lookup(c.client_address, c.server_address);
+    ASSERT_TRUE(uid) << c.client_address;
+    EXPECT_EQ(*uid, ::getuid());
+  }
 }
 
 TEST(LoopbackPeer, FindsTheUidOfAnIpv6Client) {
@@ -77,18 +82,23 @@ TEST(LoopbackPeer, FindsTheUidOfAnIpv6Client) {
   if (!Connect(c, true)) {
     GTEST_SKIP() << "no IPv6 loopback here";
   }
-  const auto uid = LoopbackPeerUid(c.client_address, c.server_port);
-  ASSERT_TRUE(uid) << c.client_address;
-  EXPECT_EQ(*uid, ::getuid());
+  for (auto* lookup : {&LoopbackPeerUid, &LoopbackPeerUidFromProc}) {
+    const auto uid = lookup(c.client_address, c.server_address);
+    ASSERT_TRUE(uid) << c.client_address;
+    EXPECT_EQ(*uid, ::getuid());
+  }
 }
 
 TEST(LoopbackPeer, FindsNothingForAnotherPortOrAMalformedAddress) {
   Connection c;
   ASSERT_TRUE(Connect(c, false));
-  EXPECT_FALSE(LoopbackPeerUid(c.client_address, static_cast<std::uint16_t>(c.server_port + 1)));
-  EXPECT_FALSE(LoopbackPeerUid("127.0.0.1", c.server_port));
-  EXPECT_FALSE(LoopbackPeerUid("not-an-address:80", c.server_port));
-  EXPECT_FALSE(LoopbackPeerUid("127.0.0.1:99999", c.server_port));
+  const std::string other_port = fmt::format("127.0.0.1:{}", c.server_port + 1);
+  for (auto* lookup : {&LoopbackPeerUid, &LoopbackPeerUidFromProc}) {
+    EXPECT_FALSE(lookup(c.client_address, other_port));
+    EXPECT_FALSE(lookup("127.0.0.1", c.server_address));
+    EXPECT_FALSE(lookup("not-an-address:80", c.server_address));
+    EXPECT_FALSE(lookup("127.0.0.1:99999", c.server_address));
+  }
 }
 
 TEST(LoopbackPeer, NamesUsersFromThePasswdDatabase) {
