@@ -2,6 +2,7 @@
 // role checks over HTTPS, lockout, token revocation while it runs, and plain HTTP: served on loopback
 // when configured (curl plays the local reverse proxy), refused off loopback.
 #include "support/harness.h"
+#include "support/policy_harness.h"
 #include "transport/http_client.h"
 
 #include <boost/json.hpp>
@@ -53,29 +54,13 @@ class PolicyService : public ::testing::Test {
         << ReadFile(dir_ / "policy.log");
   }
 
-  struct Answer {
-    int status = 0;
-    json::value body;
-  };
+  using Answer = ApiAnswer;
   Answer Call(const std::string& method, const std::string& path, const std::string& token = "",
               const std::string& body = "") {
-    transport::HttpClient client(transport::ClientTls{(dir_ / "pki" / "ca.crt").string(), "", ""});
-    transport::ClientRequest request;
-    request.method = method;
-    request.url = "https://127.0.0.1:" + std::to_string(port_) + path;
-    request.body = body;
-    request.content_type = body.empty() ? "" : "application/json";
-    if (!token.empty()) {
-      request.headers.emplace_back("Authorization", "Bearer " + token);
-    }
-    auto response = client.Send(request);
-    EXPECT_TRUE(response) << (response ? "" : response.error().message());
-    if (!response) {
-      return {};
-    }
-    boost::system::error_code ec;
-    json::value parsed = json::parse(response->body, ec);
-    return {response->status, ec ? json::value(response->body) : parsed};
+    auto answer = CallApi(dir_ / "pki" / "ca.crt", "https://127.0.0.1:" + std::to_string(port_), method, path, token,
+                          body);
+    EXPECT_TRUE(answer.error.empty()) << answer.error;
+    return answer;
   }
   Answer LoginAs(const std::string& user, const std::string& password) {
     return Call("POST", "/v1/login", "", json::serialize(json::object{{"user", user}, {"password", password}}));

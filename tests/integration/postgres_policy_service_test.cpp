@@ -4,6 +4,7 @@
 // both appended to. Also the start-up errors: a missing url, and an unreachable server named in one
 // log line without the password.
 #include "support/harness.h"
+#include "support/policy_harness.h"
 #include "support/postgres_server.h"
 #include "transport/http_client.h"
 
@@ -72,29 +73,13 @@ class PostgresPolicyService : public ::testing::Test {
     return port;
   }
 
-  struct Answer {
-    int status = 0;
-    json::value body;
-  };
+  using Answer = ApiAnswer;
   Answer Call(int port, const std::string& method, const std::string& path, const std::string& token = "",
               const std::string& body = "") {
-    transport::HttpClient client(transport::ClientTls{(dir_ / "pki" / "ca.crt").string(), "", ""});
-    transport::ClientRequest request;
-    request.method = method;
-    request.url = "https://127.0.0.1:" + std::to_string(port) + path;
-    request.body = body;
-    request.content_type = body.empty() ? "" : "application/json";
-    if (!token.empty()) {
-      request.headers.emplace_back("Authorization", "Bearer " + token);
-    }
-    auto response = client.Send(request);
-    EXPECT_TRUE(response) << (response ? "" : response.error().message());
-    if (!response) {
-      return {};
-    }
-    boost::system::error_code ec;
-    json::value parsed = json::parse(response->body, ec);
-    return {response->status, ec ? json::value(response->body) : parsed};
+    auto answer = CallApi(dir_ / "pki" / "ca.crt", "https://127.0.0.1:" + std::to_string(port), method, path, token,
+                          body);
+    EXPECT_TRUE(answer.error.empty()) << answer.error;
+    return answer;
   }
 
   TempDir dir_;

@@ -247,19 +247,19 @@ CommandResult TestPolicyManager::Deny(const std::string& id, const std::string& 
   return Cli(args, token_name);
 }
 
-TestPolicyManager::Answer TestPolicyManager::Api(const std::string& method, const std::string& path,
-                                                 const std::string& token, const std::string& body) {
-  transport::HttpClient client(transport::ClientTls{.ca_file = ca_file().string()});
+ApiAnswer CallApi(const fs::path& ca_file, const std::string& url, const std::string& method, const std::string& path,
+                  const std::string& token, const std::string& body) {
+  transport::HttpClient client(transport::ClientTls{.ca_file = ca_file.string()});
   transport::ClientRequest request;
   request.method = method;
-  request.url = url() + path;
+  request.url = url + path;
   request.body = body;
   request.content_type = body.empty() ? "" : "application/json";
   if (!token.empty()) {
     request.headers.emplace_back("Authorization", "Bearer " + token);
   }
   auto response = client.Send(request);
-  Answer answer;
+  ApiAnswer answer;
   if (!response) {
     answer.error = response.error().message() + " " + client.LastErrorDetail();
     return answer;
@@ -270,6 +270,11 @@ TestPolicyManager::Answer TestPolicyManager::Api(const std::string& method, cons
   json::value parsed = json::parse(response->body, ec);
   answer.body = ec ? json::value(response->body) : parsed;
   return answer;
+}
+
+TestPolicyManager::Answer TestPolicyManager::Api(const std::string& method, const std::string& path,
+                                                 const std::string& token, const std::string& body) {
+  return CallApi(ca_file(), url(), method, path, token, body);
 }
 
 std::vector<json::object> TestPolicyManager::AuditRecords() {

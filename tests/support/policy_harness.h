@@ -18,6 +18,18 @@
 
 namespace lifeline::testing {
 
+/// What one HTTPS call to a JSON API answered.
+struct ApiAnswer {
+  int status = 0;           // 0: no HTTP answer (see error)
+  boost::json::value body;  // parsed JSON, or the raw body as a string
+  std::string raw;          // the body as received
+  std::string error;
+};
+/// One HTTPS request (`url` up to the path, e.g. "https://127.0.0.1:8443") trusting only `ca_file`,
+/// with a bearer token (none when empty) and a JSON body (none when empty).
+ApiAnswer CallApi(const fs::path& ca_file, const std::string& url, const std::string& method, const std::string& path,
+                  const std::string& token = "", const std::string& body = "");
+
 class TestPolicyManager {
  public:
   /// Writes policy.toml and a TLS certificate for 127.0.0.1 in `dir`; gateways of `home` are its
@@ -70,12 +82,7 @@ class TestPolicyManager {
   CommandResult Deny(const std::string& id, const std::string& token_name, const std::string& comment = "");
 
   /// One HTTPS request to the API with a bearer token (none when empty).
-  struct Answer {
-    int status = 0;           // 0: no HTTP answer (see error)
-    boost::json::value body;  // parsed JSON, or the raw body as a string
-    std::string raw;          // the body as received
-    std::string error;
-  };
+  using Answer = ApiAnswer;
   Answer Api(const std::string& method, const std::string& path, const std::string& token = "",
              const std::string& body = "");
   /// GET /v1/audit?format=jsonl as an auditor: the record lines as JSON objects.
