@@ -296,17 +296,11 @@ Approvals::~Approvals() { Stop(); }
 
 Result<std::unique_ptr<Approvals>> Approvals::Open(ApprovalsOptions options, AuditLog& audit, ChangeFeed& feed,
                                                    std::unique_ptr<transport::Mailer> mailer) {
-  std::shared_ptr<store::sql::Database> db = options.db;
-  if (!db) {
-    auto opened = OpenPolicySqlite(options.db_path);
-    if (!opened) {
-      return opened.error();
-    }
-    db = std::move(*opened);
+  auto opened = OpenWithTables(options.db, options.db_path, kTable, kPostgresTable, "approval_requests table");
+  if (!opened) {
+    return opened.error();
   }
-  if (auto created = EnsureTables(*db, kTable, kPostgresTable, "approval_requests table"); !created) {
-    return created.error();
-  }
+  std::shared_ptr<store::sql::Database> db = std::move(*opened);
   if (!options.notify.empty() && mailer == nullptr) {
     return Fail(std::make_error_code(std::errc::invalid_argument));
   }

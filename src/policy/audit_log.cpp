@@ -275,18 +275,12 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(Options options) {
                   key.error().message());
     return key.error();
   }
-  std::shared_ptr<store::sql::Database> db = options.db;
-  if (!db) {
-    // 0600 from the start: nobody else reads the audit trail.
-    auto opened = OpenPolicySqlite(options.db_path);
-    if (!opened) {
-      return opened.error();
-    }
-    db = std::move(*opened);
+  // A SQLite file is 0600 from the start (OpenPolicySqlite): nobody else reads the audit trail.
+  auto opened = OpenWithTables(options.db, options.db_path, kSchema, kPostgresSchema, "audit tables");
+  if (!opened) {
+    return opened.error();
   }
-  if (auto made = EnsureTables(*db, kSchema, kPostgresSchema, "audit tables"); !made) {
-    return made.error();
-  }
+  std::shared_ptr<store::sql::Database> db = std::move(*opened);
   auto impl = std::make_unique<Impl>();
   impl->db = std::move(db);
   if (options.syslog) {

@@ -132,4 +132,22 @@ VoidResult EnsureTables(sql::Database& db, std::string_view sqlite_ddl, std::str
   return made;
 }
 
+Result<std::shared_ptr<sql::Database>> OpenWithTables(std::shared_ptr<sql::Database> given,
+                                                      const std::filesystem::path& sqlite_path,
+                                                      std::string_view sqlite_ddl, std::string_view postgres_ddl,
+                                                      std::string_view what) {
+  std::shared_ptr<sql::Database> db = std::move(given);
+  if (!db) {
+    auto opened = OpenPolicySqlite(sqlite_path);
+    if (!opened) {
+      return opened.error();
+    }
+    db = std::move(*opened);
+  }
+  if (auto made = EnsureTables(*db, sqlite_ddl, postgres_ddl, what); !made) {
+    return made.error();
+  }
+  return db;
+}
+
 }  // namespace lifeline::policy

@@ -61,4 +61,10 @@ inline constexpr std::int64_t kSchema = 0x4c4c'5343'4845'4d04;  // table creatio
 [[nodiscard]] VoidResult EnsureTables(store::sql::Database& db, std::string_view sqlite_ddl,
                                       std::string_view postgres_ddl, std::string_view what);
 
+/// `given` when set, else the SQLite file at `sqlite_path` (OpenPolicySqlite); either way with its
+/// tables made (EnsureTables).
+[[nodiscard]] Result<std::shared_ptr<store::sql::Database>> OpenWithTables(
+    std::shared_ptr<store::sql::Database> given, const std::filesystem::path& sqlite_path,
+    std::string_view sqlite_ddl, std::string_view postgres_ddl, std::string_view what);
+
 }  // namespace lifeline::policy
